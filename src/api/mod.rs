@@ -1,0 +1,143 @@
+//! Public gRPC services (`proto/drover.proto`), served by every node.
+//!
+//! - [`scheduler`]: `Schedule`, `ScheduleBatch`, `GetTask`.
+//! - [`cluster`]: `Status`, `NodeStatus`.
+//! - [`validate`]: request validation at the edge.
+//! - [`error`]: [`ApiError`] and its single conversion into `tonic::Status`.
+//!
+//! Writes and linearizable reads need the leader. [`on_leader`] runs them
+//! locally on the leader, or forwards the original request to the leader
+//! over the node's long-lived channel; the client sees no difference.
+
+pub mod cluster;
+pub mod error;
+pub mod scheduler;
+pub mod validate;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use error::ApiError;
+use tonic::transport::Channel;
+
+use crate::node::{NodeContext, Route};
+use crate::pb;
+use crate::raft::{ClientWriteError, RaftError};
+use crate::store::{Command, CommandResponse};
+
+/// Metadata key set on forwarded requests: a forwarded request is never
+/// forwarded again (no loops); the receiver answers `UNAVAILABLE` with a
+/// leader hint instead, and the forwarding node retries.
+pub const FORWARDED: &str = "x-drover-forwarded";
+
+pub fn scheduler_server(ctx: NodeContext) -> pb::scheduler_server::SchedulerServer<scheduler::SchedulerService> {
+    pb::scheduler_server::SchedulerServer::new(scheduler::SchedulerService::new(ctx))
+        .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+}
+
+pub fn cluster_server(ctx: NodeContext) -> pb::cluster_server::ClusterServer<cluster::ClusterService> {
+    pb::cluster_server::ClusterServer::new(cluster::ClusterService::new(ctx))
+}
+
+pub(crate) fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED)
+}
+
+pub(crate) fn mark_forwarded<T>(mut req: tonic::Request<T>, from: u64) -> tonic::Request<T> {
+    if let Ok(v) = from.to_string().parse() {
+        req.metadata_mut().insert(FORWARDED, v);
+    }
+    req
+}
+
+/// Run `local` if this node leads, else `remote` against the leader's
+/// channel. Retries across leader changes until `leader_wait` runs out.
+pub(crate) async fn on_leader<T, L, LF, R, RF>(
+    ctx: &NodeContext,
+    forwarded: bool,
+    local: L,
+    remote: R,
+) -> Result<T, tonic::Status>
+where
+    L: Fn() -> LF,
+    LF: Future<Output = Result<T, ApiError>>,
+    R: Fn(Channel) -> RF,
+    RF: Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + ctx.config.leader_wait;
+    loop {
+        let retry = match ctx.route().await? {
+            Route::Local => match local().await {
+                Err(ApiError::Unavailable { leader: Some(_), .. })
+                    if !forwarded && tokio::time::Instant::now() < deadline =>
+                {
+                    true
+                }
+                other => return other.map_err(Into::into),
+            },
+            Route::Remote { id, addr } if forwarded => {
+                return Err(ApiError::Unavailable {
+                    message: format!("node {} is not the leader; node {id} at {addr} is", ctx.id),
+                    leader: Some((id, addr)),
+                    retry_after_ms: 0,
+                }
+                .into());
+            }
+            Route::Remote { id, addr } => {
+                let channel =
+                    ctx.pool.get(&addr).map_err(|e| ApiError::internal(format!("leader address {addr}: {e}")))?;
+                match remote(channel).await {
+                    Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => true,
+                    // A drover node's own UNAVAILABLE carries its hints: pass it on.
+                    Err(s)
+                        if s.code() == tonic::Code::Unavailable
+                            && s.metadata().get(error::RETRY_AFTER_MS).is_none() =>
+                    {
+                        return Err(ApiError::Unavailable {
+                            message: format!(
+                                "leader node {id} at {addr} is unreachable ({}); retry shortly",
+                                s.message()
+                            ),
+                            leader: None,
+                            retry_after_ms: 500,
+                        }
+                        .into());
+                    }
+                    other => return other,
+                }
+            }
+        };
+        if retry {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Propose a command on this node (which believes it leads) and wait for
+/// the state machine's reply.
+pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandResponse, ApiError> {
+    let write = ctx.raft.client_write(cmd);
+    let result = match tokio::time::timeout(ctx.config.propose_timeout, write).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(ApiError::Timeout(format!(
+                "not committed within {:?}; the write may still commit: retry with the same idempotency key",
+                ctx.config.propose_timeout
+            )));
+        }
+    };
+    match result {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ApiError::Unavailable {
+            message: "leadership moved before the write was proposed".into(),
+            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            retry_after_ms: 0,
+        }),
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(ApiError::Timeout(
+            "leadership changed while the write was in flight; it may or may not have committed: retry with the same idempotency key".into(),
+        )),
+        Err(RaftError::APIError(e)) => Err(ApiError::internal(e)),
+        Err(RaftError::Fatal(e)) => Err(ApiError::unavailable(format!("this node's Raft has stopped: {e}"))),
+    }
+}

@@ -1,0 +1,163 @@
+//! The `drover` command line. `main` stays thin: parse, pick a runtime, run
+//! one command, print one clear line on error.
+//!
+//! - [`server`]: `drover server`.
+//! - [`dev`]: `drover dev`, a local cluster of child processes.
+//! - [`task`], [`cluster`]: client commands.
+//! - [`bench`]: `drover bench`.
+
+pub mod bench;
+pub mod cluster;
+pub mod dev;
+pub mod server;
+pub mod task;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+
+/// Default endpoints: the `drover dev` cluster.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drover",
+    version,
+    about = "A Raft-replicated, clustered asynchronous task scheduler",
+    long_about = "A Raft-replicated, clustered asynchronous task scheduler.\n\n\
+        Start a local 3-node cluster with `drover dev`, then schedule a task with\n\
+        `drover task schedule send_email --payload '{\"to\":\"a@b.c\"}'` and read it\n\
+        back with `drover task get ID`. Every node accepts every request.",
+    after_help = "Environment: DROVER_ENDPOINT (like --endpoint), RUST_LOG (log filter, e.g. info or drover=debug)."
+)]
+pub struct Cli {
+    /// Nodes to talk to, tried in turn when one is down.
+    #[arg(long, global = true, env = "DROVER_ENDPOINT", default_value = DEFAULT_ENDPOINTS, value_name = "HOST:PORT[,HOST:PORT...]")]
+    pub endpoint: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one cluster node.
+    Server(server::ServerArgs),
+    /// Run a local N-node cluster on 127.0.0.1 (child processes), until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Schedule and inspect tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Measure a running cluster.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+impl Cli {
+    pub fn client(&self) -> Client {
+        let endpoints = self.endpoint.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        Client::new(endpoints)
+    }
+}
+
+/// A CLI failure: one line for the user.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Turn a gRPC status into a message a person can act on.
+pub fn status_message(s: &tonic::Status) -> String {
+    use tonic::Code;
+    let what = match s.code() {
+        Code::InvalidArgument => "invalid request",
+        Code::NotFound => "not found",
+        Code::Unavailable => "cluster unavailable",
+        Code::DeadlineExceeded => "timed out",
+        Code::Internal => "internal error",
+        _ => "error",
+    };
+    let msg = s.message();
+    if msg.is_empty() {
+        format!("{what} ({:?})", s.code())
+    } else {
+        format!("{what}: {msg}")
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 500ms, 10s or 5m: {e}"))
+}
+
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Server(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Task(cmd) => task::run(&cli, cmd).await,
+            Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
+            Command::Bench(cmd) => bench::run(&cli, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolve on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

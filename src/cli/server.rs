@@ -1,0 +1,84 @@
+//! `drover server`: run one node until SIGINT/SIGTERM, then stop gracefully.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{parse_duration, shutdown_signal, CliError};
+use crate::config::{parse_peers, NodeConfig};
+use crate::node::RunningNode;
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+    # a new 3-node cluster: start all three; one of them bootstraps\n  \
+    drover server --id 1 --listen 127.0.0.1:7001 --data-dir d1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --bootstrap\n  \
+    drover server --id 2 --listen 127.0.0.1:7002 --data-dir d2\n  \
+    drover server --id 3 --listen 127.0.0.1:7003 --data-dir d3\n\n  \
+    # a restart needs only id, listen and data dir\n  \
+    drover server --id 1 --listen 127.0.0.1:7001 --data-dir d1")]
+pub struct ServerArgs {
+    /// This node's id: a positive integer, unique in the cluster, never reused.
+    #[arg(long, env = "DROVER_ID")]
+    pub id: u64,
+    /// Address to listen on (Raft and the public API share it).
+    #[arg(long, env = "DROVER_LISTEN", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Where this node keeps its log, state and snapshots.
+    #[arg(long, env = "DROVER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Initial members as ID=HOST:PORT, comma-separated (used with --bootstrap).
+    #[arg(long, env = "DROVER_PEERS", value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Initialise a new cluster from --peers. Give it to exactly one node, once.
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// Address others use to reach this node, if not the --peers entry or --listen.
+    #[arg(long, env = "DROVER_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Largest task payload in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_payload: usize,
+    /// Most tasks in one ScheduleBatch (1..=10000).
+    #[arg(long, default_value_t = 1000)]
+    pub max_batch: usize,
+    /// Leader heartbeat period.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub heartbeat: std::time::Duration,
+    /// Minimum election timeout (the maximum is twice this).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub election_timeout: std::time::Duration,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, default_value_t = 50_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    #[arg(long, default_value_t = 10_000)]
+    pub logs_to_keep: u64,
+}
+
+impl ServerArgs {
+    pub fn to_config(&self) -> Result<NodeConfig, CliError> {
+        let mut c = NodeConfig::new(self.id, self.listen.clone(), self.data_dir.clone());
+        if let Some(p) = &self.peers {
+            c.peers = parse_peers(p).map_err(|e| CliError(format!("--peers: {e}")))?;
+        }
+        c.bootstrap = self.bootstrap;
+        c.advertise = self.advertise.clone();
+        c.limits.max_payload_bytes = self.max_payload;
+        c.limits.max_batch = self.max_batch;
+        c.raft.heartbeat_ms = self.heartbeat.as_millis() as u64;
+        c.raft.election_timeout_ms = self.election_timeout.as_millis() as u64;
+        c.raft.snapshot_every = self.snapshot_every;
+        c.raft.logs_to_keep = self.logs_to_keep;
+        c.validate().map_err(CliError)?;
+        Ok(c)
+    }
+}
+
+pub async fn run(args: &ServerArgs) -> Result<(), CliError> {
+    let config = args.to_config()?;
+    let node = RunningNode::start(config, None).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

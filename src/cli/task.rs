@@ -1,0 +1,179 @@
+//! `drover task ...`: schedule and read tasks.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{parse_duration, status_message, Cli, CliError};
+use crate::pb;
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Schedule a task; prints its id.
+    #[command(after_help = "Examples:\n  \
+        drover task schedule send_email --payload '{\"to\":\"a@example.com\"}'\n  \
+        drover task schedule report --delay 10m --priority 5 --key report-2026-11-26\n  \
+        drover task schedule cleanup --at 2026-12-01T00:00:00Z --payload-file job.json --json")]
+    Schedule(ScheduleArgs),
+    /// Show a task's state.
+    Get(GetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// The callback (handler) that will run the task.
+    pub callback: String,
+    /// Payload as text.
+    #[arg(long, conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// Payload read from a file ("-" for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<PathBuf>,
+    /// Run after this delay (e.g. 500ms, 10s, 5m, 2h).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+    /// Run at this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// 0 (lowest, default) to 9 (highest).
+    #[arg(long, default_value_t = 0)]
+    pub priority: u32,
+    /// Idempotency key: scheduling again with the same key returns the first task.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Task id.
+    pub id: u64,
+    /// Read the answering node's copy without asking the leader (may lag; works without a leader).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+pub async fn run(cli: &Cli, cmd: &TaskCommand) -> Result<(), CliError> {
+    match cmd {
+        TaskCommand::Schedule(args) => schedule(cli, args).await,
+        TaskCommand::Get(args) => get(cli, args).await,
+    }
+}
+
+fn read_payload(args: &ScheduleArgs) -> Result<Vec<u8>, CliError> {
+    match (&args.payload, &args.payload_file) {
+        (Some(p), _) => Ok(p.clone().into_bytes()),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| CliError(format!("reading stdin: {e}")))?;
+            Ok(buf)
+        }
+        (None, Some(f)) => std::fs::read(f).map_err(|e| CliError(format!("--payload-file {}: {e}", f.display()))),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
+    let when = match (&args.delay, &args.at) {
+        (Some(d), _) => Some(pb::task_spec::When::DelayMs(d.as_millis() as u64)),
+        (None, Some(at)) => {
+            let t = humantime::parse_rfc3339_weak(at)
+                .map_err(|e| CliError(format!("--at {at:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {e}")))?;
+            let ms =
+                t.duration_since(UNIX_EPOCH).map_err(|_| CliError(format!("--at {at:?} is before 1970")))?.as_millis()
+                    as u64;
+            Some(pb::task_spec::When::RunAtUnixMs(ms))
+        }
+        (None, None) => None,
+    };
+    let spec = pb::TaskSpec {
+        callback: args.callback.clone(),
+        payload: read_payload(args)?,
+        priority: args.priority,
+        when,
+        idempotency_key: args.key.clone().unwrap_or_default(),
+    };
+    let client = cli.client();
+    let reply =
+        client
+            .call(0, |i| {
+                let spec = spec.clone();
+                let client = &client;
+                async move {
+                    Ok(client.scheduler(i)?.schedule(pb::ScheduleRequest { task: Some(spec) }).await?.into_inner())
+                }
+            })
+            .await
+            .map_err(|s| CliError(status_message(&s)))?;
+    if cli.json {
+        println!("{}", json!({ "task_id": reply.task_id, "created": reply.created }));
+    } else if reply.created {
+        println!("{}", reply.task_id);
+    } else {
+        println!("{}", reply.task_id);
+        eprintln!("(existing task for key {:?}; nothing new was created)", args.key.as_deref().unwrap_or(""));
+    }
+    Ok(())
+}
+
+fn fmt_time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::TaskState::try_from(state).unwrap_or(pb::TaskState::Unspecified) {
+        pb::TaskState::Unspecified => "unknown",
+        pb::TaskState::Scheduled => "scheduled",
+        pb::TaskState::Ready => "ready",
+        pb::TaskState::Running => "running",
+        pb::TaskState::RetryWait => "retry_wait",
+        pb::TaskState::Succeeded => "succeeded",
+        pb::TaskState::Failed => "failed",
+        pb::TaskState::Dead => "dead",
+        pb::TaskState::Cancelled => "cancelled",
+    }
+}
+
+async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
+    let client = cli.client();
+    let req = pb::GetTaskRequest { task_id: args.id, allow_stale: args.stale };
+    let t = client
+        .call(0, |i| {
+            let client = &client;
+            async move { Ok(client.scheduler(i)?.get_task(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|s| CliError(status_message(&s)))?;
+    if cli.json {
+        let v = json!({
+            "id": t.id,
+            "callback": t.callback,
+            "state": state_name(t.state),
+            "priority": t.priority,
+            "run_at": fmt_time(t.run_at_unix_ms),
+            "run_at_unix_ms": t.run_at_unix_ms,
+            "created_at": fmt_time(t.created_at_unix_ms),
+            "created_at_unix_ms": t.created_at_unix_ms,
+            "attempts": t.attempts,
+            "payload_size": t.payload_size,
+            "idempotency_key": if t.idempotency_key.is_empty() { None } else { Some(&t.idempotency_key) },
+            "created_index": t.created_index,
+        });
+        println!("{v}");
+    } else {
+        println!("id:           {}", t.id);
+        println!("callback:     {}", t.callback);
+        println!("state:        {}", state_name(t.state));
+        println!("priority:     {}", t.priority);
+        println!("run at:       {}", fmt_time(t.run_at_unix_ms));
+        println!("created at:   {}", fmt_time(t.created_at_unix_ms));
+        println!("attempts:     {}", t.attempts);
+        println!("payload size: {} bytes", t.payload_size);
+        if !t.idempotency_key.is_empty() {
+            println!("key:          {}", t.idempotency_key);
+        }
+    }
+    Ok(())
+}

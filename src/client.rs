@@ -1,0 +1,97 @@
+//! A client for a drover cluster that fails over between the nodes it is
+//! given: on a connection failure or `UNAVAILABLE` it tries the next node,
+//! with a short backoff, until its deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::scheduler_client::SchedulerClient;
+
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Vec<String>,
+    pool: ChannelPool,
+    /// Give up after this long of failing over.
+    pub deadline: Duration,
+    /// Per-attempt timeout.
+    pub attempt_timeout: Duration,
+}
+
+/// Whether a failed call may succeed at another node or a bit later.
+pub fn is_retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown)
+        || (status.code() == Code::DeadlineExceeded && status.message().contains("timed out"))
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Client {
+            endpoints,
+            pool: ChannelPool::default(),
+            deadline: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(12),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn channel(&self, i: usize) -> Result<Channel, Status> {
+        let addr = &self.endpoints[i % self.endpoints.len()];
+        self.pool.get(addr).map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))
+    }
+
+    pub fn scheduler(&self, i: usize) -> Result<SchedulerClient<Channel>, Status> {
+        Ok(SchedulerClient::new(self.channel(i)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn cluster(&self, i: usize) -> Result<ClusterClient<Channel>, Status> {
+        Ok(ClusterClient::new(self.channel(i)?))
+    }
+
+    /// Run `call` against node `start`, then the next ones, until it
+    /// succeeds, fails for good, or the deadline passes.
+    pub async fn call<T, F, Fut>(&self, start: usize, call: F) -> Result<T, Status>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        if self.endpoints.is_empty() {
+            return Err(Status::invalid_argument(
+                "no endpoint given: pass --endpoint HOST:PORT or set DROVER_ENDPOINT",
+            ));
+        }
+        let give_up = tokio::time::Instant::now() + self.deadline;
+        let mut backoff = Duration::from_millis(50);
+        let mut i = start;
+        loop {
+            let result = match tokio::time::timeout(self.attempt_timeout, call(i)).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "{} timed out after {:?}",
+                    self.endpoints[i % self.endpoints.len()],
+                    self.attempt_timeout
+                ))),
+            };
+            match result {
+                Err(s) if is_retryable(&s) && tokio::time::Instant::now() < give_up => {
+                    tracing::debug!(endpoint = %self.endpoints[i % self.endpoints.len()], error = %s.message(), "retrying at the next node");
+                    i += 1;
+                    if i % self.endpoints.len() == start % self.endpoints.len() {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Typed node configuration. Every limit says its unit and range; `validate`
+//! rejects nonsense before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Request limits enforced at the API edge.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest task payload, bytes. Default 1 MiB; at most 32 MiB.
+    pub max_payload_bytes: usize,
+    /// Most tasks in one `ScheduleBatch`. Default 1000; 1..=10,000.
+    pub max_batch: usize,
+    /// Longest callback name, bytes. Fixed at 128.
+    pub max_callback_len: usize,
+    /// Longest idempotency key, bytes. Fixed at 256.
+    pub max_key_len: usize,
+    /// How far ahead a task may be scheduled. Default 366 days.
+    pub max_schedule_ahead: Duration,
+    /// Most payload bytes in one `ScheduleBatch`. Default 48 MiB (below the
+    /// 64 MiB gRPC message limit).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 1 << 20,
+            max_batch: 1000,
+            max_callback_len: 128,
+            max_key_len: 256,
+            max_schedule_ahead: Duration::from_secs(366 * 24 * 3600),
+            max_batch_bytes: 48 << 20,
+        }
+    }
+}
+
+/// Raft timing and log compaction.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    /// Leader heartbeat period, ms. Default 100.
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout, ms (the maximum is twice this). Default 500;
+    /// must exceed the heartbeat period several times over.
+    pub election_timeout_ms: u64,
+    /// Build a snapshot after this many entries since the last. Default 50,000.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slow followers. Default 10,000.
+    pub logs_to_keep: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning { heartbeat_ms: 100, election_timeout_ms: 500, snapshot_every: 50_000, logs_to_keep: 10_000 }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster and never reused.
+    pub id: u64,
+    /// Address to bind, `host:port`.
+    pub listen: String,
+    /// Address other nodes and clients use to reach this node. Defaults to
+    /// the entry for `id` in `peers`, else `listen`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Initial members `(id, addr)`, used with `bootstrap`.
+    pub peers: Vec<(u64, String)>,
+    /// Initialise a new cluster from `peers` (once; ignored when the data
+    /// dir already belongs to an initialised node).
+    pub bootstrap: bool,
+    pub limits: Limits,
+    pub raft: RaftTuning,
+    /// How long a request waits for a leader to be elected before it fails
+    /// with `UNAVAILABLE`. Default 3 s.
+    pub leader_wait: Duration,
+    /// Upper bound on a proposal's wait for commit. Default 10 s.
+    pub propose_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(id: u64, listen: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            id,
+            listen: listen.into(),
+            advertise: None,
+            data_dir: data_dir.into(),
+            peers: Vec::new(),
+            bootstrap: false,
+            limits: Limits::default(),
+            raft: RaftTuning::default(),
+            leader_wait: Duration::from_secs(3),
+            propose_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("--id must be a positive integer (0 is reserved)".into());
+        }
+        if self.bootstrap && !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.id) {
+            return Err(format!("--peers must include this node (id {})", self.id));
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err("--peers lists a node id twice".into());
+        }
+        if self.peers.iter().any(|(id, _)| *id == 0) {
+            return Err("--peers: node ids must be positive".into());
+        }
+        let l = &self.limits;
+        if l.max_payload_bytes == 0 || l.max_payload_bytes > 32 << 20 {
+            return Err("--max-payload must be between 1 byte and 32 MiB".into());
+        }
+        if l.max_batch == 0 || l.max_batch > 10_000 {
+            return Err("--max-batch must be between 1 and 10000".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_ms < 3 * r.heartbeat_ms {
+            return Err("the election timeout must be at least 3 heartbeat periods".into());
+        }
+        if r.snapshot_every == 0 {
+            return Err("--snapshot-every must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The address this node tells others to use.
+    pub fn advertise_addr(&self) -> String {
+        if let Some(a) = &self.advertise {
+            return a.clone();
+        }
+        self.peers.iter().find(|(id, _)| *id == self.id).map(|(_, a)| a.clone()).unwrap_or_else(|| self.listen.clone())
+    }
+}
+
+/// Parse `1=host:port,2=host:port`.
+pub fn parse_peers(s: &str) -> Result<Vec<(u64, String)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (id, addr) = p.split_once('=').ok_or_else(|| format!("peer {p:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id.trim().parse().map_err(|_| format!("peer {p:?}: {id:?} is not a node id"))?;
+            let addr = addr.trim();
+            if !addr.contains(':') {
+                return Err(format!("peer {p:?}: address {addr:?} has no port"));
+            }
+            Ok((id, addr.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject_garbage() {
+        assert_eq!(parse_peers("1=a:1,2=b:2").unwrap(), vec![(1, "a:1".to_string()), (2, "b:2".to_string())]);
+        assert!(parse_peers("1=a").is_err());
+        assert!(parse_peers("x=a:1").is_err());
+        assert!(parse_peers("a:1").is_err());
+    }
+
+    #[test]
+    fn validate_catches_duplicate_ids_and_bad_timing() {
+        let mut c = NodeConfig::new(1, "127.0.0.1:1", "/tmp/x");
+        c.peers = vec![(1, "a:1".into()), (1, "b:2".into())];
+        assert!(c.validate().is_err());
+        let mut c = NodeConfig::new(1, "127.0.0.1:1", "/tmp/x");
+        c.raft.election_timeout_ms = 100;
+        assert!(c.validate().is_err());
+        assert!(NodeConfig::new(0, "x:1", "/tmp/x").validate().is_err());
+        assert!(NodeConfig::new(1, "x:1", "/tmp/x").validate().is_ok());
+    }
+}

@@ -1,0 +1,55 @@
+//! # drover
+//!
+//! A Raft-replicated, clustered asynchronous task scheduler. Teams schedule
+//! tasks against named callbacks; a small cluster of peer nodes (3 or 5)
+//! replicates the task store through Raft (openraft) on RocksDB, and any
+//! node accepts requests.
+//!
+//! ## Layout
+//!
+//! - [`config`]: typed node configuration and its limits.
+//! - [`node`]: a running node: storage, Raft, gRPC server, lifecycle; and
+//!   [`node::NodeContext`], what every service shares.
+//! - [`api`]: the public gRPC services (`proto/drover.proto`), validation,
+//!   forwarding to the leader, and the one `ApiError -> Status` conversion.
+//! - [`raft`]: everything that names an openraft type: the type config, the
+//!   RocksDB log with group commit ([`raft::log_store`]), the state machine
+//!   adapter ([`raft::state_machine`]), snapshots ([`raft::snapshot`]) and
+//!   node-to-node RPC ([`raft::network`], [`raft::service`]).
+//! - [`store`]: the task store on RocksDB: keys, task rows, replicated
+//!   commands and the deterministic apply logic.
+//! - [`clock`]: how the leader stamps commands (apply never reads a clock).
+//! - [`net`]: long-lived gRPC channels shared by replication and forwarding.
+//! - [`encoding`]: the versioned record encoding of everything on disk.
+//! - [`client`]: a client that fails over between nodes.
+//! - [`cli`]: the `drover` command line (server, dev cluster, client
+//!   commands, benchmarks).
+//!
+//! ## The write path
+//!
+//! client -> any node's [`api::scheduler`] -> validate ->
+//! [`api::on_leader`] (forward if a follower) -> leader stamps a
+//! [`store::Command`] -> `Raft::client_write` -> [`raft::log_store`] appends
+//! and the group-commit flusher fsyncs -> replicated to a majority ->
+//! [`raft::state_machine`] applies it in one `WriteBatch` -> reply.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod encoding;
+pub mod net;
+pub mod node;
+pub mod raft;
+pub mod store;
+
+/// Generated protobuf types.
+pub mod pb {
+    tonic::include_proto!("drover.v1");
+
+    /// Node-to-node Raft messages.
+    pub mod raft {
+        tonic::include_proto!("drover.raft.v1");
+    }
+}

@@ -1,0 +1,6 @@
+//! The `drover` binary: server, local dev cluster, client commands and
+//! benchmarks. All logic lives in the library; see `drover --help`.
+
+fn main() -> std::process::ExitCode {
+    drover::cli::main()
+}

@@ -1,0 +1,247 @@
+//! A drover node: opens the data dir, starts Raft and the gRPC server, and
+//! owns the shared context the services use.
+//!
+//! Lifecycle: `start` -> serving -> `shutdown` (stop accepting, stop Raft,
+//! close the database). See DESIGN.md, "Node lifecycle".
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+
+use crate::api::{self, ApiError};
+use crate::clock::ProposerClock;
+use crate::config::NodeConfig;
+use crate::net::ChannelPool;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::service::RaftService;
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::state_machine::{Applied, StateMachine};
+use crate::raft::{self, Raft, ServerState};
+use crate::store::{self, TaskStore};
+
+/// Errors starting or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("data dir {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("storage: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("grpc server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// What every service of a node shares. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub id: u64,
+    pub raft: Raft,
+    pub store: TaskStore,
+    pub clock: ProposerClock,
+    pub pool: ChannelPool,
+    pub config: Arc<NodeConfig>,
+    pub applied: tokio::sync::watch::Receiver<Applied>,
+}
+
+/// Where a request that needs the leader should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node is the leader.
+    Local,
+    /// Another node is; forward there.
+    Remote { id: u64, addr: String },
+}
+
+impl NodeContext {
+    /// The current leader, waiting up to the configured `leader_wait` for an
+    /// election to finish.
+    pub async fn route(&self) -> Result<Route, ApiError> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.config.leader_wait;
+        loop {
+            let found = {
+                let m = metrics.borrow_and_update();
+                match m.current_leader {
+                    Some(id) if id == self.id && m.state == ServerState::Leader => Some(Route::Local),
+                    Some(id) if id != self.id => m
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| Route::Remote { id, addr: n.addr.clone() }),
+                    _ => None,
+                }
+            };
+            if let Some(route) = found {
+                return Ok(route);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+                return Err(ApiError::Unavailable {
+                    message: format!(
+                        "no leader after waiting {:?}: the cluster is electing one or has lost its quorum; retry shortly",
+                        self.config.leader_wait
+                    ),
+                    leader: None,
+                    retry_after_ms: 500,
+                });
+            }
+        }
+    }
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub ctx: NodeContext,
+    /// The address the gRPC server is bound to.
+    pub local_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RunningNode {
+    /// Start a node: bind (or take `listener`), open storage, start Raft and
+    /// serve. With `bootstrap`, initialise the cluster if it is new.
+    pub async fn start(config: NodeConfig, listener: Option<TcpListener>) -> Result<RunningNode, NodeError> {
+        config.validate().map_err(NodeError::Config)?;
+        let config = Arc::new(config);
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?,
+        };
+        let local_addr =
+            listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
+        claim_data_dir(&config.data_dir, config.id)?;
+
+        let db = store::open_db(&config.data_dir.join("db")).map_err(|e| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            message: format!("{e} (is another drover process using it?)"),
+        })?;
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let (state_machine, applied) = StateMachine::open(db.clone(), snapshot_dir.clone())?;
+        let log_store = LogStore::new(db.clone()).map_err(store::StoreError::from)?;
+        let pool = ChannelPool::default();
+        let network = Network { node_id: config.id, pool: pool.clone() };
+        let raft_config = raft::raft_config(&config.raft).map_err(NodeError::Config)?;
+        let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let ctx = NodeContext {
+            id: config.id,
+            raft: raft.clone(),
+            store: TaskStore::new(db),
+            clock: ProposerClock::new(applied.clone()),
+            pool,
+            config: config.clone(),
+            applied,
+        };
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let snapshots = SnapshotDir::open(snapshot_dir).map_err(store::StoreError::from)?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let router = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(RaftService::server(raft.clone(), snapshots))
+            .add_service(api::scheduler_server(ctx.clone()))
+            .add_service(api::cluster_server(ctx.clone()));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
+                tracing::error!(error = %e, "grpc server stopped");
+            }
+        });
+        tasks.spawn(health::report(ctx.clone(), health_reporter, shutdown.clone()));
+
+        if config.bootstrap {
+            bootstrap(&ctx).await?;
+        }
+        tracing::info!(id = config.id, addr = %local_addr, "node started");
+        Ok(RunningNode { ctx, local_addr, shutdown, tasks })
+    }
+
+    /// Graceful stop: stop serving, stop Raft, wait for every task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if let Err(e) = self.ctx.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.tasks.wait().await;
+        tracing::info!(id = self.ctx.id, "node stopped");
+    }
+}
+
+/// Initialise a new cluster from the configured peers (or this node alone).
+async fn bootstrap(ctx: &NodeContext) -> Result<(), NodeError> {
+    if ctx.raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+        tracing::info!("--bootstrap ignored: this node already belongs to a cluster");
+        return Ok(());
+    }
+    let mut members = std::collections::BTreeMap::new();
+    for (id, addr) in &ctx.config.peers {
+        members.insert(*id, raft::Node { addr: addr.clone() });
+    }
+    members.entry(ctx.id).or_insert_with(|| raft::Node { addr: ctx.config.advertise_addr() });
+    tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+    ctx.raft.initialize(members).await.map_err(|e| NodeError::Raft(format!("initialize: {e}")))
+}
+
+/// Record which node owns a data dir, and refuse to start a different id on
+/// it: reusing a data dir under another id can split a cluster's brain.
+fn claim_data_dir(dir: &Path, id: u64) -> Result<(), NodeError> {
+    let err = |message: String| NodeError::DataDir { path: dir.display().to_string(), message };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let id_file = dir.join("node_id");
+    match std::fs::read_to_string(&id_file) {
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(existing) if existing == id => Ok(()),
+            Ok(existing) => {
+                Err(err(format!("belongs to node {existing}, not node {id}; use a fresh data dir for a new node")))
+            }
+            Err(_) => Err(err(format!("{} is corrupt", id_file.display()))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&id_file, format!("{id}\n")).map_err(|e| err(e.to_string()))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+mod health {
+    //! The standard gRPC health service: SERVING while this node knows a
+    //! leader (it can take writes, directly or by forwarding).
+    use super::*;
+    use tonic_health::server::HealthReporter;
+    use tonic_health::ServingStatus;
+
+    pub async fn report(ctx: NodeContext, reporter: HealthReporter, stop: CancellationToken) {
+        let mut metrics = ctx.raft.metrics();
+        loop {
+            let serving = metrics.borrow_and_update().current_leader.is_some();
+            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status("drover.v1.Scheduler", status).await;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                r = metrics.changed() => if r.is_err() { break },
+            }
+        }
+    }
+}

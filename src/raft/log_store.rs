@@ -1,0 +1,209 @@
+//! The Raft log on RocksDB, with group commit.
+//!
+//! `append` writes the entries in one unsynced `WriteBatch` (so they are
+//! readable at once) and hands openraft's completion callback to the
+//! [`Flusher`]: one long-lived thread that takes every pending callback,
+//! calls `flush_wal(true)` once, and completes them all. Many client writes
+//! thus share one fsync, and no callback fires before its entries are on
+//! disk.
+//!
+//! Vote and log share one RocksDB instance, hence one WAL: a synced vote
+//! write also syncs every log write made before it, and nothing is reordered.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::{codec, Entry, LogId, TypeConfig, Vote};
+use crate::store::{cf, keys, StoreError};
+
+/// The log storage handle. Clones share the database and the flusher.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    flusher: Flusher,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> io::Result<Self> {
+        let flusher = Flusher::start(db.clone())?;
+        Ok(LogStore { db, flusher })
+    }
+
+    fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(cf(&self.db, keys::CF_META)?, key)?)
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
+        match self.meta_get(keys::META_LAST_PURGED)? {
+            Some(v) => Ok(Some(codec::decode_log_id(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn last_entry(&self) -> Result<Option<LogId>, io::Error> {
+        let log = cf(&self.db, keys::CF_LOG)?;
+        match self.db.iterator_cf(log, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, v) = item.map_err(StoreError::from)?;
+                Ok(Some(codec::decode_entry(&v)?.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn range_start(range: &impl RangeBounds<u64>) -> u64 {
+    match range.start_bound() {
+        Bound::Included(&n) => n,
+        Bound::Excluded(&n) => n.saturating_add(1),
+        Bound::Unbounded => 0,
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let log = cf(&self.db, keys::CF_LOG)?;
+        let start = keys::log_entry(range_start(&range));
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let Some(index) = keys::log_index(&k) else {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed log key"));
+            };
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(codec::decode_entry(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        match self.meta_get(keys::META_VOTE)? {
+            Some(v) => Ok(Some(codec::decode_vote(&v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id = self.last_purged()?;
+        // An empty log after a purge reports the purge point as its last id.
+        let last_log_id = self.last_entry()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        let meta = cf(&self.db, keys::CF_META)?;
+        // Durable on return: synced write.
+        self.db.put_cf_opt(meta, keys::META_VOTE, codec::encode_vote(vote), &synced).map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let meta = cf(&self.db, keys::CF_META)?;
+        // Not synced: it rides on the next WAL sync. Losing it only means
+        // recovery re-learns the commit index from the leader.
+        let res = match committed {
+            Some(c) => self.db.put_cf(meta, keys::META_COMMITTED, codec::encode_log_id(&c)),
+            None => self.db.delete_cf(meta, keys::META_COMMITTED),
+        };
+        res.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        match self.meta_get(keys::META_COMMITTED)? {
+            Some(v) => Ok(Some(codec::decode_log_id(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log = cf(&self.db, keys::CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(log, keys::log_entry(entry.log_id.index), codec::encode_entry(&entry));
+        }
+        // Readable now, not yet durable: the flusher syncs the WAL before it
+        // fires the callback.
+        self.db.write(batch).map_err(StoreError::from)?;
+        self.flusher.submit(callback)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let log = cf(&self.db, keys::CF_LOG)?;
+        let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(log, keys::log_entry(from), keys::log_entry(u64::MAX));
+        batch.delete_cf(log, keys::log_entry(u64::MAX));
+        // Not synced: the WAL orders it before any later append, whose sync
+        // covers it; if it is lost, the node merely keeps entries it had.
+        self.db.write(batch).map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let log = cf(&self.db, keys::CF_LOG)?;
+        let meta = cf(&self.db, keys::CF_META)?;
+        let mut batch = WriteBatch::default();
+        // last_purged first, then the delete, in one atomic batch.
+        batch.put_cf(meta, keys::META_LAST_PURGED, codec::encode_log_id(&log_id));
+        batch.delete_range_cf(log, keys::log_entry(0), keys::log_entry(log_id.index + 1));
+        self.db.write(batch).map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+/// Handle to the group-commit thread.
+#[derive(Clone)]
+struct Flusher {
+    tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl Flusher {
+    fn start(db: Arc<DB>) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        std::thread::Builder::new().name("drover-wal-sync".into()).spawn(move || {
+            // Ends when every LogStore clone (every sender) is dropped.
+            while let Ok(first) = rx.recv() {
+                let mut pending = vec![first];
+                pending.extend(rx.try_iter());
+                // Durable after this call: every entry written before the
+                // callbacks in `pending` were submitted.
+                let result = db.flush_wal(true);
+                for callback in pending {
+                    callback.io_completed(result.clone().map_err(|e| io::Error::other(e.to_string())));
+                }
+            }
+        })?;
+        Ok(Flusher { tx })
+    }
+
+    fn submit(&self, callback: IOFlushed<TypeConfig>) -> io::Result<()> {
+        self.tx.send(callback).map_err(|_| io::Error::other("WAL sync thread has stopped"))
+    }
+}

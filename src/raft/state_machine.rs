@@ -1,0 +1,165 @@
+//! openraft's view of the task store: apply, applied state and snapshots.
+//!
+//! Each call to `apply` turns its whole run of entries into one RocksDB
+//! `WriteBatch` (task rows, indexes, counters, last-applied and membership
+//! together), writes it, and only then answers the waiting clients.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use rocksdb::DB;
+use tokio::sync::watch;
+
+use super::snapshot::{self, SnapshotDir, SnapshotFile};
+use super::{codec, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::store::{cf, keys, Applier, ApplyBatch, CommandResponse, StoreError};
+
+/// What the rest of the node learns from apply: the replicated clock and the
+/// applied index, published after each batch is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub now_ms: u64,
+}
+
+/// The state machine. Owned by openraft's state-machine worker.
+pub struct StateMachine {
+    db: Arc<DB>,
+    applier: Applier,
+    snapshots: SnapshotDir,
+    /// Tells the scheduler and the proposer clock what has been applied.
+    applied_tx: watch::Sender<Applied>,
+}
+
+impl StateMachine {
+    /// Open the state machine on `db`, finishing any interrupted snapshot
+    /// install first.
+    pub fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<(Self, watch::Receiver<Applied>), StoreError> {
+        snapshot::recover_interrupted_install(&db)?;
+        let snapshots = SnapshotDir::open(snapshot_dir)?;
+        let applier = Applier::load(&db)?;
+        let index = read_last_applied(&db)?.map(|l| l.index).unwrap_or(0);
+        let (applied_tx, applied_rx) = watch::channel(Applied { index, now_ms: applier.now_ms });
+        Ok((StateMachine { db, applier, snapshots, applied_tx }, applied_rx))
+    }
+}
+
+fn read_last_applied(db: &DB) -> Result<Option<LogId>, StoreError> {
+    match db.get_cf(cf(db, keys::CF_SM)?, keys::SM_LAST_APPLIED)? {
+        Some(v) => Ok(Some(codec::decode_log_id(&v)?)),
+        None => Ok(None),
+    }
+}
+
+fn read_membership(db: &DB) -> Result<StoredMembership, io::Error> {
+    match db.get_cf(cf(db, keys::CF_SM)?, keys::SM_MEMBERSHIP).map_err(StoreError::from)? {
+        Some(v) => codec::decode_stored_membership(&v),
+        None => Ok(StoredMembership::default()),
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((read_last_applied(&self.db)?, read_membership(&self.db)?))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let db = self.db.clone();
+        let mut batch = ApplyBatch::new(&db);
+        let mut replies = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = match &entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(cmd) => self.applier.apply(&mut batch, entry.log_id.index, cmd)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    CommandResponse::None
+                }
+            };
+            last_applied = Some(entry.log_id);
+            if let Some(responder) = responder {
+                replies.push((responder, response));
+            }
+        }
+        let Some(last_applied) = last_applied else { return Ok(()) };
+        self.applier.write_counters(&mut batch)?;
+        batch.put(keys::SM_LAST_APPLIED, &codec::encode_log_id(&last_applied))?;
+        if let Some(m) = &membership {
+            batch.put(keys::SM_MEMBERSHIP, &codec::encode_stored_membership(m))?;
+        }
+        // Not synced on purpose: these entries are already durable in the
+        // log, and the shared WAL orders this batch after them. After a
+        // crash the node re-applies from the persisted last-applied.
+        db.write(batch.into_write_batch()).map_err(StoreError::from)?;
+        self.applied_tx.send_replace(Applied { index: last_applied.index, now_ms: self.applier.now_ms });
+        for (responder, response) in replies {
+            responder.send(response);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone(), snapshots: self.snapshots.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotFile) -> Result<(), io::Error> {
+        let db = self.db.clone();
+        let snapshots = self.snapshots.clone();
+        let meta_owned = meta.clone();
+        let applier = tokio::task::spawn_blocking(move || -> Result<Applier, io::Error> {
+            // Refuse a corrupt transfer before it becomes the current
+            // snapshot; then keep the file, which the install marker names.
+            snapshot::verify(&data.path)?;
+            let path = snapshots.commit(&meta_owned, &data.path)?;
+            snapshot::install(&db, &path)?;
+            Ok(Applier::load(&db)?)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.applier = applier;
+        let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        self.applied_tx.send_replace(Applied { index, now_ms: self.applier.now_ms });
+        tracing::info!(index, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.snapshots.current()?.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+/// Builds a snapshot from a RocksDB point-in-time view while apply goes on.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshots: SnapshotDir,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let db = self.db.clone();
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || -> Result<Snapshot, io::Error> {
+            let tmp = snapshots.temp_path();
+            let meta = snapshot::build(&db, &tmp)?;
+            let path = snapshots.commit(&meta, &tmp)?;
+            tracing::info!(index = ?meta.last_log_id.map(|l| l.index), "built snapshot");
+            Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}

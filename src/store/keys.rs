@@ -1,0 +1,158 @@
+//! Every RocksDB key drover writes, typed in one place.
+//!
+//! Keys are a prefix byte followed by big-endian integers, so RocksDB's
+//! byte order is the intended iteration order (log by index, tasks by id,
+//! due index by time then id).
+//!
+//! Column families (one RocksDB instance, hence one WAL: vote, log and state
+//! machine writes are never reordered):
+//! - [`CF_LOG`]: Raft log entries keyed by index.
+//! - [`CF_META`]: Raft metadata (vote, committed, last purged, snapshot
+//!   install marker).
+//! - [`CF_SM`]: the state machine (tasks, indexes, applied state).
+
+pub const CF_LOG: &str = "log";
+pub const CF_META: &str = "meta";
+pub const CF_SM: &str = "sm";
+
+/// Raft log entry at `index`.
+pub fn log_entry(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Parse a [`log_entry`] key.
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+pub const META_VOTE: &[u8] = b"vote";
+pub const META_COMMITTED: &[u8] = b"committed";
+pub const META_LAST_PURGED: &[u8] = b"last_purged";
+/// Present while a snapshot install is under way; holds the snapshot path.
+pub const META_INSTALLING: &[u8] = b"installing_snapshot";
+
+// State machine keys. Prefix bytes:
+const SM_META: u8 = b'M';
+const SM_TASK: u8 = b'T';
+const SM_PAYLOAD: u8 = b'P';
+const SM_IDEMPOTENCY: u8 = b'K';
+const SM_DUE: u8 = b'D';
+const SM_READY: u8 = b'Q';
+
+/// Last applied log id.
+pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
+/// Last applied membership.
+pub const SM_MEMBERSHIP: &[u8] = b"M/membership";
+/// Replicated clock: the highest proposer stamp applied, in Unix ms.
+pub const SM_NOW: &[u8] = b"M/now";
+/// Next task id to hand out.
+pub const SM_NEXT_TASK_ID: &[u8] = b"M/next_task_id";
+/// Number of task rows.
+pub const SM_TASK_COUNT: &[u8] = b"M/task_count";
+
+/// First key of the state machine: every state-machine key sorts at or after
+/// it, and before [`sm_end`].
+pub fn sm_start() -> Vec<u8> {
+    vec![0]
+}
+
+pub fn sm_end() -> Vec<u8> {
+    vec![0xff; 9]
+}
+
+pub fn is_sm_meta(key: &[u8]) -> bool {
+    key.first() == Some(&SM_META)
+}
+
+fn with_u64(prefix: u8, n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Task row (without its payload).
+pub fn task(id: u64) -> [u8; 9] {
+    with_u64(SM_TASK, id)
+}
+
+/// Task payload, apart from the row so that scans of rows stay small.
+pub fn payload(id: u64) -> [u8; 9] {
+    with_u64(SM_PAYLOAD, id)
+}
+
+pub const TASK_PREFIX: [u8; 1] = [SM_TASK];
+
+/// Idempotency index: (callback, key) -> task id.
+pub fn idempotency(callback: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + callback.len() + key.len());
+    k.push(SM_IDEMPOTENCY);
+    k.extend_from_slice(callback.as_bytes());
+    // Callback names never contain 0, so (callback, key) pairs cannot collide.
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Due index: tasks waiting for their run-at, ordered by time then id.
+pub fn due(run_at_ms: u64, id: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = SM_DUE;
+    k[1..9].copy_from_slice(&run_at_ms.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Ready queue of one (callback, priority): ordered by run-at, then arrival
+/// (task ids increase with arrival).
+pub fn ready(callback: &str, priority: u8, run_at_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(19 + callback.len());
+    k.push(SM_READY);
+    k.extend_from_slice(callback.as_bytes());
+    k.push(0);
+    k.push(priority);
+    k.extend_from_slice(&run_at_ms.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_index() {
+        assert!(log_entry(2) < log_entry(10));
+        assert!(log_entry(255) < log_entry(256));
+        assert_eq!(log_index(&log_entry(12345)), Some(12345));
+        assert_eq!(log_index(b"bad"), None);
+    }
+
+    #[test]
+    fn due_keys_sort_by_time_then_id() {
+        assert!(due(5, 9) < due(6, 1));
+        assert!(due(5, 1) < due(5, 2));
+    }
+
+    #[test]
+    fn ready_keys_group_by_callback_and_priority() {
+        assert!(ready("a", 1, 9, 9) < ready("a", 2, 0, 0));
+        assert!(ready("a", 9, 9, 9) < ready("ab", 0, 0, 0));
+        assert!(ready("a", 1, 5, 1) < ready("a", 1, 5, 2));
+    }
+
+    #[test]
+    fn every_sm_key_sorts_inside_the_sm_range() {
+        let keys: Vec<Vec<u8>> = vec![
+            task(u64::MAX).to_vec(),
+            payload(1).to_vec(),
+            due(u64::MAX, u64::MAX).to_vec(),
+            idempotency("cb", "k"),
+            ready("zzz", 255, u64::MAX, u64::MAX),
+            SM_LAST_APPLIED.to_vec(),
+        ];
+        for k in keys {
+            assert!(k >= sm_start() && k < sm_end(), "{k:?}");
+        }
+    }
+}

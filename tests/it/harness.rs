@@ -1,0 +1,226 @@
+//! A cluster of `drover server` processes for tests.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use drover::client::Client;
+use drover::pb;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_drover");
+
+/// Scale factor for heavier tests: `DROVER_TEST_SCALE=20` runs 20x the writes.
+pub fn scale() -> usize {
+    std::env::var("DROVER_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1)
+}
+
+/// A free loopback port (bound then released; the OS does not hand it out
+/// again right away).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct TestCluster {
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+    extra: Vec<String>,
+}
+
+impl TestCluster {
+    /// Start `n` nodes; node 1 bootstraps.
+    pub async fn start(n: u64, extra: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<TestNode> = (1..=n)
+            .map(|id| TestNode {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: None,
+            })
+            .collect();
+        let mut c = TestCluster { _dir: dir, nodes, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let peers = c.nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        for id in 1..=n {
+            let mut args = vec!["--peers".to_string(), peers.clone()];
+            if id == 1 {
+                args.push("--bootstrap".into());
+            }
+            c.spawn(id, &args);
+        }
+        c.wait_for_leader(Duration::from_secs(30)).await;
+        c
+    }
+
+    fn node(&self, id: u64) -> &TestNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn spawn(&mut self, id: u64, args: &[String]) {
+        let extra = self.extra.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
+        let err = log.try_clone().expect("log clone");
+        let child = Command::new(BIN)
+            .args(["server", "--id", &id.to_string(), "--listen", &node.addr, "--data-dir"])
+            .arg(&node.data_dir)
+            .args(args)
+            .args(&extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawn drover server");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL a node: no shutdown, no flush.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM a node and wait for its graceful exit.
+    pub fn stop(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            for _ in 0..200 {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "node {id} exited with {status} on SIGTERM; log:\n{}", self.log_tail(id));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            panic!("node {id} did not stop within 10s of SIGTERM");
+        }
+    }
+
+    /// Restart a stopped node with only id, listen and data dir.
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.nodes[(id - 1) as usize].child.is_none(), "node {id} is running");
+        self.spawn(id, &[]);
+    }
+
+    pub fn log_tail(&self, id: u64) -> String {
+        let s = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A client of every node.
+    pub fn client(&self) -> Client {
+        let mut c = Client::new(self.nodes.iter().map(|n| n.addr.clone()).collect());
+        c.deadline = Duration::from_secs(20);
+        c
+    }
+
+    /// A client of one node only, with no failover.
+    pub fn client_of(&self, id: u64) -> Client {
+        let mut c = Client::new(vec![self.node(id).addr.clone()]);
+        c.deadline = Duration::from_millis(1);
+        c
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    /// The node's own Raft view.
+    pub async fn node_status(&self, id: u64) -> Option<pb::NodeStatusResponse> {
+        let c = self.client_of(id);
+        c.cluster(0).ok()?.node_status(pb::NodeStatusRequest {}).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Wait until a running node reports a leader that is itself running.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let running = self.running();
+        wait_until(timeout, "a leader among the running nodes", || async {
+            for id in &running {
+                if let Some(s) = self.node_status(*id).await {
+                    if s.role == "leader" {
+                        return Some(s.id);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    pub async fn leader(&self) -> u64 {
+        self.wait_for_leader(Duration::from_secs(30)).await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, or panic after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn spec(callback: &str, payload: &[u8]) -> pb::TaskSpec {
+    pb::TaskSpec { callback: callback.into(), payload: payload.to_vec(), ..Default::default() }
+}
+
+/// Schedule through `client` (failing over), returning the task id.
+pub async fn schedule(
+    client: &Client,
+    start: usize,
+    spec: pb::TaskSpec,
+) -> Result<pb::ScheduleResponse, tonic::Status> {
+    client
+        .call(start, |i| {
+            let spec = spec.clone();
+            async move { Ok(client.scheduler(i)?.schedule(pb::ScheduleRequest { task: Some(spec) }).await?.into_inner()) }
+        })
+        .await
+}
+
+pub async fn get(client: &Client, start: usize, id: u64, stale: bool) -> Result<pb::Task, tonic::Status> {
+    client
+        .call(start, |i| async move {
+            Ok(client
+                .scheduler(i)?
+                .get_task(pb::GetTaskRequest { task_id: id, allow_stale: stale })
+                .await?
+                .into_inner())
+        })
+        .await
+}

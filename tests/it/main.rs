@@ -1,0 +1,13 @@
+//! Integration tests: real multi-node clusters of `drover server`
+//! processes on loopback, each with its own temp data dir.
+//!
+//! - [`harness`]: start, kill (SIGKILL), stop (SIGTERM) and restart nodes;
+//!   wait on conditions, never on bare sleeps.
+//! - [`replication`]: durability and availability guarantees.
+//! - [`api`]: status codes for bad requests, idempotency.
+//! - [`cli`]: the command line's contract.
+
+mod api;
+mod cli;
+mod harness;
+mod replication;
