@@ -108,7 +108,7 @@ impl ClusterService {
                 voter: voters.contains(id),
                 reachable,
                 status,
-                lag: matched.map(|x| last.saturating_sub(x)).unwrap_or(last),
+                lag: matched.map(|x| last.saturating_sub(x)),
                 error,
                 last_contact_ms,
             });

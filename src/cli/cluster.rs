@@ -66,6 +66,8 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
     for m in &s.members {
         let st = m.status.clone().unwrap_or_default();
         let role = if m.reachable { st.role.clone() } else { "unreachable".into() };
+        let known = |v: u64| if m.reachable { v.to_string() } else { "-".into() };
+        let lag = m.lag.map(|l| l.to_string()).unwrap_or_else(|| "?".into());
         let contact = m.last_contact_ms.map(|ms| format!("{ms}ms")).unwrap_or_else(|| "-".into());
         println!(
             "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9}",
@@ -73,16 +75,16 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
             m.addr,
             if m.voter { "voter" } else { "learner" },
             role,
-            st.term,
-            st.committed_index,
-            st.applied_index,
-            m.lag,
+            known(st.term),
+            known(st.committed_index),
+            known(st.applied_index),
+            lag,
             contact
         );
         if !m.reachable {
             warnings.push(format!("node {} at {} is unreachable: {}", m.id, m.addr, m.error));
-        } else if m.lag > FAR_BEHIND {
-            warnings.push(format!("node {} is {} entries behind the leader", m.id, m.lag));
+        } else if let Some(lag) = m.lag.filter(|l| *l > FAR_BEHIND) {
+            warnings.push(format!("node {} is {lag} entries behind the leader", m.id));
         }
     }
     for w in warnings {

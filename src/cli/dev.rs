@@ -93,12 +93,7 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
     }
 
     let client = Client::new(peers.iter().map(|(_, a)| a.clone()).collect());
-    let status = client
-        .call(0, |i| {
-            let client = &client;
-            async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) }
-        })
-        .await;
+    let status = settled_status(&client).await;
     match status {
         Ok(s) => {
             println!("drover dev cluster: {} node(s), data in {}", args.nodes, args.data_dir.display());
@@ -159,6 +154,26 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// The cluster's status once every reachable member agrees on the leader
+/// and term (a restarted node may briefly still believe in an old term).
+async fn settled_status(client: &Client) -> Result<pb::ClusterStatusResponse, tonic::Status> {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = client
+            .call(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
+            .await?;
+        let agreed = s
+            .members
+            .iter()
+            .filter_map(|m| m.status.as_ref())
+            .all(|st| st.has_leader && st.leader_id == s.leader_id && st.term == s.term);
+        if agreed || tokio::time::Instant::now() > give_up {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn spawn(exe: &Path, root: &Path, node: &DevNode) -> Result<Child, CliError> {
