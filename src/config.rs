@@ -78,6 +78,12 @@ pub struct NodeConfig {
     pub leader_wait: Duration,
     /// Upper bound on a proposal's wait for commit. Default 10 s.
     pub propose_timeout: Duration,
+    /// Schedule against unregistered callbacks by registering them with
+    /// default settings (otherwise `NOT_FOUND`). Default off.
+    pub auto_register: bool,
+    /// A waiting task gains one priority level per this much waiting past
+    /// its run-at, so low priorities are never starved. Default 10 s.
+    pub priority_aging: Duration,
 }
 
 impl NodeConfig {
@@ -93,6 +99,8 @@ impl NodeConfig {
             raft: RaftTuning::default(),
             leader_wait: Duration::from_secs(3),
             propose_timeout: Duration::from_secs(10),
+            auto_register: false,
+            priority_aging: Duration::from_secs(10),
         }
     }
 
@@ -121,6 +129,9 @@ impl NodeConfig {
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_timeout_ms < 3 * r.heartbeat_ms {
             return Err("the election timeout must be at least 3 heartbeat periods".into());
+        }
+        if self.priority_aging.is_zero() {
+            return Err("--priority-aging must be positive".into());
         }
         if r.snapshot_every == 0 {
             return Err("--snapshot-every must be positive".into());

@@ -18,9 +18,13 @@
 //!   node-to-node RPC ([`raft::network`], [`raft::service`]).
 //! - [`store`]: the task store on RocksDB: keys, task rows, replicated
 //!   commands and the deterministic apply logic.
+//! - [`scheduler`]: the leader-side dispatcher: worker sessions, leases
+//!   held in memory, assignment, completion and expiry proposals.
 //! - [`clock`]: how the leader stamps commands (apply never reads a clock).
 //! - [`net`]: long-lived gRPC channels shared by replication and forwarding.
 //! - [`encoding`]: the versioned record encoding of everything on disk.
+//! - [`worker`]: the worker SDK (leases, self-fencing, graceful shutdown),
+//!   the shell worker and built-in handlers.
 //! - [`client`]: a client that fails over between nodes.
 //! - [`cli`]: the `drover` command line (server, dev cluster, client
 //!   commands, benchmarks).
@@ -42,7 +46,9 @@ pub mod encoding;
 pub mod net;
 pub mod node;
 pub mod raft;
+pub mod scheduler;
 pub mod store;
+pub mod worker;
 
 /// Generated protobuf types.
 pub mod pb {

@@ -24,7 +24,9 @@ use crate::raft::service::RaftService;
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::{self, Raft, ServerState};
-use crate::store::{self, TaskStore};
+use crate::scheduler::dispatcher::Dispatcher;
+use crate::scheduler::Scheduler;
+use crate::store::{self, SharedIndex, TaskStore};
 
 /// Errors starting or running a node.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,10 @@ pub struct NodeContext {
     pub pool: ChannelPool,
     pub config: Arc<NodeConfig>,
     pub applied: tokio::sync::watch::Receiver<Applied>,
+    /// The live index (callbacks, queues, running tasks), kept by apply.
+    pub index: SharedIndex,
+    /// This node's dispatcher (active while it leads).
+    pub scheduler: Scheduler,
 }
 
 /// Where a request that needs the leader should go.
@@ -131,6 +137,7 @@ impl RunningNode {
         })?;
         let snapshot_dir = config.data_dir.join("snapshots");
         let (state_machine, applied) = StateMachine::open(db.clone(), snapshot_dir.clone())?;
+        let index = state_machine.index();
         let log_store = LogStore::new(db.clone()).map_err(store::StoreError::from)?;
         let pool = ChannelPool::default();
         let network = Network { node_id: config.id, pool: pool.clone() };
@@ -139,6 +146,7 @@ impl RunningNode {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        let (scheduler, scheduler_rx) = Scheduler::channel();
         let ctx = NodeContext {
             id: config.id,
             raft: raft.clone(),
@@ -147,10 +155,14 @@ impl RunningNode {
             pool,
             config: config.clone(),
             applied,
+            index,
+            scheduler: scheduler.clone(),
         };
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let dispatcher = Dispatcher::new(ctx.clone(), scheduler_rx, scheduler.sender());
+        tasks.spawn(dispatcher.run(shutdown.clone()));
         let snapshots = SnapshotDir::open(snapshot_dir).map_err(store::StoreError::from)?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let router = Server::builder()
@@ -158,7 +170,8 @@ impl RunningNode {
             .add_service(health_service)
             .add_service(RaftService::server(raft.clone(), snapshots))
             .add_service(api::scheduler_server(ctx.clone()))
-            .add_service(api::cluster_server(ctx.clone()));
+            .add_service(api::cluster_server(ctx.clone()))
+            .add_service(api::worker_server(ctx.clone()));
         // Nagle's algorithm with delayed ACKs adds ~40 ms to replies that
         // span several segments: disable it on every accepted connection.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)

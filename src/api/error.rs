@@ -14,6 +14,9 @@ pub enum ApiError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    /// The target is not in a state the request applies to.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// No leader is known, or the leader is unreachable: retry later, at
     /// this or another node. The write was not applied.
     #[error("{message}")]
@@ -42,11 +45,23 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::store::Rejection> for ApiError {
+    fn from(r: crate::store::Rejection) -> Self {
+        use crate::store::Rejection;
+        match r {
+            Rejection::NotFound(m) => ApiError::NotFound(m),
+            Rejection::InvalidArgument(m) => ApiError::InvalidArgument(m),
+            Rejection::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::InvalidArgument(m) => Status::invalid_argument(m),
             ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Timeout(m) => Status::deadline_exceeded(m),
             ApiError::Internal(m) => Status::internal(m),
             ApiError::Unavailable { message, leader, retry_after_ms } => {

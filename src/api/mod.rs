@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod error;
 pub mod scheduler;
 pub mod validate;
+pub mod worker;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +33,12 @@ pub const FORWARDED: &str = "x-drover-forwarded";
 
 pub fn scheduler_server(ctx: NodeContext) -> pb::scheduler_server::SchedulerServer<scheduler::SchedulerService> {
     pb::scheduler_server::SchedulerServer::new(scheduler::SchedulerService::new(ctx))
+        .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+}
+
+pub fn worker_server(ctx: NodeContext) -> pb::worker_server::WorkerServer<worker::WorkerService> {
+    pb::worker_server::WorkerServer::new(worker::WorkerService::new(ctx))
         .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
 }

@@ -1,5 +1,7 @@
-//! The `Scheduler` service: schedule tasks and read them back.
+//! The `Scheduler` service: schedule, read, list and cancel tasks; manage
+//! callbacks and the dead-letter queue.
 
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::validate::{self, ValidTask};
@@ -8,10 +10,19 @@ use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
 use crate::raft::ReadPolicy;
-use crate::store::{Command, CommandResponse, Operation, ScheduleOutcome, Task, TaskState};
+use crate::store::{CallbackConfig, Command, CommandResponse, Operation, ScheduleOutcome, Target, Task, TaskState};
+
+/// Largest page of `ListTasks`.
+const MAX_PAGE: u32 = 10_000;
 
 pub struct SchedulerService {
     ctx: NodeContext,
+}
+
+fn client(ch: Channel) -> SchedulerClient<Channel> {
+    SchedulerClient::new(ch)
+        .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
 }
 
 impl SchedulerService {
@@ -19,34 +30,36 @@ impl SchedulerService {
         SchedulerService { ctx }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.ctx.clock.stamp()
+    /// Leader only: stamp and propose one operation.
+    async fn write(&self, operation: Operation) -> Result<CommandResponse, ApiError> {
+        let cmd = Command { stamped_at_ms: self.ctx.clock.stamp(), operation };
+        match propose(&self.ctx, cmd).await? {
+            CommandResponse::Rejected(r) => Err(r.into()),
+            other => Ok(other),
+        }
     }
 
     /// Leader only: stamp, resolve and propose one Schedule command.
     async fn schedule_local(&self, tasks: Vec<ValidTask>) -> Result<Vec<ScheduleOutcome>, ApiError> {
         let stamp = self.ctx.clock.stamp();
         let expected = tasks.len();
-        let cmd = Command {
-            stamped_at_ms: stamp,
-            operation: Operation::Schedule { tasks: tasks.into_iter().map(|t| t.resolve(stamp)).collect() },
+        let operation = Operation::Schedule {
+            tasks: tasks.into_iter().map(|t| t.resolve(stamp)).collect(),
+            auto_register: self.ctx.config.auto_register,
         };
+        let cmd = Command { stamped_at_ms: stamp, operation };
         match propose(&self.ctx, cmd).await? {
             CommandResponse::Scheduled(outcomes) if outcomes.len() == expected => Ok(outcomes),
-            CommandResponse::Rejected(reason) => Err(ApiError::InvalidArgument(reason)),
-            other => Err(ApiError::internal(format!("unexpected state machine reply {other:?}"))),
+            CommandResponse::Rejected(r) => Err(r.into()),
+            other => Err(ApiError::internal(format!("unexpected state machine reply {other}"))),
         }
     }
 
-    async fn read_task(&self, id: u64) -> Result<pb::Task, ApiError> {
-        let task = self.ctx.store.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
-        Ok(task_to_pb(task))
-    }
-
-    /// Leader only: a linearizable read (ReadIndex, then wait for apply).
-    async fn read_task_linearizable(&self, id: u64) -> Result<pb::Task, ApiError> {
+    /// Leader only: wait until this node may serve a linearizable read
+    /// (ReadIndex confirmed by a quorum, and applied up to it).
+    async fn linearizable(&self) -> Result<(), ApiError> {
         match self.ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => self.read_task(id).await,
+            Ok(_) => Ok(()),
             Err(crate::raft::RaftError::APIError(e)) => match e {
                 openraft::error::LinearizableReadError::ForwardToLeader(f) => Err(ApiError::Unavailable {
                     message: "leadership moved".into(),
@@ -57,6 +70,65 @@ impl SchedulerService {
             },
             Err(e) => Err(ApiError::unavailable(format!("this node's Raft has stopped: {e}"))),
         }
+    }
+
+    fn read_task(&self, id: u64, include_payload: bool) -> Result<pb::Task, ApiError> {
+        let task = self.ctx.store.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
+        let result = if task.state == TaskState::Succeeded { self.ctx.store.result(id)? } else { None };
+        let payload = if include_payload { self.ctx.store.payload(id)? } else { None };
+        Ok(task_to_pb(task, self.ctx.clock.stamp(), result, payload))
+    }
+
+    fn list_local(&self, req: &pb::ListTasksRequest) -> Result<pb::ListTasksResponse, ApiError> {
+        let state = match pb::TaskState::try_from(req.state) {
+            Ok(pb::TaskState::Unspecified) => None,
+            Ok(s) => Some(state_from_pb(s)),
+            Err(_) => return Err(ApiError::InvalidArgument(format!("unknown task state {}", req.state))),
+        };
+        let limit = match req.limit {
+            0 => 100,
+            n if n > MAX_PAGE => return Err(ApiError::InvalidArgument(format!("limit {n} is above {MAX_PAGE}"))),
+            n => n,
+        } as usize;
+        let callback = (!req.callback.is_empty()).then_some(req.callback.as_str());
+        let now = self.ctx.clock.stamp();
+        let tasks = self.ctx.store.list(callback, state, req.after_id, limit, now)?;
+        let next_after = if tasks.len() == limit { tasks.last().map_or(0, |t| t.id) } else { 0 };
+        Ok(pb::ListTasksResponse {
+            tasks: tasks.into_iter().map(|t| task_to_pb(t, now, None, None)).collect(),
+            next_after,
+        })
+    }
+
+    fn callbacks_local(&self) -> Result<pb::ListCallbacksResponse, ApiError> {
+        let now = self.ctx.clock.stamp();
+        let configs: Vec<(CallbackConfig, Vec<pb::QueueDepth>, u64)> = {
+            let index = crate::store::index::lock(&self.ctx.index);
+            index
+                .callbacks()
+                .map(|c| {
+                    let queues = index
+                        .depths(&c.name, now)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (r, s))| r + s > 0)
+                        .map(|(p, (ready, scheduled))| pb::QueueDepth {
+                            priority: p as u32,
+                            ready: *ready,
+                            scheduled: *scheduled,
+                        })
+                        .collect();
+                    let running = index.queues(&c.name).map_or(0, |q| q.running) as u64;
+                    (c.clone(), queues, running)
+                })
+                .collect()
+        };
+        let mut callbacks = Vec::with_capacity(configs.len());
+        for (config, queues, running) in configs {
+            let dead = self.ctx.store.list(Some(&config.name), Some(TaskState::Dead), 0, usize::MAX, now)?.len() as u64;
+            callbacks.push(pb::CallbackInfo { settings: Some(settings_to_pb(&config)), queues, running, dead });
+        }
+        Ok(pb::ListCallbacksResponse { callbacks })
     }
 }
 
@@ -77,89 +149,219 @@ pub fn state_to_pb(s: TaskState) -> pb::TaskState {
     }
 }
 
-pub fn task_to_pb(t: Task) -> pb::Task {
+pub fn state_from_pb(s: pb::TaskState) -> TaskState {
+    match s {
+        pb::TaskState::Unspecified | pb::TaskState::Scheduled => TaskState::Scheduled,
+        pb::TaskState::Ready => TaskState::Ready,
+        pb::TaskState::Running => TaskState::Running,
+        pb::TaskState::RetryWait => TaskState::RetryWait,
+        pb::TaskState::Succeeded => TaskState::Succeeded,
+        pb::TaskState::Failed => TaskState::Failed,
+        pb::TaskState::Dead => TaskState::Dead,
+        pb::TaskState::Cancelled => TaskState::Cancelled,
+    }
+}
+
+pub fn task_to_pb(t: Task, now_ms: u64, result: Option<Vec<u8>>, payload: Option<Vec<u8>>) -> pb::Task {
     pb::Task {
         id: t.id,
-        callback: t.callback,
-        state: state_to_pb(t.state) as i32,
-        priority: t.priority as u32,
+        callback: t.callback.clone(),
+        state: state_to_pb(t.display_state(now_ms)) as i32,
+        priority: u32::from(t.priority),
         run_at_unix_ms: t.run_at_ms,
         created_at_unix_ms: t.created_at_ms,
         attempts: t.attempts,
         payload_size: t.payload_size,
         idempotency_key: t.idempotency_key.unwrap_or_default(),
         created_index: t.created_index,
+        fencing_token: t.fencing_token,
+        worker: t.worker.unwrap_or_default(),
+        last_error: t.last_error.unwrap_or_default(),
+        result,
+        cancel_requested: t.cancel_requested,
+        history: t
+            .history
+            .iter()
+            .map(|h| pb::TaskTransition { state: state_to_pb(h.state) as i32, at_unix_ms: h.at_ms, attempt: h.attempt })
+            .collect(),
+        payload,
     }
+}
+
+pub fn settings_to_pb(c: &CallbackConfig) -> pb::CallbackSettings {
+    pb::CallbackSettings {
+        name: c.name.clone(),
+        max_attempts: c.max_attempts,
+        lease_ms: c.lease_ms,
+        timeout_ms: c.timeout_ms,
+        concurrency: c.concurrency,
+        backoff_initial_ms: c.backoff_initial_ms,
+        backoff_max_ms: c.backoff_max_ms,
+    }
+}
+
+fn settings_from_pb(s: pb::CallbackSettings) -> CallbackConfig {
+    CallbackConfig {
+        name: s.name,
+        max_attempts: s.max_attempts,
+        lease_ms: s.lease_ms,
+        timeout_ms: s.timeout_ms,
+        concurrency: s.concurrency,
+        backoff_initial_ms: s.backoff_initial_ms,
+        backoff_max_ms: s.backoff_max_ms,
+    }
+}
+
+fn target_from_pb(req: &pb::DeadLetterRequest) -> Result<Target, ApiError> {
+    match &req.target {
+        Some(pb::dead_letter_request::Target::TaskId(id)) => Ok(Target::Task(*id)),
+        Some(pb::dead_letter_request::Target::Callback(c)) if !c.is_empty() => Ok(Target::Callback(c.clone())),
+        _ => Err(ApiError::InvalidArgument("name a task id or a callback".into())),
+    }
+}
+
+/// Forward `$req` to the leader with `$method`, or run `$local` here.
+macro_rules! leader_rpc {
+    ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
+        let forwarded = is_forwarded(&$request);
+        let $req = $request.into_inner();
+        let from = $self.ctx.id;
+        let reply = on_leader(
+            &$self.ctx,
+            forwarded,
+            || async { $local },
+            |ch| {
+                let r = $req.clone();
+                async move { Ok(client(ch).$method(mark_forwarded(Request::new(r), from)).await?.into_inner()) }
+            },
+        )
+        .await?;
+        Ok(Response::new(reply))
+    }};
 }
 
 #[tonic::async_trait]
 impl pb::scheduler_server::Scheduler for SchedulerService {
     async fn schedule(&self, request: Request<pb::ScheduleRequest>) -> Result<Response<pb::ScheduleResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        let spec = req.task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
-        let task = validate::task_spec(spec, &self.ctx.config.limits, self.now_ms())?;
-        let from = self.ctx.id;
-        let outcome = on_leader(
-            &self.ctx,
-            forwarded,
-            || async { self.schedule_local(vec![task.clone()]).await.map(|mut o| outcome_to_pb(o.remove(0))) },
-            |ch| {
-                let req = req.clone();
-                async move {
-                    Ok(SchedulerClient::new(ch).schedule(mark_forwarded(Request::new(req), from)).await?.into_inner())
-                }
-            },
-        )
-        .await?;
-        Ok(Response::new(outcome))
+        let spec =
+            request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
+        let task = validate::task_spec(spec, &self.ctx.config.limits, self.ctx.clock.stamp())?;
+        leader_rpc!(self, request, schedule, |req| {
+            let _ = &req;
+            self.schedule_local(vec![task.clone()]).await.map(|mut o| outcome_to_pb(o.remove(0)))
+        })
     }
 
     async fn schedule_batch(
         &self,
         request: Request<pb::ScheduleBatchRequest>,
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        let tasks = validate::batch(req.tasks.clone(), &self.ctx.config.limits, self.now_ms())?;
-        let from = self.ctx.id;
-        let reply = on_leader(
-            &self.ctx,
-            forwarded,
-            || async {
-                let outcomes = self.schedule_local(tasks.clone()).await?;
-                Ok(pb::ScheduleBatchResponse { results: outcomes.into_iter().map(outcome_to_pb).collect() })
-            },
-            |ch| {
-                let req = req.clone();
-                async move {
-                    let client = SchedulerClient::new(ch)
-                        .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES);
-                    Ok(client.clone().schedule_batch(mark_forwarded(Request::new(req), from)).await?.into_inner())
-                }
-            },
-        )
-        .await?;
-        Ok(Response::new(reply))
+        let tasks = validate::batch(request.get_ref().tasks.clone(), &self.ctx.config.limits, self.ctx.clock.stamp())?;
+        leader_rpc!(self, request, schedule_batch, |req| {
+            let _ = &req;
+            let outcomes = self.schedule_local(tasks.clone()).await?;
+            Ok(pb::ScheduleBatchResponse { results: outcomes.into_iter().map(outcome_to_pb).collect() })
+        })
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        if req.allow_stale {
-            return Ok(Response::new(self.read_task(req.task_id).await?));
+        if request.get_ref().allow_stale {
+            let req = request.into_inner();
+            return Ok(Response::new(self.read_task(req.task_id, req.include_payload)?));
         }
-        let from = self.ctx.id;
-        let task = on_leader(
-            &self.ctx,
-            forwarded,
-            || self.read_task_linearizable(req.task_id),
-            |ch| async move {
-                Ok(SchedulerClient::new(ch).get_task(mark_forwarded(Request::new(req), from)).await?.into_inner())
-            },
-        )
-        .await?;
-        Ok(Response::new(task))
+        leader_rpc!(self, request, get_task, |req| {
+            self.linearizable().await?;
+            self.read_task(req.task_id, req.include_payload)
+        })
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        if request.get_ref().allow_stale {
+            return Ok(Response::new(self.list_local(request.get_ref())?));
+        }
+        leader_rpc!(self, request, list_tasks, |req| {
+            self.linearizable().await?;
+            self.list_local(&req)
+        })
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        leader_rpc!(self, request, cancel_task, |req| {
+            match self.write(Operation::Cancel { task_id: req.task_id }).await? {
+                CommandResponse::CancelRequested { state } => {
+                    Ok(pb::CancelTaskResponse { state: state_to_pb(state) as i32 })
+                }
+                other => Err(ApiError::internal(format!("unexpected reply {other}"))),
+            }
+        })
+    }
+
+    async fn register_callback(
+        &self,
+        request: Request<pb::RegisterCallbackRequest>,
+    ) -> Result<Response<pb::RegisterCallbackResponse>, Status> {
+        let settings = request
+            .get_ref()
+            .settings
+            .clone()
+            .ok_or_else(|| ApiError::InvalidArgument("request has no settings".into()))?;
+        validate::callback_name(&settings.name, &self.ctx.config.limits)?;
+        let config = settings_from_pb(settings);
+        config.validate().map_err(ApiError::InvalidArgument)?;
+        leader_rpc!(self, request, register_callback, |req| {
+            let _ = &req;
+            match self.write(Operation::RegisterCallback(config.clone())).await? {
+                CommandResponse::CallbackRegistered { created } => Ok(pb::RegisterCallbackResponse { created }),
+                other => Err(ApiError::internal(format!("unexpected reply {other}"))),
+            }
+        })
+    }
+
+    async fn list_callbacks(
+        &self,
+        request: Request<pb::ListCallbacksRequest>,
+    ) -> Result<Response<pb::ListCallbacksResponse>, Status> {
+        if request.get_ref().allow_stale {
+            return Ok(Response::new(self.callbacks_local()?));
+        }
+        leader_rpc!(self, request, list_callbacks, |req| {
+            let _ = &req;
+            self.linearizable().await?;
+            self.callbacks_local()
+        })
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<pb::DeadLetterRequest>,
+    ) -> Result<Response<pb::DeadLetterResponse>, Status> {
+        let target = target_from_pb(request.get_ref())?;
+        leader_rpc!(self, request, redrive_dead_letters, |req| {
+            let _ = &req;
+            match self.write(Operation::Redrive { target: target.clone() }).await? {
+                CommandResponse::Count(count) => Ok(pb::DeadLetterResponse { count }),
+                other => Err(ApiError::internal(format!("unexpected reply {other}"))),
+            }
+        })
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<pb::DeadLetterRequest>,
+    ) -> Result<Response<pb::DeadLetterResponse>, Status> {
+        let target = target_from_pb(request.get_ref())?;
+        leader_rpc!(self, request, purge_dead_letters, |req| {
+            let _ = &req;
+            match self.write(Operation::Purge { target: target.clone() }).await? {
+                CommandResponse::Count(count) => Ok(pb::DeadLetterResponse { count }),
+                other => Err(ApiError::internal(format!("unexpected reply {other}"))),
+            }
+        })
     }
 }

@@ -195,7 +195,11 @@ async fn verify(client: &Arc<Client>, ids: &[u64]) -> Result<usize, CliError> {
                         async move {
                             Ok(client
                                 .scheduler(i)?
-                                .get_task(pb::GetTaskRequest { task_id: id, allow_stale: false })
+                                .get_task(pb::GetTaskRequest {
+                                    task_id: id,
+                                    allow_stale: false,
+                                    include_payload: false,
+                                })
                                 .await?
                                 .into_inner())
                         }

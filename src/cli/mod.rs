@@ -3,14 +3,18 @@
 //!
 //! - [`server`]: `drover server`.
 //! - [`dev`]: `drover dev`, a local cluster of child processes.
-//! - [`task`], [`cluster`]: client commands.
+//! - [`task`], [`callback`], [`dlq`], [`cluster`]: client commands.
+//! - [`worker`]: `drover worker`, the shell worker.
 //! - [`bench`]: `drover bench`.
 
 pub mod bench;
+pub mod callback;
 pub mod cluster;
 pub mod dev;
+pub mod dlq;
 pub mod server;
 pub mod task;
+pub mod worker;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -50,9 +54,17 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Run a local N-node cluster on 127.0.0.1 (child processes), until Ctrl-C.
     Dev(dev::DevArgs),
-    /// Schedule and inspect tasks.
+    /// Schedule, inspect, list and cancel tasks.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Register callbacks and see their queues.
+    #[command(subcommand)]
+    Callback(callback::CallbackCommand),
+    /// Run tasks of a callback with a command (any language) or a built-in handler.
+    Worker(worker::WorkerArgs),
+    /// The dead-letter queue: tasks that ran out of attempts.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -110,7 +122,7 @@ pub fn init_tracing(default: &str) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Server(_) => "info",
+        Command::Server(_) | Command::Worker(_) => "info",
         _ => "warn",
     };
     init_tracing(default_log);
@@ -126,6 +138,9 @@ pub fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Task(cmd) => task::run(&cli, cmd).await,
+            Command::Callback(cmd) => callback::run(&cli, cmd).await,
+            Command::Worker(args) => worker::run(&cli, args).await,
+            Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,
         }

@@ -53,6 +53,12 @@ pub struct ServerArgs {
     /// Log entries kept behind a snapshot for followers that lag a little.
     #[arg(long, default_value_t = 10_000)]
     pub logs_to_keep: u64,
+    /// Accept tasks for unregistered callbacks, registering them with defaults.
+    #[arg(long, env = "DROVER_AUTO_REGISTER")]
+    pub auto_register: bool,
+    /// A waiting task gains one priority level per this much waiting, so low priorities are never starved.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub priority_aging: std::time::Duration,
 }
 
 impl ServerArgs {
@@ -69,6 +75,8 @@ impl ServerArgs {
         c.raft.election_timeout_ms = self.election_timeout.as_millis() as u64;
         c.raft.snapshot_every = self.snapshot_every;
         c.raft.logs_to_keep = self.logs_to_keep;
+        c.auto_register = self.auto_register;
+        c.priority_aging = self.priority_aging;
         c.validate().map_err(CliError)?;
         Ok(c)
     }

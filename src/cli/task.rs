@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{parse_duration, status_message, Cli, CliError};
+use crate::api::scheduler::state_to_pb;
 use crate::pb;
+use crate::store::TaskState;
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
@@ -17,8 +19,37 @@ pub enum TaskCommand {
         drover task schedule report --delay 10m --priority 5 --key report-2026-11-26\n  \
         drover task schedule cleanup --at 2026-12-01T00:00:00Z --payload-file job.json --json")]
     Schedule(ScheduleArgs),
-    /// Show a task's state.
+    /// Show a task's state, attempts, last error, result and history.
     Get(GetArgs),
+    /// Page through tasks, newest last.
+    List(ListArgs),
+    /// Cancel a task (a running one is stopped on its worker).
+    Cancel {
+        /// Task id.
+        id: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub callback: Option<String>,
+    /// scheduled, ready, running, retry_wait, succeeded, failed, dead or cancelled.
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<TaskState>,
+    /// Most tasks to show.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Start after this task id (for paging).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+fn parse_state(s: &str) -> Result<TaskState, String> {
+    TaskState::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = TaskState::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown state {s:?}; use one of {}", names.join(", "))
+    })
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +89,8 @@ pub async fn run(cli: &Cli, cmd: &TaskCommand) -> Result<(), CliError> {
     match cmd {
         TaskCommand::Schedule(args) => schedule(cli, args).await,
         TaskCommand::Get(args) => get(cli, args).await,
+        TaskCommand::List(args) => list(cli, args).await,
+        TaskCommand::Cancel { id } => cancel(cli, *id).await,
     }
 }
 
@@ -136,9 +169,34 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
+fn task_json(t: &pb::Task) -> serde_json::Value {
+    json!({
+        "id": t.id,
+        "callback": t.callback,
+        "state": state_name(t.state),
+        "priority": t.priority,
+        "run_at": fmt_time(t.run_at_unix_ms),
+        "run_at_unix_ms": t.run_at_unix_ms,
+        "created_at": fmt_time(t.created_at_unix_ms),
+        "created_at_unix_ms": t.created_at_unix_ms,
+        "attempts": t.attempts,
+        "payload_size": t.payload_size,
+        "idempotency_key": if t.idempotency_key.is_empty() { None } else { Some(&t.idempotency_key) },
+        "created_index": t.created_index,
+        "fencing_token": t.fencing_token,
+        "worker": if t.worker.is_empty() { None } else { Some(&t.worker) },
+        "last_error": if t.last_error.is_empty() { None } else { Some(&t.last_error) },
+        "result": t.result.as_ref().map(|r| String::from_utf8_lossy(r).into_owned()),
+        "cancel_requested": t.cancel_requested,
+        "history": t.history.iter().map(|h| json!({
+            "state": state_name(h.state), "at": fmt_time(h.at_unix_ms), "at_unix_ms": h.at_unix_ms, "attempt": h.attempt,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
     let client = cli.client();
-    let req = pb::GetTaskRequest { task_id: args.id, allow_stale: args.stale };
+    let req = pb::GetTaskRequest { task_id: args.id, allow_stale: args.stale, include_payload: false };
     let t = client
         .call(0, |i| {
             let client = &client;
@@ -147,33 +205,113 @@ async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
         .await
         .map_err(|s| CliError(status_message(&s)))?;
     if cli.json {
-        let v = json!({
-            "id": t.id,
-            "callback": t.callback,
-            "state": state_name(t.state),
-            "priority": t.priority,
-            "run_at": fmt_time(t.run_at_unix_ms),
-            "run_at_unix_ms": t.run_at_unix_ms,
-            "created_at": fmt_time(t.created_at_unix_ms),
-            "created_at_unix_ms": t.created_at_unix_ms,
-            "attempts": t.attempts,
-            "payload_size": t.payload_size,
-            "idempotency_key": if t.idempotency_key.is_empty() { None } else { Some(&t.idempotency_key) },
-            "created_index": t.created_index,
-        });
-        println!("{v}");
-    } else {
-        println!("id:           {}", t.id);
-        println!("callback:     {}", t.callback);
-        println!("state:        {}", state_name(t.state));
-        println!("priority:     {}", t.priority);
-        println!("run at:       {}", fmt_time(t.run_at_unix_ms));
-        println!("created at:   {}", fmt_time(t.created_at_unix_ms));
-        println!("attempts:     {}", t.attempts);
-        println!("payload size: {} bytes", t.payload_size);
-        if !t.idempotency_key.is_empty() {
-            println!("key:          {}", t.idempotency_key);
+        println!("{}", task_json(&t));
+        return Ok(());
+    }
+    println!("id:           {}", t.id);
+    println!("callback:     {}", t.callback);
+    println!("state:        {}{}", state_name(t.state), if t.cancel_requested { " (cancel requested)" } else { "" });
+    println!("priority:     {}", t.priority);
+    println!("run at:       {}", fmt_time(t.run_at_unix_ms));
+    println!("created at:   {}", fmt_time(t.created_at_unix_ms));
+    println!("attempts:     {}", t.attempts);
+    println!("payload size: {} bytes", t.payload_size);
+    if !t.idempotency_key.is_empty() {
+        println!("key:          {}", t.idempotency_key);
+    }
+    if t.fencing_token > 0 {
+        println!("worker:       {} (fencing token {})", t.worker, t.fencing_token);
+    }
+    if !t.last_error.is_empty() {
+        println!("last error:   {}", t.last_error);
+    }
+    if let Some(r) = &t.result {
+        println!("result:       {}", String::from_utf8_lossy(r));
+    }
+    println!("history:");
+    for h in &t.history {
+        println!("  {}  {:<10} attempt {}", fmt_time(h.at_unix_ms), state_name(h.state), h.attempt);
+    }
+    Ok(())
+}
+
+/// Print a page of tasks as a table, or as JSON.
+pub fn print_tasks(json_out: bool, r: &pb::ListTasksResponse) {
+    if json_out {
+        let tasks: Vec<_> = r.tasks.iter().map(task_json).collect();
+        println!("{}", json!({ "tasks": tasks, "next_after": r.next_after }));
+        return;
+    }
+    println!(
+        "{:>10}  {:<20} {:<10} {:>3} {:>4}  {:<24}  LAST ERROR",
+        "ID", "CALLBACK", "STATE", "PRI", "TRY", "RUN AT"
+    );
+    for t in &r.tasks {
+        let mut err = t.last_error.replace('\n', " ");
+        if err.len() > 60 {
+            let mut cut = 57;
+            while !err.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            err.truncate(cut);
+            err.push_str("...");
         }
+        println!(
+            "{:>10}  {:<20} {:<10} {:>3} {:>4}  {:<24}  {}",
+            t.id,
+            t.callback,
+            state_name(t.state),
+            t.priority,
+            t.attempts,
+            fmt_time(t.run_at_unix_ms),
+            err
+        );
+    }
+    if r.next_after != 0 {
+        println!("(more: --after {})", r.next_after);
+    }
+}
+
+async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
+    let client = cli.client();
+    let req = pb::ListTasksRequest {
+        callback: args.callback.clone().unwrap_or_default(),
+        state: args.state.map_or(pb::TaskState::Unspecified, state_to_pb) as i32,
+        limit: args.limit,
+        after_id: args.after,
+        allow_stale: false,
+    };
+    let r = client
+        .call(0, |i| {
+            let req = req.clone();
+            let client = &client;
+            async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|s| CliError(status_message(&s)))?;
+    print_tasks(cli.json, &r);
+    Ok(())
+}
+
+async fn cancel(cli: &Cli, id: u64) -> Result<(), CliError> {
+    let client = cli.client();
+    let r =
+        client
+            .call(0, |i| {
+                let client = &client;
+                async move {
+                    Ok(client.scheduler(i)?.cancel_task(pb::CancelTaskRequest { task_id: id }).await?.into_inner())
+                }
+            })
+            .await
+            .map_err(|s| CliError(status_message(&s)))?;
+    let state = state_name(r.state);
+    if cli.json {
+        println!("{}", json!({ "task_id": id, "state": state }));
+    } else if state == "running" {
+        println!("task {id}: cancel requested; its worker is stopping it");
+    } else {
+        println!("task {id}: {state}");
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotDir, SnapshotFile};
 use super::{codec, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::store::index::{self, LiveIndex, SharedIndex};
 use crate::store::{cf, keys, Applier, ApplyBatch, CommandResponse, StoreError};
 
 /// What the rest of the node learns from apply: the replicated clock and the
@@ -30,6 +31,8 @@ pub struct Applied {
 pub struct StateMachine {
     db: Arc<DB>,
     applier: Applier,
+    /// The scheduler's in-memory view, updated after each batch is written.
+    index: SharedIndex,
     snapshots: SnapshotDir,
     /// Tells the scheduler and the proposer clock what has been applied.
     applied_tx: watch::Sender<Applied>,
@@ -42,9 +45,62 @@ impl StateMachine {
         snapshot::recover_interrupted_install(&db)?;
         let snapshots = SnapshotDir::open(snapshot_dir)?;
         let applier = Applier::load(&db)?;
-        let index = read_last_applied(&db)?.map(|l| l.index).unwrap_or(0);
-        let (applied_tx, applied_rx) = watch::channel(Applied { index, now_ms: applier.now_ms });
-        Ok((StateMachine { db, applier, snapshots, applied_tx }, applied_rx))
+        let live = Arc::new(std::sync::Mutex::new(LiveIndex::load(&db)?));
+        let applied = read_last_applied(&db)?.map(|l| l.index).unwrap_or(0);
+        let (applied_tx, applied_rx) = watch::channel(Applied { index: applied, now_ms: applier.now_ms });
+        Ok((StateMachine { db, applier, index: live, snapshots, applied_tx }, applied_rx))
+    }
+
+    /// The live index this state machine maintains.
+    pub fn index(&self) -> SharedIndex {
+        self.index.clone()
+    }
+}
+
+type Reply = (openraft::storage::ApplyResponder<TypeConfig>, CommandResponse);
+
+impl StateMachine {
+    /// Apply a run of entries as one write batch; return the replies to
+    /// send once it is written.
+    fn apply_batch(&mut self, items: Vec<EntryResponder<TypeConfig>>) -> Result<Vec<Reply>, io::Error> {
+        let Some(last_applied) = items.last().map(|(e, _)| e.log_id) else { return Ok(Vec::new()) };
+        let db = self.db.clone();
+        let shared = self.index.clone();
+        // Apply reads the index (callbacks) and changes it only after the
+        // batch is written; holding the lock keeps readers consistent.
+        let mut live = index::lock(&shared);
+        let mut batch = ApplyBatch::new(&db, &live);
+        let mut replies = Vec::new();
+        let mut membership = None;
+        for (entry, responder) in items {
+            let response = match &entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(cmd) => self.applier.apply(&mut batch, entry.log_id.index, cmd)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    CommandResponse::None
+                }
+            };
+            if let Some(responder) = responder {
+                replies.push((responder, response));
+            }
+        }
+        self.applier.write_counters(&mut batch)?;
+        batch.put(keys::SM_LAST_APPLIED, &codec::encode_log_id(&last_applied))?;
+        if let Some(m) = &membership {
+            batch.put(keys::SM_MEMBERSHIP, &codec::encode_stored_membership(m))?;
+        }
+        let (write_batch, index_ops) = batch.finish()?;
+        // Not synced on purpose: these entries are already durable in the
+        // log, and the shared WAL orders this batch after them. After a
+        // crash the node re-applies from the persisted last-applied.
+        db.write(write_batch).map_err(StoreError::from)?;
+        for op in index_ops {
+            live.apply(op);
+        }
+        drop(live);
+        self.applied_tx.send_replace(Applied { index: last_applied.index, now_ms: self.applier.now_ms });
+        Ok(replies)
     }
 }
 
@@ -74,36 +130,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let db = self.db.clone();
-        let mut batch = ApplyBatch::new(&db);
-        let mut replies = Vec::new();
-        let mut last_applied = None;
-        let mut membership = None;
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let response = match &entry.payload {
-                EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(cmd) => self.applier.apply(&mut batch, entry.log_id.index, cmd)?,
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    CommandResponse::None
-                }
-            };
-            last_applied = Some(entry.log_id);
-            if let Some(responder) = responder {
-                replies.push((responder, response));
-            }
+        let mut items = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            items.push(item);
         }
-        let Some(last_applied) = last_applied else { return Ok(()) };
-        self.applier.write_counters(&mut batch)?;
-        batch.put(keys::SM_LAST_APPLIED, &codec::encode_log_id(&last_applied))?;
-        if let Some(m) = &membership {
-            batch.put(keys::SM_MEMBERSHIP, &codec::encode_stored_membership(m))?;
-        }
-        // Not synced on purpose: these entries are already durable in the
-        // log, and the shared WAL orders this batch after them. After a
-        // crash the node re-applies from the persisted last-applied.
-        db.write(batch.into_write_batch()).map_err(StoreError::from)?;
-        self.applied_tx.send_replace(Applied { index: last_applied.index, now_ms: self.applier.now_ms });
+        let replies = self.apply_batch(items)?;
         for (responder, response) in replies {
             responder.send(response);
         }
@@ -118,17 +149,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let snapshots = self.snapshots.clone();
         let meta_owned = meta.clone();
-        let applier = tokio::task::spawn_blocking(move || -> Result<Applier, io::Error> {
+        let applier = tokio::task::spawn_blocking(move || -> Result<(Applier, LiveIndex), io::Error> {
             // Refuse a corrupt transfer before it becomes the current
             // snapshot; then keep the file, which the install marker names.
             snapshot::verify(&data.path)?;
             let path = snapshots.commit(&meta_owned, &data.path)?;
             snapshot::install(&db, &path)?;
-            Ok(Applier::load(&db)?)
+            Ok((Applier::load(&db)?, LiveIndex::load(&db)?))
         })
         .await
         .map_err(io::Error::other)??;
+        let (applier, live) = applier;
         self.applier = applier;
+        *index::lock(&self.index) = live;
         let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
         self.applied_tx.send_replace(Applied { index, now_ms: self.applier.now_ms });
         tracing::info!(index, "installed snapshot");

@@ -2,9 +2,15 @@
 //!
 //! A command is built on the proposing node (the leader), which stamps it with
 //! its clock ([`Command::stamped_at_ms`]). Apply never reads a clock: it
-//! advances the replicated clock to `max(now, stamp)` and uses that.
+//! advances the replicated clock to `max(now, stamp)` and uses that. Every
+//! task transition is a compare-and-set on the task's state and fencing
+//! token (or attempt count), so a stale or duplicated command changes
+//! nothing and says why in its reply.
 
 use serde::{Deserialize, Serialize};
+
+use super::callback::CallbackConfig;
+use super::task::TaskState;
 
 /// One Raft log entry's worth of application work.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -17,8 +23,33 @@ pub struct Command {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
     /// Create tasks, all in one entry. Each is deduplicated on its
-    /// idempotency key.
-    Schedule { tasks: Vec<NewTask> },
+    /// idempotency key. Unknown callbacks are refused unless
+    /// `auto_register` (a node option, carried in the command so that every
+    /// replica decides alike).
+    Schedule { tasks: Vec<NewTask>, auto_register: bool },
+    /// Create or update a callback.
+    RegisterCallback(CallbackConfig),
+    /// Lease pending tasks to workers. The fencing token of each is this
+    /// entry's log index.
+    Assign { assignments: Vec<Assignment> },
+    /// Workers' reports.
+    Complete { completions: Vec<Completion> },
+    /// Leases the leader saw lapse (or tasks past their timeout).
+    Expire { leases: Vec<Expiry> },
+    /// Cancel a task: at once if it is not running, else when its worker
+    /// stops it (or its lease lapses).
+    Cancel { task_id: u64 },
+    /// Dead tasks back to pending with attempts reset.
+    Redrive { target: Target },
+    /// Delete dead tasks.
+    Purge { target: Target },
+}
+
+/// Which dead tasks a DLQ operation touches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Task(u64),
+    Callback(String),
 }
 
 /// A validated task to create. Times are absolute: the proposer resolved any
@@ -33,6 +64,64 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
 }
 
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub task_id: u64,
+    pub worker: String,
+    /// The task's attempt count when the leader picked it (CAS).
+    pub attempts_seen: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub task_id: u64,
+    pub fencing_token: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success {
+        #[serde(with = "serde_bytes")]
+        result: Vec<u8>,
+    },
+    /// Retriable failure; `retry_after_ms` is a floor for the backoff.
+    Retry {
+        error: String,
+        retry_after_ms: Option<u64>,
+    },
+    Fatal {
+        error: String,
+    },
+    /// The handler stopped because the task was cancelled.
+    Cancelled,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    pub task_id: u64,
+    pub fencing_token: u64,
+    pub reason: String,
+}
+
+/// Why a command (or one item of it) was not applied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    NotFound(String),
+    InvalidArgument(String),
+    /// The task is not in a state the command applies to (a stale token, a
+    /// task already finished...).
+    FailedPrecondition(String),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::NotFound(m) | Rejection::InvalidArgument(m) | Rejection::FailedPrecondition(m) => f.write_str(m),
+        }
+    }
+}
+
 /// The state machine's reply to one entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub enum CommandResponse {
@@ -41,9 +130,23 @@ pub enum CommandResponse {
     None,
     /// One outcome per scheduled task, in request order.
     Scheduled(Vec<ScheduleOutcome>),
+    CallbackRegistered {
+        created: bool,
+    },
+    /// One result per assignment, in order.
+    Assigned(Vec<Result<Leased, Rejection>>),
+    /// One result per completion or expiry, in order: the task's new state.
+    Transitioned(Vec<Result<TaskState, Rejection>>),
+    /// The task's state after the cancel request; `running` if its worker
+    /// still has to stop it.
+    CancelRequested {
+        state: TaskState,
+    },
+    /// How many dead tasks were redriven or purged.
+    Count(u64),
     /// The command was not applied (it changes nothing). This is a business
     /// outcome, never a storage failure.
-    Rejected(String),
+    Rejected(Rejection),
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +156,27 @@ pub struct ScheduleOutcome {
     pub created: bool,
 }
 
+/// A lease granted by an `Assign`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leased {
+    pub task_id: u64,
+    pub fencing_token: u64,
+    /// 1 for the first run.
+    pub attempt: u32,
+}
+
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self.stamped_at_ms;
         match &self.operation {
-            Operation::Schedule { tasks } => write!(f, "schedule {} task(s) @{}", tasks.len(), self.stamped_at_ms),
+            Operation::Schedule { tasks, .. } => write!(f, "schedule {} task(s) @{at}", tasks.len()),
+            Operation::RegisterCallback(c) => write!(f, "register callback {} @{at}", c.name),
+            Operation::Assign { assignments } => write!(f, "assign {} task(s) @{at}", assignments.len()),
+            Operation::Complete { completions } => write!(f, "complete {} task(s) @{at}", completions.len()),
+            Operation::Expire { leases } => write!(f, "expire {} lease(s) @{at}", leases.len()),
+            Operation::Cancel { task_id } => write!(f, "cancel task {task_id} @{at}"),
+            Operation::Redrive { target } => write!(f, "redrive {target:?} @{at}"),
+            Operation::Purge { target } => write!(f, "purge {target:?} @{at}"),
         }
     }
 }
@@ -66,6 +186,11 @@ impl std::fmt::Display for CommandResponse {
         match self {
             CommandResponse::None => write!(f, "none"),
             CommandResponse::Scheduled(o) => write!(f, "scheduled {} task(s)", o.len()),
+            CommandResponse::CallbackRegistered { created } => write!(f, "callback registered (new: {created})"),
+            CommandResponse::Assigned(a) => write!(f, "assigned {} task(s)", a.iter().filter(|r| r.is_ok()).count()),
+            CommandResponse::Transitioned(t) => write!(f, "{} transition(s)", t.iter().filter(|r| r.is_ok()).count()),
+            CommandResponse::CancelRequested { state } => write!(f, "cancel requested, now {state:?}"),
+            CommandResponse::Count(n) => write!(f, "{n} task(s)"),
             CommandResponse::Rejected(r) => write!(f, "rejected: {r}"),
         }
     }

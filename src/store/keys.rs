@@ -2,7 +2,7 @@
 //!
 //! Keys are a prefix byte followed by big-endian integers, so RocksDB's
 //! byte order is the intended iteration order (log by index, tasks by id,
-//! due index by time then id).
+//! queues by priority, run-at, then id).
 //!
 //! Column families (one RocksDB instance, hence one WAL: vote, log and state
 //! machine writes are never reordered):
@@ -36,8 +36,10 @@ const SM_META: u8 = b'M';
 const SM_TASK: u8 = b'T';
 const SM_PAYLOAD: u8 = b'P';
 const SM_IDEMPOTENCY: u8 = b'K';
-const SM_DUE: u8 = b'D';
-const SM_READY: u8 = b'Q';
+const SM_PENDING: u8 = b'Q';
+const SM_RESULT: u8 = b'R';
+const SM_BY_STATE: u8 = b'S';
+const SM_CALLBACK: u8 = b'C';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -94,20 +96,11 @@ pub fn idempotency(callback: &str, key: &str) -> Vec<u8> {
     k
 }
 
-/// Due index: tasks waiting for their run-at, ordered by time then id.
-pub fn due(run_at_ms: u64, id: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[0] = SM_DUE;
-    k[1..9].copy_from_slice(&run_at_ms.to_be_bytes());
-    k[9..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
-/// Ready queue of one (callback, priority): ordered by run-at, then arrival
-/// (task ids increase with arrival).
-pub fn ready(callback: &str, priority: u8, run_at_ms: u64, id: u64) -> Vec<u8> {
+/// Pending queue of one (callback, priority): tasks waiting to run,
+/// ordered by run-at, then arrival (task ids increase with arrival).
+pub fn pending(callback: &str, priority: u8, run_at_ms: u64, id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(19 + callback.len());
-    k.push(SM_READY);
+    k.push(SM_PENDING);
     k.extend_from_slice(callback.as_bytes());
     k.push(0);
     k.push(priority);
@@ -115,6 +108,55 @@ pub fn ready(callback: &str, priority: u8, run_at_ms: u64, id: u64) -> Vec<u8> {
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
+
+pub const PENDING_PREFIX: [u8; 1] = [SM_PENDING];
+
+/// Parse a [`pending`] key into (callback, priority, run_at, id).
+pub fn parse_pending(key: &[u8]) -> Option<(String, u8, u64, u64)> {
+    let rest = key.strip_prefix(&PENDING_PREFIX)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let callback = std::str::from_utf8(&rest[..nul]).ok()?.to_string();
+    let tail = &rest[nul + 1..];
+    if tail.len() != 17 {
+        return None;
+    }
+    let run_at = u64::from_be_bytes(tail[1..9].try_into().ok()?);
+    let id = u64::from_be_bytes(tail[9..17].try_into().ok()?);
+    Some((callback, tail[0], run_at, id))
+}
+
+/// A task's result bytes.
+pub fn result(id: u64) -> [u8; 9] {
+    with_u64(SM_RESULT, id)
+}
+
+/// By-state index: (state, id).
+pub fn by_state(state: u8, id: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = SM_BY_STATE;
+    k[1] = state;
+    k[2..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn by_state_prefix(state: u8) -> [u8; 2] {
+    [SM_BY_STATE, state]
+}
+
+/// Parse the task id out of a [`by_state`] key.
+pub fn by_state_id(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(2..10)?.try_into().ok()?))
+}
+
+/// A callback's settings.
+pub fn callback(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(SM_CALLBACK);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub const CALLBACK_PREFIX: [u8; 1] = [SM_CALLBACK];
 
 #[cfg(test)]
 mod tests {
@@ -129,16 +171,19 @@ mod tests {
     }
 
     #[test]
-    fn due_keys_sort_by_time_then_id() {
-        assert!(due(5, 9) < due(6, 1));
-        assert!(due(5, 1) < due(5, 2));
+    fn pending_keys_group_by_callback_and_priority_then_time_then_id() {
+        assert!(pending("a", 1, 9, 9) < pending("a", 2, 0, 0));
+        assert!(pending("a", 9, 9, 9) < pending("ab", 0, 0, 0));
+        assert!(pending("a", 1, 5, 9) < pending("a", 1, 6, 1));
+        assert!(pending("a", 1, 5, 1) < pending("a", 1, 5, 2));
+        assert_eq!(parse_pending(&pending("cb.x", 7, 123, 456)), Some(("cb.x".to_string(), 7, 123, 456)));
+        assert_eq!(parse_pending(b"Qbad"), None);
     }
 
     #[test]
-    fn ready_keys_group_by_callback_and_priority() {
-        assert!(ready("a", 1, 9, 9) < ready("a", 2, 0, 0));
-        assert!(ready("a", 9, 9, 9) < ready("ab", 0, 0, 0));
-        assert!(ready("a", 1, 5, 1) < ready("a", 1, 5, 2));
+    fn by_state_keys_roundtrip() {
+        assert_eq!(by_state_id(&by_state(3, 77)), Some(77));
+        assert!(by_state(3, u64::MAX) < by_state(4, 0));
     }
 
     #[test]
@@ -146,9 +191,11 @@ mod tests {
         let keys: Vec<Vec<u8>> = vec![
             task(u64::MAX).to_vec(),
             payload(1).to_vec(),
-            due(u64::MAX, u64::MAX).to_vec(),
+            by_state(255, u64::MAX).to_vec(),
             idempotency("cb", "k"),
-            ready("zzz", 255, u64::MAX, u64::MAX),
+            pending("zzz", 255, u64::MAX, u64::MAX),
+            result(9).to_vec(),
+            callback("zzz"),
             SM_LAST_APPLIED.to_vec(),
         ];
         for k in keys {

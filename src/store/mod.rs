@@ -3,21 +3,29 @@
 //! - [`keys`]: every RocksDB key and column family.
 //! - [`command`]: the replicated commands and their replies.
 //! - [`task`]: the task row.
+//! - [`callback`]: callback settings and retry backoff.
+//! - [`apply`]: the deterministic apply logic ([`Applier`]), which turns a
+//!   run of commands into one RocksDB `WriteBatch`. It never reads a clock.
+//! - [`index`]: the in-memory live index (callbacks, queues, running tasks)
+//!   the scheduler reads; rebuilt from disk.
 //! - [`TaskStore`]: reads (any thread, any time).
-//! - [`Applier`]: the deterministic apply logic, which turns a run of
-//!   commands into one RocksDB `WriteBatch`. It never reads a clock.
 
+pub mod apply;
+pub mod callback;
 pub mod command;
+pub mod index;
 pub mod keys;
 pub mod task;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
-pub use command::{Command, CommandResponse, NewTask, Operation, ScheduleOutcome};
+pub use apply::{Applier, ApplyBatch};
+pub use callback::CallbackConfig;
+pub use command::*;
+pub use index::{LiveIndex, SharedIndex};
 pub use task::{Task, TaskState};
 
 use crate::encoding::{self, CodecError};
@@ -63,7 +71,7 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::Colu
     db.cf_handle(name).ok_or(StoreError::MissingColumnFamily(name))
 }
 
-fn get_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
+pub(crate) fn get_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
     match db.get_cf(cf(db, keys::CF_SM)?, key)? {
         Some(v) => Ok(encoding::decode(&v)?),
         None => Ok(0),
@@ -94,6 +102,72 @@ impl TaskStore {
         Ok(self.db.get_cf(sm, keys::payload(id))?)
     }
 
+    pub fn result(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        Ok(self.db.get_cf(sm, keys::result(id))?)
+    }
+
+    /// Tasks with id > `after`, in id order, that match the filters; at most
+    /// `limit`. With a state filter it walks the by-state index, else the
+    /// rows. `Ready` matches pending tasks due at `now_ms`; `Scheduled`
+    /// matches those not yet due.
+    pub fn list(
+        &self,
+        callback: Option<&str>,
+        state: Option<TaskState>,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        let keep =
+            |t: &Task| callback.is_none_or(|c| t.callback == c) && state.is_none_or(|s| t.display_state(now_ms) == s);
+        let mut out = Vec::new();
+        let stored_states: Vec<TaskState> = match state {
+            None => Vec::new(),
+            Some(TaskState::Ready) => vec![TaskState::Scheduled, TaskState::RetryWait],
+            Some(s) => vec![s],
+        };
+        if stored_states.is_empty() {
+            let start = keys::task(after.saturating_add(1));
+            for item in self.db.iterator_cf(sm, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+                let (k, v) = item?;
+                if !k.starts_with(&keys::TASK_PREFIX) || out.len() >= limit {
+                    break;
+                }
+                let t: Task = encoding::decode(&v)?;
+                if keep(&t) {
+                    out.push(t);
+                }
+            }
+            return Ok(out);
+        }
+        let mut ids = Vec::new();
+        for s in stored_states {
+            let start = keys::by_state(s.code(), after.saturating_add(1));
+            let prefix = keys::by_state_prefix(s.code());
+            for item in self.db.iterator_cf(sm, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+                let (k, _) = item?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if let Some(id) = keys::by_state_id(&k) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort_unstable();
+        for id in ids {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(t) = self.get(id)?.filter(|t| keep(t)) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of task rows.
     pub fn task_count(&self) -> Result<u64, StoreError> {
         get_u64(&self.db, keys::SM_TASK_COUNT)
@@ -116,130 +190,6 @@ impl TaskStore {
             out.push(encoding::decode(&v)?);
         }
         Ok(out)
-    }
-}
-
-/// The apply-side state of the state machine: counters that every command
-/// reads and that are written back with each batch. Rebuilt from disk on
-/// start ([`Applier::load`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applier {
-    /// Replicated clock: max of every applied stamp, Unix ms.
-    pub now_ms: u64,
-    pub next_task_id: u64,
-    pub task_count: u64,
-}
-
-/// Pending writes of one applied batch. Reads during apply go through it so
-/// that a command sees the effects of earlier commands in the same batch.
-pub struct ApplyBatch<'a> {
-    db: &'a DB,
-    batch: WriteBatch,
-    idempotency: HashMap<Vec<u8>, u64>,
-}
-
-impl<'a> ApplyBatch<'a> {
-    pub fn new(db: &'a DB) -> Self {
-        ApplyBatch { db, batch: WriteBatch::default(), idempotency: HashMap::new() }
-    }
-
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.batch.put_cf(cf(self.db, keys::CF_SM)?, key, value);
-        Ok(())
-    }
-
-    fn idempotent_task(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
-        if let Some(id) = self.idempotency.get(key) {
-            return Ok(Some(*id));
-        }
-        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, key)? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The write batch, ready to be written.
-    pub fn into_write_batch(self) -> WriteBatch {
-        self.batch
-    }
-}
-
-impl Applier {
-    /// Load the counters persisted by the last applied batch.
-    pub fn load(db: &DB) -> Result<Self, StoreError> {
-        Ok(Applier {
-            now_ms: get_u64(db, keys::SM_NOW)?,
-            next_task_id: get_u64(db, keys::SM_NEXT_TASK_ID)?.max(1),
-            task_count: get_u64(db, keys::SM_TASK_COUNT)?,
-        })
-    }
-
-    /// Apply one command at log index `index`. Deterministic: the result
-    /// depends only on the store's contents and the command.
-    pub fn apply(
-        &mut self,
-        batch: &mut ApplyBatch<'_>,
-        index: u64,
-        cmd: &Command,
-    ) -> Result<CommandResponse, StoreError> {
-        self.now_ms = self.now_ms.max(cmd.stamped_at_ms);
-        match &cmd.operation {
-            Operation::Schedule { tasks } => self.schedule(batch, index, tasks),
-        }
-    }
-
-    fn schedule(
-        &mut self,
-        batch: &mut ApplyBatch<'_>,
-        index: u64,
-        tasks: &[NewTask],
-    ) -> Result<CommandResponse, StoreError> {
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            let idem_key = new.idempotency_key.as_deref().map(|k| keys::idempotency(&new.callback, k));
-            if let Some(key) = &idem_key {
-                if let Some(task_id) = batch.idempotent_task(key)? {
-                    outcomes.push(ScheduleOutcome { task_id, created: false });
-                    continue;
-                }
-            }
-            let id = self.next_task_id;
-            self.next_task_id += 1;
-            self.task_count += 1;
-            let state = if new.run_at_ms <= self.now_ms { TaskState::Ready } else { TaskState::Scheduled };
-            let task = Task {
-                id,
-                callback: new.callback.clone(),
-                priority: new.priority,
-                state,
-                run_at_ms: new.run_at_ms,
-                created_at_ms: self.now_ms,
-                attempts: 0,
-                payload_size: new.payload.len() as u64,
-                idempotency_key: new.idempotency_key.clone(),
-                created_index: index,
-            };
-            batch.put(&keys::task(id), &encoding::encode(&task))?;
-            batch.put(&keys::payload(id), &new.payload)?;
-            match state {
-                TaskState::Ready => batch.put(&keys::ready(&task.callback, task.priority, task.run_at_ms, id), &[])?,
-                _ => batch.put(&keys::due(task.run_at_ms, id), &[])?,
-            }
-            if let Some(key) = idem_key {
-                batch.put(&key, &encoding::encode(&id))?;
-                batch.idempotency.insert(key, id);
-            }
-            outcomes.push(ScheduleOutcome { task_id: id, created: true });
-        }
-        Ok(CommandResponse::Scheduled(outcomes))
-    }
-
-    /// Write the counters into the batch, beside the rows they describe.
-    pub fn write_counters(&self, batch: &mut ApplyBatch<'_>) -> Result<(), StoreError> {
-        batch.put(keys::SM_NOW, &encoding::encode(&self.now_ms))?;
-        batch.put(keys::SM_NEXT_TASK_ID, &encoding::encode(&self.next_task_id))?;
-        batch.put(keys::SM_TASK_COUNT, &encoding::encode(&self.task_count))?;
-        Ok(())
     }
 }
 

@@ -2,12 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Lifecycle state of a task.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Lifecycle state of a task, as stored.
+///
+/// `Scheduled` and `RetryWait` tasks are *pending*: queued per (callback,
+/// priority) by run-at. A pending task whose run-at has passed is *ready*;
+/// readiness is derived from the clock ([`Task::display_state`]), so it costs
+/// no Raft write.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaskState {
-    /// Waiting for its run-at time.
+    /// Waiting for its run-at time (or ready, once it has passed).
     Scheduled,
-    /// Due and queued for a worker.
+    /// Due and queued for a worker. Derived, never stored.
     Ready,
     /// Leased to a worker.
     Running,
@@ -21,6 +26,17 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Scheduled,
+        TaskState::Ready,
+        TaskState::Running,
+        TaskState::RetryWait,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Dead,
+        TaskState::Cancelled,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             TaskState::Scheduled => "scheduled",
@@ -33,22 +49,86 @@ impl TaskState {
             TaskState::Cancelled => "cancelled",
         }
     }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// Waiting in a queue.
+    pub fn is_pending(self) -> bool {
+        matches!(self, TaskState::Scheduled | TaskState::Ready | TaskState::RetryWait)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Dead | TaskState::Cancelled)
+    }
+
+    /// Byte used in the by-state index.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
 }
 
-/// A task row. The payload is stored apart (see [`super::keys::payload`]).
+/// One entry of a task's history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub state: TaskState,
+    /// Replicated time, Unix ms.
+    pub at_ms: u64,
+    pub attempt: u32,
+}
+
+/// Most history entries kept per task (the oldest are dropped).
+pub const MAX_HISTORY: usize = 32;
+
+/// A task row. The payload and result are stored apart (see
+/// [`super::keys::payload`], [`super::keys::result`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Task {
     pub id: u64,
     pub callback: String,
     pub priority: u8,
     pub state: TaskState,
-    /// When the task becomes runnable, Unix ms (replicated clock).
+    /// When the task becomes runnable (for a retry: when the backoff ends),
+    /// Unix ms, replicated clock.
     pub run_at_ms: u64,
     /// When the creating entry was applied, Unix ms (replicated clock).
     pub created_at_ms: u64,
+    /// Attempts started so far.
     pub attempts: u32,
     pub payload_size: u64,
     pub idempotency_key: Option<String>,
     /// Log index of the entry that created the task.
     pub created_index: u64,
+    /// Token of the current (or last) lease: the log index of the `Assign`
+    /// entry. 0 before the first run. Strictly increases per task.
+    pub fencing_token: u64,
+    /// Worker holding (or that last held) the lease.
+    pub worker: Option<String>,
+    pub last_error: Option<String>,
+    pub result_size: Option<u64>,
+    /// A cancel arrived while the task was running.
+    pub cancel_requested: bool,
+    pub history: Vec<Transition>,
+}
+
+impl Task {
+    /// The state to show at `now_ms`: pending tasks whose run-at has passed
+    /// are `Ready`.
+    pub fn display_state(&self, now_ms: u64) -> TaskState {
+        match self.state {
+            TaskState::Scheduled | TaskState::RetryWait if self.run_at_ms <= now_ms => TaskState::Ready,
+            s => s,
+        }
+    }
+
+    /// Move to `state` at `at_ms`, recording it in the history.
+    pub fn transition(&mut self, state: TaskState, at_ms: u64) {
+        self.state = state;
+        self.history.push(Transition { state, at_ms, attempt: self.attempts });
+        if self.history.len() > MAX_HISTORY {
+            let excess = self.history.len() - MAX_HISTORY;
+            self.history.drain(..excess);
+        }
+    }
 }

@@ -70,7 +70,10 @@ async fn bad_requests_get_clear_errors_with_the_right_codes() {
         assert!(err.message().contains("limit is 10"), "{}", err.message());
         let err = sched.schedule_batch(pb::ScheduleBatchRequest { tasks: vec![] }).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        let err = sched.get_task(pb::GetTaskRequest { task_id: 999_999, allow_stale: false }).await.unwrap_err();
+        let err = sched
+            .get_task(pb::GetTaskRequest { task_id: 999_999, allow_stale: false, include_payload: false })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
     // Nothing was created by any of that, and the cluster still works.

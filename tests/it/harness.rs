@@ -37,8 +37,15 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Start `n` nodes; node 1 bootstraps.
+    /// Start `n` nodes that accept unregistered callbacks; node 1 bootstraps.
     pub async fn start(n: u64, extra: &[&str]) -> TestCluster {
+        let mut flags = vec!["--auto-register"];
+        flags.extend_from_slice(extra);
+        Self::start_strict(n, &flags).await
+    }
+
+    /// Start `n` nodes with exactly these extra flags.
+    pub async fn start_strict(n: u64, extra: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<TestNode> = (1..=n)
             .map(|id| TestNode {
@@ -218,7 +225,7 @@ pub async fn get(client: &Client, start: usize, id: u64, stale: bool) -> Result<
         .call(start, |i| async move {
             Ok(client
                 .scheduler(i)?
-                .get_task(pb::GetTaskRequest { task_id: id, allow_stale: stale })
+                .get_task(pb::GetTaskRequest { task_id: id, allow_stale: stale, include_payload: false })
                 .await?
                 .into_inner())
         })

@@ -1,0 +1,91 @@
+//! The leader-side scheduler: worker sessions, dispatch, leases and
+//! timers. One actor per node ([`dispatcher::Dispatcher`]) owns all of it;
+//! it is active only while its node leads.
+//!
+//! ```text
+//!  worker --Connect--> api::worker --Msg--> Dispatcher (actor, leader only)
+//!                                            |  picks ready tasks from the live index
+//!                                            |  proposes Assign (one entry, many tasks)
+//!                                            |  after commit: sends Assignment(token = entry index)
+//!   heartbeats  -------------------------->  |  extends leases in memory (no Raft write)
+//!   completions ------------------------->   |  proposes Complete in batches (CAS on token)
+//!                                            |  lapsed leases: proposes Expire in batches
+//! ```
+//!
+//! Leases are held by the leader in memory, on its monotonic clock. A new
+//! leader gives every running task a full lease from the moment it takes
+//! over, so a failover can only lengthen a lease, never cut it short. See
+//! DESIGN.md, "Leases and fencing".
+
+pub mod dispatcher;
+mod session;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::pb;
+
+/// Session id, unique per node run.
+pub type SessionId = u64;
+
+/// The outbound half of a worker's stream.
+pub type SessionTx = mpsc::Sender<Result<pb::ServerMessage, tonic::Status>>;
+
+/// Leader-side slack added to every lease before it is expired: covers the
+/// one-way delay of the first grant and scheduling jitter. The worker
+/// fences itself at the lease alone, without this slack.
+pub fn lease_grace(lease: Duration) -> Duration {
+    (lease / 10).max(Duration::from_millis(500))
+}
+
+/// Messages to the dispatcher.
+pub enum Msg {
+    /// A worker's first message. The reply is its session id, or a
+    /// redirect when this node does not lead.
+    Connect {
+        hello: pb::Hello,
+        tx: SessionTx,
+        reply: oneshot::Sender<Result<SessionId, pb::Redirect>>,
+    },
+    Heartbeat {
+        session: SessionId,
+        heartbeat: pb::Heartbeat,
+        received: Instant,
+    },
+    Completion {
+        session: SessionId,
+        completion: pb::Completion,
+    },
+    /// The worker takes no more tasks (graceful shutdown).
+    Drain {
+        session: SessionId,
+    },
+    Disconnect {
+        session: SessionId,
+    },
+    /// Results of proposals the dispatcher spawned.
+    Proposed(dispatcher::Proposal),
+}
+
+/// Handle to a node's dispatcher. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Scheduler {
+    pub fn channel() -> (Scheduler, mpsc::Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel(4096);
+        (Scheduler { tx }, rx)
+    }
+
+    /// Send a message; false if the dispatcher has stopped.
+    pub async fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::Sender<Msg> {
+        self.tx.clone()
+    }
+}

@@ -1,0 +1,454 @@
+//! The deterministic apply logic: commands in, one `WriteBatch` and index
+//! changes out. It never reads a clock (only the command's stamp) and
+//! never fails on business grounds: a command that does not apply says why
+//! in its reply and changes nothing.
+
+use std::collections::HashMap;
+
+use rocksdb::{WriteBatch, DB};
+
+use super::callback::{splitmix64, CallbackConfig};
+use super::command::*;
+use super::index::{running_of, IndexOp, LiveIndex};
+use super::task::{Task, TaskState};
+use super::{cf, get_u64, keys, StoreError};
+use crate::encoding;
+
+/// Largest result kept per task, bytes.
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// Longest error message kept per task, bytes.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// The apply-side counters of the state machine, rebuilt from disk on start
+/// ([`Applier::load`]) and written back with each batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applier {
+    /// Replicated clock: max of every applied stamp, Unix ms.
+    pub now_ms: u64,
+    pub next_task_id: u64,
+    pub task_count: u64,
+}
+
+/// Pending writes of one applied batch. Reads during apply go through it,
+/// so a command sees the effects of earlier commands in the same batch.
+pub struct ApplyBatch<'a> {
+    db: &'a DB,
+    index: &'a LiveIndex,
+    batch: WriteBatch,
+    /// Rows changed in this batch, written once at the end.
+    tasks: HashMap<u64, Task>,
+    idempotency: HashMap<Vec<u8>, u64>,
+    callbacks: HashMap<String, CallbackConfig>,
+    /// Rows purged in this batch.
+    deleted: std::collections::HashSet<u64>,
+    /// Index changes, applied after the write succeeds.
+    pub index_ops: Vec<IndexOp>,
+}
+
+impl<'a> ApplyBatch<'a> {
+    pub fn new(db: &'a DB, index: &'a LiveIndex) -> Self {
+        ApplyBatch {
+            db,
+            index,
+            batch: WriteBatch::default(),
+            tasks: HashMap::new(),
+            idempotency: HashMap::new(),
+            callbacks: HashMap::new(),
+            deleted: Default::default(),
+            index_ops: Vec::new(),
+        }
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.batch.put_cf(cf(self.db, keys::CF_SM)?, key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.batch.delete_cf(cf(self.db, keys::CF_SM)?, key);
+        Ok(())
+    }
+
+    fn idempotent_task(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        if let Some(id) = self.idempotency.get(key) {
+            return Ok(Some(*id));
+        }
+        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, key)? {
+            Some(v) => Ok(Some(encoding::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
+        if self.deleted.contains(&id) {
+            return Ok(None);
+        }
+        if let Some(t) = self.tasks.get(&id) {
+            return Ok(Some(t.clone()));
+        }
+        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, keys::task(id))? {
+            Some(v) => Ok(Some(encoding::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn callback(&self, name: &str) -> Option<CallbackConfig> {
+        self.callbacks.get(name).or_else(|| self.index.callback(name)).cloned()
+    }
+
+    /// Record a task's new row, keeping the by-state and pending indexes in
+    /// step with the change from `before`.
+    fn save(&mut self, before: Option<&Task>, after: Task) -> Result<(), StoreError> {
+        let (old_state, old_pending) = match before {
+            Some(b) => (Some(b.state), b.state.is_pending().then(|| (b.callback.clone(), b.priority, b.run_at_ms))),
+            None => (None, None),
+        };
+        if old_state != Some(after.state) {
+            if let Some(s) = old_state {
+                self.delete(&keys::by_state(s.code(), after.id))?;
+            }
+            self.put(&keys::by_state(after.state.code(), after.id), &[])?;
+        }
+        let new_pending = after.state.is_pending().then(|| (after.callback.clone(), after.priority, after.run_at_ms));
+        if old_pending != new_pending {
+            if let Some((callback, priority, run_at_ms)) = old_pending {
+                self.delete(&keys::pending(&callback, priority, run_at_ms, after.id))?;
+                self.index_ops.push(IndexOp::RemovePending { callback, priority, run_at_ms, id: after.id });
+            }
+            if new_pending.is_some() {
+                self.put(&keys::pending(&after.callback, after.priority, after.run_at_ms, after.id), &[])?;
+                self.index_ops.push(IndexOp::add_pending(&after));
+            }
+        }
+        let was_running = old_state == Some(TaskState::Running);
+        if after.state == TaskState::Running {
+            self.index_ops.push(IndexOp::SetRunning { id: after.id, task: running_of(&after) });
+        } else if was_running {
+            self.index_ops.push(IndexOp::RemoveRunning { id: after.id });
+        }
+        self.tasks.insert(after.id, after);
+        Ok(())
+    }
+
+    /// The write batch with every changed row, ready to be written.
+    pub fn finish(mut self) -> Result<(WriteBatch, Vec<IndexOp>), StoreError> {
+        let sm = cf(self.db, keys::CF_SM)?;
+        for (id, task) in &self.tasks {
+            self.batch.put_cf(sm, keys::task(*id), encoding::encode(task));
+        }
+        Ok((self.batch, self.index_ops))
+    }
+}
+
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn not_found(id: u64) -> Rejection {
+    Rejection::NotFound(format!("task {id} does not exist"))
+}
+
+impl Applier {
+    /// Load the counters persisted by the last applied batch.
+    pub fn load(db: &DB) -> Result<Self, StoreError> {
+        Ok(Applier {
+            now_ms: get_u64(db, keys::SM_NOW)?,
+            next_task_id: get_u64(db, keys::SM_NEXT_TASK_ID)?.max(1),
+            task_count: get_u64(db, keys::SM_TASK_COUNT)?,
+        })
+    }
+
+    /// Apply one command at log index `index`. Deterministic: the result
+    /// depends only on the store's contents and the command.
+    pub fn apply(&mut self, b: &mut ApplyBatch<'_>, index: u64, cmd: &Command) -> Result<CommandResponse, StoreError> {
+        self.now_ms = self.now_ms.max(cmd.stamped_at_ms);
+        match &cmd.operation {
+            Operation::Schedule { tasks, auto_register } => self.schedule(b, index, tasks, *auto_register),
+            Operation::RegisterCallback(config) => self.register(b, config),
+            Operation::Assign { assignments } => self.assign(b, index, assignments),
+            Operation::Complete { completions } => {
+                let results = completions.iter().map(|c| self.complete(b, c)).collect::<Result<_, _>>()?;
+                Ok(CommandResponse::Transitioned(results))
+            }
+            Operation::Expire { leases } => {
+                let results = leases.iter().map(|e| self.expire(b, e)).collect::<Result<_, _>>()?;
+                Ok(CommandResponse::Transitioned(results))
+            }
+            Operation::Cancel { task_id } => self.cancel(b, *task_id),
+            Operation::Redrive { target } => self.redrive(b, target),
+            Operation::Purge { target } => self.purge(b, target),
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        index: u64,
+        tasks: &[NewTask],
+        auto_register: bool,
+    ) -> Result<CommandResponse, StoreError> {
+        // All or nothing: check every callback first.
+        for new in tasks {
+            if b.callback(&new.callback).is_none() {
+                if !auto_register {
+                    return Ok(CommandResponse::Rejected(Rejection::NotFound(format!(
+                        "callback {:?} is not registered: run `drover callback register {}` first",
+                        new.callback, new.callback
+                    ))));
+                }
+                self.register(b, &CallbackConfig::with_defaults(new.callback.clone()))?;
+            }
+        }
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for new in tasks {
+            let idem_key = new.idempotency_key.as_deref().map(|k| keys::idempotency(&new.callback, k));
+            if let Some(key) = &idem_key {
+                if let Some(task_id) = b.idempotent_task(key)? {
+                    outcomes.push(ScheduleOutcome { task_id, created: false });
+                    continue;
+                }
+            }
+            let id = self.next_task_id;
+            self.next_task_id += 1;
+            self.task_count += 1;
+            let mut task = Task {
+                id,
+                callback: new.callback.clone(),
+                priority: new.priority,
+                state: TaskState::Scheduled,
+                run_at_ms: new.run_at_ms,
+                created_at_ms: self.now_ms,
+                attempts: 0,
+                payload_size: new.payload.len() as u64,
+                idempotency_key: new.idempotency_key.clone(),
+                created_index: index,
+                fencing_token: 0,
+                worker: None,
+                last_error: None,
+                result_size: None,
+                cancel_requested: false,
+                history: Vec::new(),
+            };
+            task.transition(TaskState::Scheduled, self.now_ms);
+            b.put(&keys::payload(id), &new.payload)?;
+            b.save(None, task)?;
+            if let Some(key) = idem_key {
+                b.put(&key, &encoding::encode(&id))?;
+                b.idempotency.insert(key, id);
+            }
+            outcomes.push(ScheduleOutcome { task_id: id, created: true });
+        }
+        Ok(CommandResponse::Scheduled(outcomes))
+    }
+
+    fn register(&mut self, b: &mut ApplyBatch<'_>, config: &CallbackConfig) -> Result<CommandResponse, StoreError> {
+        if let Err(e) = config.validate() {
+            return Ok(CommandResponse::Rejected(Rejection::InvalidArgument(e)));
+        }
+        let created = b.callback(&config.name).is_none();
+        b.put(&keys::callback(&config.name), &encoding::encode(config))?;
+        b.callbacks.insert(config.name.clone(), config.clone());
+        b.index_ops.push(IndexOp::PutCallback(config.clone()));
+        Ok(CommandResponse::CallbackRegistered { created })
+    }
+
+    fn assign(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        index: u64,
+        items: &[Assignment],
+    ) -> Result<CommandResponse, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for a in items {
+            let Some(before) = b.task(a.task_id)? else {
+                out.push(Err(not_found(a.task_id)));
+                continue;
+            };
+            if !before.state.is_pending() || before.attempts != a.attempts_seen || before.run_at_ms > self.now_ms {
+                out.push(Err(Rejection::FailedPrecondition(format!(
+                    "task {} is {} at attempt {}, not pending and due at attempt {}",
+                    a.task_id,
+                    before.state.name(),
+                    before.attempts,
+                    a.attempts_seen
+                ))));
+                continue;
+            }
+            let mut t = before.clone();
+            t.attempts += 1;
+            t.fencing_token = index;
+            t.worker = Some(a.worker.clone());
+            t.transition(TaskState::Running, self.now_ms);
+            out.push(Ok(Leased { task_id: t.id, fencing_token: index, attempt: t.attempts }));
+            b.save(Some(&before), t)?;
+        }
+        Ok(CommandResponse::Assigned(out))
+    }
+
+    /// Check that `id` is running under `token`; the fencing check.
+    fn running_with_token(b: &ApplyBatch<'_>, id: u64, token: u64) -> Result<Result<Task, Rejection>, StoreError> {
+        let Some(t) = b.task(id)? else { return Ok(Err(not_found(id))) };
+        if t.state != TaskState::Running || t.fencing_token != token {
+            return Ok(Err(Rejection::FailedPrecondition(format!(
+                "stale fencing token {token} for task {id}: it is {} with token {}",
+                t.state.name(),
+                t.fencing_token
+            ))));
+        }
+        Ok(Ok(t))
+    }
+
+    /// Move a failed attempt to retry-wait, or to dead when out of attempts.
+    fn fail_retriable(&self, b: &ApplyBatch<'_>, t: &mut Task, error: String, floor_ms: u64) {
+        let config = b.callback(&t.callback).unwrap_or_else(|| CallbackConfig::with_defaults(t.callback.clone()));
+        t.last_error = Some(clip(error, MAX_ERROR_BYTES));
+        if t.attempts >= config.max_attempts {
+            t.transition(TaskState::Dead, self.now_ms);
+        } else {
+            let seed = t.id ^ (u64::from(t.attempts) << 48) ^ t.fencing_token;
+            let delay = config.backoff_ms(t.attempts, splitmix64(seed)).max(floor_ms);
+            t.run_at_ms = self.now_ms.saturating_add(delay);
+            t.transition(TaskState::RetryWait, self.now_ms);
+        }
+    }
+
+    fn complete(&mut self, b: &mut ApplyBatch<'_>, c: &Completion) -> Result<Result<TaskState, Rejection>, StoreError> {
+        let before = match Self::running_with_token(b, c.task_id, c.fencing_token)? {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
+        let mut t = before.clone();
+        match &c.outcome {
+            _ if t.cancel_requested => t.transition(TaskState::Cancelled, self.now_ms),
+            Outcome::Success { result } => {
+                let result = &result[..result.len().min(MAX_RESULT_BYTES)];
+                b.put(&keys::result(t.id), result)?;
+                t.result_size = Some(result.len() as u64);
+                t.transition(TaskState::Succeeded, self.now_ms);
+            }
+            Outcome::Retry { error, retry_after_ms } => {
+                self.fail_retriable(b, &mut t, error.clone(), retry_after_ms.unwrap_or(0));
+            }
+            Outcome::Fatal { error } => {
+                t.last_error = Some(clip(error.clone(), MAX_ERROR_BYTES));
+                t.transition(TaskState::Failed, self.now_ms);
+            }
+            // A cancellation nobody asked for (the worker shut down): retry.
+            Outcome::Cancelled => self.fail_retriable(b, &mut t, "the worker cancelled the run".into(), 0),
+        }
+        let state = t.state;
+        b.save(Some(&before), t)?;
+        Ok(Ok(state))
+    }
+
+    fn expire(&mut self, b: &mut ApplyBatch<'_>, e: &Expiry) -> Result<Result<TaskState, Rejection>, StoreError> {
+        let before = match Self::running_with_token(b, e.task_id, e.fencing_token)? {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
+        let mut t = before.clone();
+        if t.cancel_requested {
+            t.transition(TaskState::Cancelled, self.now_ms);
+        } else {
+            self.fail_retriable(b, &mut t, e.reason.clone(), 0);
+        }
+        let state = t.state;
+        b.save(Some(&before), t)?;
+        Ok(Ok(state))
+    }
+
+    fn cancel(&mut self, b: &mut ApplyBatch<'_>, id: u64) -> Result<CommandResponse, StoreError> {
+        let Some(before) = b.task(id)? else { return Ok(CommandResponse::Rejected(not_found(id))) };
+        let mut t = before.clone();
+        if t.state.is_pending() {
+            t.transition(TaskState::Cancelled, self.now_ms);
+        } else if t.state == TaskState::Running {
+            t.cancel_requested = true;
+        } else {
+            return Ok(CommandResponse::Rejected(Rejection::FailedPrecondition(format!(
+                "task {id} already ended: {}",
+                t.state.name()
+            ))));
+        }
+        let state = t.state;
+        b.save(Some(&before), t)?;
+        Ok(CommandResponse::CancelRequested { state })
+    }
+
+    /// Dead tasks the target names, in id order.
+    fn dead_tasks(&self, b: &ApplyBatch<'_>, target: &Target) -> Result<Vec<Task>, StoreError> {
+        match target {
+            Target::Task(id) => Ok(b.task(*id)?.filter(|t| t.state == TaskState::Dead).into_iter().collect()),
+            Target::Callback(name) => {
+                let sm = cf(b.db, keys::CF_SM)?;
+                let prefix = keys::by_state_prefix(TaskState::Dead.code());
+                let mut out = Vec::new();
+                for item in b.db.prefix_iterator_cf(sm, prefix) {
+                    let (k, _) = item?;
+                    if !k.starts_with(&prefix) {
+                        break;
+                    }
+                    let Some(id) = keys::by_state_id(&k) else { continue };
+                    if let Some(t) = b.task(id)?.filter(|t| t.state == TaskState::Dead && &t.callback == name) {
+                        out.push(t);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn redrive(&mut self, b: &mut ApplyBatch<'_>, target: &Target) -> Result<CommandResponse, StoreError> {
+        let dead = self.dead_tasks(b, target)?;
+        if dead.is_empty() {
+            if let Target::Task(id) = target {
+                return Ok(CommandResponse::Rejected(match b.task(*id)? {
+                    None => not_found(*id),
+                    Some(t) => Rejection::FailedPrecondition(format!("task {id} is {}, not dead", t.state.name())),
+                }));
+            }
+        }
+        let n = dead.len() as u64;
+        for before in dead {
+            let mut t = before.clone();
+            t.attempts = 0;
+            t.run_at_ms = self.now_ms;
+            t.transition(TaskState::Scheduled, self.now_ms);
+            b.save(Some(&before), t)?;
+        }
+        Ok(CommandResponse::Count(n))
+    }
+
+    fn purge(&mut self, b: &mut ApplyBatch<'_>, target: &Target) -> Result<CommandResponse, StoreError> {
+        let dead = self.dead_tasks(b, target)?;
+        let n = dead.len() as u64;
+        for t in dead {
+            b.delete(&keys::task(t.id))?;
+            b.delete(&keys::payload(t.id))?;
+            b.delete(&keys::result(t.id))?;
+            b.delete(&keys::by_state(t.state.code(), t.id))?;
+            if let Some(key) = &t.idempotency_key {
+                b.delete(&keys::idempotency(&t.callback, key))?;
+            }
+            b.tasks.remove(&t.id);
+            b.deleted.insert(t.id);
+            self.task_count = self.task_count.saturating_sub(1);
+        }
+        Ok(CommandResponse::Count(n))
+    }
+
+    /// Write the counters into the batch, beside the rows they describe.
+    pub fn write_counters(&self, batch: &mut ApplyBatch<'_>) -> Result<(), StoreError> {
+        batch.put(keys::SM_NOW, &encoding::encode(&self.now_ms))?;
+        batch.put(keys::SM_NEXT_TASK_ID, &encoding::encode(&self.next_task_id))?;
+        batch.put(keys::SM_TASK_COUNT, &encoding::encode(&self.task_count))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! The worker's runtime: one connection at a time to the leader, batched
+//! heartbeats, per-task lease watchdogs, completions retried across
+//! reconnects.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Handler, TaskContext, TaskResult, WorkerStats};
+use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
+use crate::pb;
+use crate::pb::server_message::Msg as In;
+use crate::pb::worker_message::Msg as Out;
+
+/// Fastest and slowest heartbeat periods.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A handler's end, sent to the runtime.
+struct Done {
+    task_id: u64,
+    token: u64,
+    callback: String,
+    /// `None`: the lease lapsed (or was lost); do not report.
+    outcome: Option<pb::completion::Outcome>,
+}
+
+struct Running {
+    token: u64,
+    lease: Duration,
+    lease_tx: watch::Sender<Instant>,
+    cancel: CancellationToken,
+    /// The server asked to cancel it.
+    cancel_requested: bool,
+    /// Dropping the handler (lease lost) aborts it.
+    abort: tokio::task::AbortHandle,
+}
+
+pub struct Runtime {
+    endpoints: Vec<String>,
+    id: String,
+    handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
+    shutdown_grace: Duration,
+    pool: ChannelPool,
+    running: HashMap<u64, Running>,
+    /// Completions sent and not yet acknowledged, resent on reconnect.
+    unacked: HashMap<u64, pb::Completion>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    stats: WorkerStats,
+    draining: bool,
+}
+
+/// A future that is never polled once its lease has lapsed.
+struct Fenced<F> {
+    inner: Pin<Box<F>>,
+    lease: watch::Receiver<Instant>,
+}
+
+impl<F: Future> Future for Fenced<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if Instant::now() >= *self.lease.borrow() {
+            return Poll::Ready(None);
+        }
+        self.inner.as_mut().poll(cx).map(Some)
+    }
+}
+
+/// Resolve when the lease (as renewed) lapses.
+async fn lease_lapsed(mut lease: watch::Receiver<Instant>) {
+    loop {
+        let deadline = *lease.borrow_and_update();
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            r = lease.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+fn outcome_of(result: TaskResult) -> pb::completion::Outcome {
+    use pb::completion::Outcome;
+    match result {
+        TaskResult::Success(bytes) => Outcome::Success(bytes),
+        TaskResult::Retry { error, retry_after } => {
+            Outcome::Retry(pb::Failure { error, retry_after_ms: retry_after.map_or(0, |d| d.as_millis() as u64) })
+        }
+        TaskResult::Fatal(error) => Outcome::Fatal(pb::Failure { error, retry_after_ms: 0 }),
+    }
+}
+
+enum Disconnect {
+    /// Try this address next.
+    Redirect(String),
+    /// The stream broke; back off and try the next endpoint.
+    Broken(String),
+    /// Shutdown complete.
+    Finished,
+}
+
+impl Runtime {
+    pub fn new(
+        endpoints: Vec<String>,
+        id: String,
+        handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
+        shutdown_grace: Duration,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Runtime {
+            endpoints,
+            id,
+            handlers,
+            shutdown_grace,
+            pool: ChannelPool::default(),
+            running: HashMap::new(),
+            unacked: HashMap::new(),
+            done_tx,
+            done_rx,
+            stats: WorkerStats::default(),
+            draining: false,
+        }
+    }
+
+    #[tracing::instrument(name = "worker", skip_all, fields(worker_id = %self.id))]
+    pub async fn run(mut self, shutdown: CancellationToken) -> WorkerStats {
+        let mut next = 0usize;
+        let mut redirect: Option<String> = None;
+        let mut backoff = Duration::from_millis(50);
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let addr = redirect.take().unwrap_or_else(|| {
+                let a = self.endpoints[next % self.endpoints.len()].clone();
+                next += 1;
+                a
+            });
+            match self.session(&addr, &shutdown, &mut grace_deadline).await {
+                Disconnect::Finished => break,
+                Disconnect::Redirect(to) => {
+                    tracing::info!(from = %addr, to = %to, "redirected to the leader");
+                    redirect = Some(to);
+                    backoff = Duration::from_millis(50);
+                }
+                Disconnect::Broken(why) => {
+                    tracing::info!(addr = %addr, reason = %why, "connection lost; reconnecting");
+                    // Keep handling handler ends and the lease watchdogs
+                    // while waiting to reconnect.
+                    let until = tokio::time::Instant::now() + backoff;
+                    while let Ok(Some(done)) = tokio::time::timeout_at(until, self.done_rx.recv()).await {
+                        self.finish(done, None);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    if shutdown.is_cancelled() && self.running.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        for r in self.running.values() {
+            r.abort.abort();
+        }
+        self.stats
+    }
+
+    /// One connection: Hello, then messages until it breaks or we finish.
+    async fn session(
+        &mut self,
+        addr: &str,
+        shutdown: &CancellationToken,
+        grace: &mut Option<tokio::time::Instant>,
+    ) -> Disconnect {
+        let channel = match self.pool.get(addr) {
+            Ok(c) => c,
+            Err(e) => return Disconnect::Broken(format!("bad address {addr}: {e}")),
+        };
+        let mut client = pb::worker_client::WorkerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
+        let hello_sent = Instant::now();
+        let hello = pb::Hello {
+            worker_id: self.id.clone(),
+            callbacks: self
+                .handlers
+                .iter()
+                .map(|(c, (n, _))| pb::CallbackCredits { callback: c.clone(), concurrency: *n })
+                .collect(),
+            running: self.running.iter().map(|(id, r)| pb::TaskRef { task_id: *id, fencing_token: r.token }).collect(),
+        };
+        let send =
+            |tx: &mpsc::Sender<pb::WorkerMessage>, msg: Out| tx.try_send(pb::WorkerMessage { msg: Some(msg) }).is_ok();
+        send(&out_tx, Out::Hello(hello));
+        if self.draining {
+            send(&out_tx, Out::Drain(true));
+        }
+        for c in self.unacked.values() {
+            send(&out_tx, Out::Completion(c.clone()));
+        }
+        let mut inbound = match client.connect(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Disconnect::Broken(format!("{}: {}", s.code(), s.message())),
+        };
+        // seq -> when sent; seq 0 is the Hello.
+        let mut sent_at: HashMap<u64, Instant> = HashMap::from([(0, hello_sent)]);
+        let mut seq = 0u64;
+        let mut hint = MAX_HEARTBEAT;
+        let mut ticker = tokio::time::interval(MIN_HEARTBEAT);
+        let mut last_heartbeat = Instant::now();
+        loop {
+            tokio::select! {
+                msg = inbound.next() => {
+                    let msg = match msg {
+                        Some(Ok(pb::ServerMessage { msg: Some(m) })) => m,
+                        Some(Ok(_)) => continue,
+                        Some(Err(s)) => return Disconnect::Broken(format!("{}: {}", s.code(), s.message())),
+                        None => return Disconnect::Broken("the server closed the stream".into()),
+                    };
+                    match msg {
+                        In::Welcome(w) => hint = Duration::from_millis(w.heartbeat_interval_ms).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
+                        In::Assignment(a) => self.start(a),
+                        In::HeartbeatAck(ack) => {
+                            let basis = sent_at.remove(&ack.seq).unwrap_or(hello_sent);
+                            if ack.seq != 0 {
+                                sent_at.retain(|s, _| *s > ack.seq);
+                            }
+                            self.renewed(basis, &ack.renewed);
+                            for r in ack.lost {
+                                self.lose(r.task_id, r.fencing_token, "the leader says this run's lease is gone");
+                            }
+                        }
+                        In::CompletionAck(ack) => {
+                            if self.unacked.get(&ack.task_id).is_some_and(|c| c.fencing_token == ack.fencing_token) {
+                                self.unacked.remove(&ack.task_id);
+                                if !ack.accepted {
+                                    self.stats.rejected += 1;
+                                    tracing::warn!(task_id = ack.task_id, token = ack.fencing_token, reason = %ack.reason, "completion rejected");
+                                }
+                            }
+                        }
+                        In::Cancel(r) => {
+                            if let Some(t) = self.running.get_mut(&r.task_id).filter(|t| t.token == r.fencing_token) {
+                                t.cancel_requested = true;
+                                t.cancel.cancel();
+                            }
+                        }
+                        In::Redirect(r) => {
+                            return if r.leader_addr.is_empty() {
+                                Disconnect::Broken("the node knows no leader yet".into())
+                            } else {
+                                Disconnect::Redirect(r.leader_addr)
+                            };
+                        }
+                    }
+                }
+                Some(done) = self.done_rx.recv() => {
+                    let tx = out_tx.clone();
+                    self.finish(done, Some(&tx));
+                }
+                _ = ticker.tick() => {
+                    let period = self.heartbeat_period(hint);
+                    if last_heartbeat.elapsed() >= period {
+                        seq += 1;
+                        last_heartbeat = Instant::now();
+                        sent_at.insert(seq, last_heartbeat);
+                        let tasks = self.running.iter().map(|(id, r)| pb::TaskRef { task_id: *id, fencing_token: r.token }).collect();
+                        if !send(&out_tx, Out::Heartbeat(pb::Heartbeat { seq, tasks })) {
+                            return Disconnect::Broken("outbound queue full".into());
+                        }
+                    }
+                    if let Some(g) = *grace {
+                        if tokio::time::Instant::now() >= g {
+                            for t in self.running.values() {
+                                t.cancel.cancel();
+                            }
+                        }
+                    }
+                    if self.draining && self.running.is_empty() && self.unacked.is_empty() {
+                        return Disconnect::Finished;
+                    }
+                }
+                _ = shutdown.cancelled(), if !self.draining => {
+                    tracing::info!(running = self.running.len(), "shutting down: draining");
+                    self.draining = true;
+                    *grace = Some(tokio::time::Instant::now() + self.shutdown_grace);
+                    send(&out_tx, Out::Drain(true));
+                }
+            }
+        }
+    }
+
+    /// A third of the shortest lease held, within [MIN, hint].
+    fn heartbeat_period(&self, hint: Duration) -> Duration {
+        let shortest = self.running.values().map(|r| r.lease).min().unwrap_or(hint * 3);
+        (shortest / 3).clamp(MIN_HEARTBEAT, hint)
+    }
+
+    fn renewed(&mut self, basis: Instant, refs: &[pb::TaskRef]) {
+        for r in refs {
+            if let Some(t) = self.running.get(&r.task_id).filter(|t| t.token == r.fencing_token) {
+                // Valid until a lease from when the renewal was *sent*.
+                let until = basis + t.lease;
+                t.lease_tx.send_if_modified(|d| {
+                    let later = until > *d;
+                    if later {
+                        *d = until;
+                    }
+                    later
+                });
+            }
+        }
+    }
+
+    fn lose(&mut self, task_id: u64, token: u64, why: &str) {
+        if let Some(t) = self.running.get(&task_id).filter(|t| t.token == token) {
+            tracing::warn!(task_id, token, why, "stopping the handler without reporting");
+            t.cancel.cancel();
+            t.abort.abort();
+            self.running.remove(&task_id);
+            self.stats.fenced += 1;
+        }
+    }
+
+    fn start(&mut self, a: pb::Assignment) {
+        let received = Instant::now();
+        let Some((_, handler)) = self.handlers.get(&a.callback).cloned() else {
+            tracing::error!(callback = %a.callback, "assigned a callback this worker does not serve");
+            return;
+        };
+        let lease = Duration::from_millis(a.lease_ms);
+        let (lease_tx, lease_rx) = watch::channel(received + lease);
+        let cancel = CancellationToken::new();
+        let ctx = TaskContext {
+            task_id: a.task_id,
+            callback: a.callback.clone(),
+            attempt: a.attempt,
+            fencing_token: a.fencing_token,
+            payload: a.payload,
+            priority: a.priority,
+            timeout: Duration::from_millis(a.timeout_ms),
+            cancel: cancel.clone(),
+            lease: lease_rx.clone(),
+        };
+        let done_tx = self.done_tx.clone();
+        let (task_id, token, callback, timeout) = (a.task_id, a.fencing_token, a.callback, ctx.timeout);
+        let cancel_for_timeout = cancel.clone();
+        let join = tokio::spawn(async move {
+            let fenced = Fenced { inner: Box::pin(handler.call(ctx)), lease: lease_rx.clone() };
+            let outcome = tokio::select! {
+                out = fenced => out.map(outcome_of),
+                _ = lease_lapsed(lease_rx) => None,
+                _ = tokio::time::sleep(timeout) => {
+                    cancel_for_timeout.cancel();
+                    Some(outcome_of(TaskResult::retry(format!("timed out after {timeout:?}"))))
+                }
+            };
+            let _ = done_tx.send(Done { task_id, token, callback, outcome });
+        });
+        self.stats.started += 1;
+        self.running.insert(
+            task_id,
+            Running { token, lease, lease_tx, cancel, cancel_requested: false, abort: join.abort_handle() },
+        );
+    }
+
+    /// A handler ended: report it (unless its lease lapsed).
+    fn finish(&mut self, done: Done, tx: Option<&mpsc::Sender<pb::WorkerMessage>>) {
+        let Some(t) = self.running.get(&done.task_id).filter(|t| t.token == done.token) else { return };
+        let cancel_requested = t.cancel_requested;
+        self.running.remove(&done.task_id);
+        let Some(mut outcome) = done.outcome else {
+            self.stats.fenced += 1;
+            tracing::warn!(task_id = done.task_id, token = done.token, callback = %done.callback, "lease lapsed: handler stopped, not reported");
+            return;
+        };
+        if cancel_requested {
+            outcome = pb::completion::Outcome::Cancelled(true);
+        } else if self.draining && matches!(outcome, pb::completion::Outcome::Retry(_)) {
+            outcome = pb::completion::Outcome::Retry(pb::Failure {
+                error: "the worker shut down before the task finished".into(),
+                retry_after_ms: 0,
+            });
+        }
+        match &outcome {
+            pb::completion::Outcome::Success(_) => self.stats.succeeded += 1,
+            _ => self.stats.failed += 1,
+        }
+        let completion = pb::Completion { task_id: done.task_id, fencing_token: done.token, outcome: Some(outcome) };
+        if let Some(tx) = tx {
+            let _ = tx.try_send(pb::WorkerMessage { msg: Some(Out::Completion(completion.clone())) });
+        }
+        self.unacked.insert(done.task_id, completion);
+    }
+}
