@@ -197,8 +197,14 @@ impl Dispatcher {
                 let id = self.connect(hello, tx);
                 let _ = reply.send(Ok(id));
             }
-            Msg::Heartbeat { session, heartbeat, received } => self.heartbeat(session, heartbeat, received),
-            Msg::Completion { session, completion } => self.completion(session, completion),
+            Msg::Heartbeat { session, heartbeat, received } => {
+                self.seen(session);
+                self.heartbeat(session, heartbeat, received)
+            }
+            Msg::Completion { session, completion } => {
+                self.seen(session);
+                self.completion(session, completion)
+            }
             Msg::Drain { session } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.draining = true;
@@ -206,6 +212,12 @@ impl Dispatcher {
             }
             Msg::Disconnect { session } => self.disconnect(session),
             Msg::Proposed(p) => self.proposed(p),
+        }
+    }
+
+    fn seen(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.last_seen = Instant::now();
         }
     }
 
@@ -356,7 +368,8 @@ impl Dispatcher {
                     if let Some(Ok(state)) = results.get(i) {
                         tracing::info!(task_id, token, state = state.name(), "lease expired");
                         if let Some(session) = self.leases.get(&task_id).and_then(|l| l.session) {
-                            if let Some(s) = self.sessions.get(&session) {
+                            if let Some(s) = self.sessions.get_mut(&session) {
+                                s.suspect();
                                 let lost = vec![leased_ref(task_id, token)];
                                 s.send(Out::HeartbeatAck(pb::HeartbeatAck { seq: 0, renewed: vec![], lost }));
                             }

@@ -1,6 +1,7 @@
 //! One connected worker, as the dispatcher sees it.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use super::SessionTx;
 use crate::pb;
@@ -16,7 +17,14 @@ pub struct Session {
     pub tx: SessionTx,
     /// Draining: takes no new tasks.
     pub draining: bool,
+    /// Last message from the worker. A worker silent for [`STALE_AFTER`]
+    /// (paused, partitioned) gets no new tasks until it speaks again.
+    pub last_seen: Instant,
 }
+
+/// Silence after which a session gets no new tasks (workers heartbeat at
+/// least every second).
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
 impl Session {
     pub fn new(hello: &pb::Hello, tx: SessionTx) -> Self {
@@ -27,18 +35,25 @@ impl Session {
             reserved: HashMap::new(),
             tx,
             draining: false,
+            last_seen: Instant::now(),
         }
     }
 
     /// How many more tasks of `callback` it can take now.
     pub fn free(&self, callback: &str) -> u32 {
-        if self.draining {
+        if self.draining || self.last_seen.elapsed() > STALE_AFTER {
             return 0;
         }
         let credits = self.credits.get(callback).copied().unwrap_or(0);
         let busy = self.running.get(callback).map_or(0, |s| s.len() as u32)
             + self.reserved.get(callback).copied().unwrap_or(0);
         credits.saturating_sub(busy)
+    }
+
+    /// Treat the worker as silent until its next message (one of its leases
+    /// just lapsed: it is paused, cut off, or overloaded).
+    pub fn suspect(&mut self) {
+        self.last_seen = Instant::now().checked_sub(STALE_AFTER * 2).unwrap_or(self.last_seen);
     }
 
     pub fn holds(&mut self, callback: &str, id: u64) {

@@ -231,3 +231,121 @@ pub async fn get(client: &Client, start: usize, id: u64, stale: bool) -> Result<
         })
         .await
 }
+
+/// The addresses of every node, comma-separated (for `--endpoint`).
+pub fn endpoints(c: &TestCluster) -> String {
+    c.nodes.iter().map(|n| n.addr.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// A `drover worker` process.
+pub struct WorkerProc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    /// Start `drover worker --endpoint E ARGS...`, logging to `log`.
+    pub fn start(endpoint: &str, log: PathBuf, args: &[&str]) -> WorkerProc {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("worker log");
+        let err = out.try_clone().expect("clone");
+        let child = Command::new(BIN)
+            .arg("worker")
+            .args(["--endpoint", endpoint])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn drover worker");
+        WorkerProc { child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns its log.
+    pub fn terminate(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            self.signal_pid(c.id() as i32, libc::SIGTERM);
+            let _ = c.wait();
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal_pid(&self, pid: i32, sig: i32) {
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+        }
+        self.kill();
+    }
+}
+
+/// Register (or update) a callback.
+pub async fn register(client: &Client, settings: pb::CallbackSettings) {
+    let req = pb::RegisterCallbackRequest { settings: Some(settings) };
+    client
+        .call(0, |i| {
+            let req = req.clone();
+            async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
+        })
+        .await
+        .expect("register callback");
+}
+
+/// Callback settings with the given lease and test-friendly defaults.
+pub fn callback(name: &str, lease_ms: u64) -> pb::CallbackSettings {
+    pb::CallbackSettings {
+        name: name.into(),
+        max_attempts: 5,
+        lease_ms,
+        timeout_ms: 60_000,
+        concurrency: 0,
+        backoff_initial_ms: 100,
+        backoff_max_ms: 1_000,
+    }
+}
+
+/// Wait until the task is in `state` (a `pb::TaskState` name), returning it.
+pub async fn wait_state(client: &Client, id: u64, state: pb::TaskState, timeout: Duration) -> pb::Task {
+    let what = format!("task {id} to be {state:?}");
+    wait_until(timeout, &what, || async { get(client, 0, id, true).await.ok().filter(|t| t.state == state as i32) })
+        .await
+}
+
+pub async fn list(client: &Client, callback: &str, state: pb::TaskState) -> Vec<pb::Task> {
+    let req = pb::ListTasksRequest {
+        callback: callback.into(),
+        state: state as i32,
+        limit: 10_000,
+        after_id: 0,
+        allow_stale: false,
+    };
+    client
+        .call(0, |i| {
+            let req = req.clone();
+            async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }
+        })
+        .await
+        .expect("list tasks")
+        .tasks
+}

@@ -9,5 +9,8 @@
 
 mod api;
 mod cli;
+mod execution;
 mod harness;
+mod invariants;
+mod proxy;
 mod replication;
