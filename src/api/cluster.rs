@@ -40,6 +40,8 @@ impl ClusterService {
             snapshot_index: index_of(m.snapshot.as_ref()),
             purged_index: index_of(m.purged.as_ref()),
             task_count: self.ctx.store.task_count()?,
+            cpu_seconds: crate::node::process_cpu_seconds(),
+            rss_bytes: crate::node::process_rss_bytes(),
         })
     }
 

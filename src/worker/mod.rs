@@ -148,15 +148,21 @@ impl Worker {
             id: None,
             handlers: HashMap::new(),
             shutdown_grace: Duration::from_secs(30),
+            on_ack: None,
         }
     }
 }
+
+/// Called with (task id, accepted) when the leader acknowledges a
+/// completion.
+pub type AckHook = Arc<dyn Fn(u64, bool) + Send + Sync>;
 
 pub struct WorkerBuilder {
     endpoints: Vec<String>,
     id: Option<String>,
     handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
     shutdown_grace: Duration,
+    on_ack: Option<AckHook>,
 }
 
 impl WorkerBuilder {
@@ -180,6 +186,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// Observe acknowledged completions (benchmarks, metrics).
+    pub fn on_ack(mut self, hook: impl Fn(u64, bool) + Send + Sync + 'static) -> Self {
+        self.on_ack = Some(Arc::new(hook));
+        self
+    }
+
     /// Run until `shutdown` fires, then drain gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, WorkerError> {
         if self.endpoints.is_empty() {
@@ -192,7 +204,7 @@ impl WorkerBuilder {
             return Err(WorkerError::Config(format!("concurrency for {name:?} must be at least 1")));
         }
         let id = self.id.unwrap_or_else(default_id);
-        let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace);
+        let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace, self.on_ack);
         Ok(rt.run(shutdown).await)
     }
 }

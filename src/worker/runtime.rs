@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Handler, TaskContext, TaskResult, WorkerStats};
+use super::{AckHook, Handler, TaskContext, TaskResult, WorkerStats};
 use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
 use crate::pb;
 use crate::pb::server_message::Msg as In;
@@ -56,6 +56,7 @@ pub struct Runtime {
     done_rx: mpsc::UnboundedReceiver<Done>,
     stats: WorkerStats,
     draining: bool,
+    on_ack: Option<AckHook>,
 }
 
 /// A future that is never polled once its lease has lapsed.
@@ -114,6 +115,7 @@ impl Runtime {
         id: String,
         handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
         shutdown_grace: Duration,
+        on_ack: Option<AckHook>,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Runtime {
@@ -128,6 +130,7 @@ impl Runtime {
             done_rx,
             stats: WorkerStats::default(),
             draining: false,
+            on_ack,
         }
     }
 
@@ -240,6 +243,9 @@ impl Runtime {
                         In::CompletionAck(ack) => {
                             if self.unacked.get(&ack.task_id).is_some_and(|c| c.fencing_token == ack.fencing_token) {
                                 self.unacked.remove(&ack.task_id);
+                                if let Some(hook) = &self.on_ack {
+                                    hook(ack.task_id, ack.accepted);
+                                }
                                 if !ack.accepted {
                                     self.stats.rejected += 1;
                                     tracing::warn!(task_id = ack.task_id, token = ack.fencing_token, reason = %ack.reason, "completion rejected");

@@ -1,23 +1,16 @@
-//! `drover bench ...`: load generators against a running cluster. They
-//! measure; they assert nothing about speed.
+//! `drover bench schedule`: Schedule / ScheduleBatch from N clients.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use super::{parse_duration, status_message, Cli, CliError};
-use crate::client::Client;
+use super::{ensure_callback, histogram, verify, CpuMeter};
+use crate::cli::{parse_duration, status_message, Cli, CliError};
 use crate::pb;
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Schedule RPCs from N concurrent clients (ScheduleBatch when --batch > 1).
-    Schedule(ScheduleBench),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct ScheduleBench {
@@ -41,12 +34,6 @@ pub struct ScheduleBench {
     pub callback: String,
 }
 
-pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
-    match cmd {
-        BenchCommand::Schedule(args) => schedule(cli, args).await,
-    }
-}
-
 struct ClientResult {
     histogram: Histogram<u64>,
     acked: Vec<u64>,
@@ -55,11 +42,13 @@ struct ClientResult {
     last_error: Option<String>,
 }
 
-async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
+pub async fn run(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
     if args.clients == 0 || args.batch == 0 {
         return Err(CliError("--clients and --batch must be positive".into()));
     }
     let client = Arc::new(cli.client());
+    ensure_callback(&client, &args.callback).await?;
+    let cpu = CpuMeter::start(&client).await;
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut handles = Vec::new();
@@ -67,14 +56,8 @@ async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
         let client = client.clone();
         let args = args.clone();
         handles.push(tokio::spawn(async move {
-            let mut r = ClientResult {
-                histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
-                    .unwrap_or_else(|_| unreachable!("valid bounds")),
-                acked: Vec::new(),
-                requests: 0,
-                errors: 0,
-                last_error: None,
-            };
+            let mut r =
+                ClientResult { histogram: histogram(), acked: Vec::new(), requests: 0, errors: 0, last_error: None };
             let spec = pb::TaskSpec {
                 callback: args.callback.clone(),
                 payload: vec![b'x'; args.payload_bytes],
@@ -126,7 +109,7 @@ async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
             r
         }));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| CliError(e.to_string()))?;
+    let mut histogram = histogram();
     let (mut acked, mut requests, mut errors, mut last_error) = (Vec::new(), 0, 0, None);
     for h in handles {
         let r = h.await.map_err(|e| CliError(format!("bench client crashed: {e}")))?;
@@ -138,6 +121,7 @@ async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let tasks = acked.len();
+    let cpu_s = cpu.finish(&client).await;
 
     // Read back a sample of acknowledged tasks (linearizable reads).
     acked.shuffle(&mut rand::thread_rng());
@@ -158,6 +142,8 @@ async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
         "p50_ms": ms(0.50),
         "p99_ms": ms(0.99),
         "p999_ms": ms(0.999),
+        "node_cpu_s": cpu_s,
+        "cpu_us_per_task": cpu_s.map(|c| c * 1e6 / tasks.max(1) as f64),
         "verified": sample.len(),
         "lost": lost,
         "last_error": last_error,
@@ -172,6 +158,9 @@ async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
         );
         println!("  ack latency ms      p50 {:.2}  p99 {:.2}  p99.9 {:.2}", ms(0.5), ms(0.99), ms(0.999));
         println!("  read back           {} checked, {lost} lost", sample.len());
+        if let Some(c) = cpu_s {
+            println!("  node CPU            {c:.1} s ({:.0} us per task)", c * 1e6 / tasks.max(1) as f64);
+        }
         if let Some(e) = last_error {
             println!("  last error          {e}");
         }
@@ -180,40 +169,4 @@ async fn schedule(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
         return Err(CliError(format!("{lost} acknowledged task(s) are missing")));
     }
     Ok(())
-}
-
-/// Count the ids that cannot be read back.
-async fn verify(client: &Arc<Client>, ids: &[u64]) -> Result<usize, CliError> {
-    let mut lost = 0;
-    for chunk in ids.chunks(64) {
-        let reads = chunk.iter().map(|&id| {
-            let client = client.clone();
-            async move {
-                client
-                    .call(id as usize, |i| {
-                        let client = &client;
-                        async move {
-                            Ok(client
-                                .scheduler(i)?
-                                .get_task(pb::GetTaskRequest {
-                                    task_id: id,
-                                    allow_stale: false,
-                                    include_payload: false,
-                                })
-                                .await?
-                                .into_inner())
-                        }
-                    })
-                    .await
-            }
-        });
-        for r in futures::future::join_all(reads).await {
-            match r {
-                Ok(_) => {}
-                Err(s) if s.code() == tonic::Code::NotFound => lost += 1,
-                Err(s) => return Err(CliError(format!("verifying: {}", status_message(&s)))),
-            }
-        }
-    }
-    Ok(lost)
 }

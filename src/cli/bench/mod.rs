@@ -1,0 +1,117 @@
+//! `drover bench ...`: load generators against a running cluster. They
+//! measure; they assert nothing about speed.
+//!
+//! - [`schedule`]: Schedule / ScheduleBatch throughput and ack latency.
+//! - [`execution`]: `e2e` (no-op SDK workers) and `delayed` (lateness).
+
+pub mod execution;
+pub mod schedule;
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+use hdrhistogram::Histogram;
+
+use super::{status_message, Cli, CliError};
+use crate::client::Client;
+use crate::pb;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Schedule RPCs from N concurrent clients (ScheduleBatch when --batch > 1).
+    Schedule(schedule::ScheduleBench),
+    /// Schedule and execute with no-op SDK workers: executed tasks/s, schedule-to-start latency.
+    E2e(execution::E2eBench),
+    /// Tasks with run-at spread over the next seconds: how late they start.
+    Delayed(execution::DelayedBench),
+}
+
+pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
+    match cmd {
+        BenchCommand::Schedule(args) => schedule::run(cli, args).await,
+        BenchCommand::E2e(args) => execution::e2e(cli, args).await,
+        BenchCommand::Delayed(args) => execution::delayed(cli, args).await,
+    }
+}
+
+/// A latency histogram in microseconds, 1 us to 60 s.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+}
+
+/// Register the bench callback (or reset its settings).
+pub async fn ensure_callback(client: &Client, name: &str) -> Result<(), CliError> {
+    let settings = pb::CallbackSettings {
+        name: name.to_string(),
+        max_attempts: 5,
+        lease_ms: 30_000,
+        timeout_ms: 300_000,
+        concurrency: 0,
+        backoff_initial_ms: 1000,
+        backoff_max_ms: 60_000,
+    };
+    let req = pb::RegisterCallbackRequest { settings: Some(settings) };
+    client
+        .call(0, |i| {
+            let req = req.clone();
+            async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|s| CliError(format!("registering callback {name}: {}", status_message(&s))))?;
+    Ok(())
+}
+
+/// Count the ids that cannot be read back (linearizable reads).
+pub async fn verify(client: &Arc<Client>, ids: &[u64]) -> Result<usize, CliError> {
+    let mut lost = 0;
+    for chunk in ids.chunks(64) {
+        let reads = chunk.iter().map(|&id| {
+            let client = client.clone();
+            async move {
+                let req = pb::GetTaskRequest { task_id: id, allow_stale: false, include_payload: false };
+                client
+                    .call(id as usize, |i| {
+                        let client = &client;
+                        async move { Ok(client.scheduler(i)?.get_task(req).await?.into_inner()) }
+                    })
+                    .await
+            }
+        });
+        for r in futures::future::join_all(reads).await {
+            match r {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => lost += 1,
+                Err(s) => return Err(CliError(format!("verifying: {}", status_message(&s)))),
+            }
+        }
+    }
+    Ok(lost)
+}
+
+/// The cluster's total CPU time, from every member's own status.
+pub struct CpuMeter {
+    start: Option<f64>,
+}
+
+async fn cluster_cpu_seconds(client: &Client) -> Option<f64> {
+    let s = client
+        .call(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
+        .await
+        .ok()?;
+    let mut total = 0.0;
+    for m in &s.members {
+        total += m.status.as_ref()?.cpu_seconds;
+    }
+    Some(total)
+}
+
+impl CpuMeter {
+    pub async fn start(client: &Client) -> Self {
+        CpuMeter { start: cluster_cpu_seconds(client).await }
+    }
+
+    /// CPU seconds all nodes used since `start` (None if a node did not answer).
+    pub async fn finish(&self, client: &Client) -> Option<f64> {
+        Some(cluster_cpu_seconds(client).await? - self.start?)
+    }
+}
