@@ -80,6 +80,8 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
             dir.display().to_string(),
             "--peers".into(),
             peer_list.clone(),
+            // Dev convenience: unknown callbacks are registered with defaults.
+            "--auto-register".into(),
         ];
         // Only a brand-new dev cluster bootstraps, and only from node 1.
         if fresh && *id == 1 {

@@ -145,7 +145,11 @@ impl Dispatcher {
                     .get_node(&id)
                     .map(|n| pb::Redirect { leader_id: id, leader_addr: n.addr.clone() })
             });
-            (m.state == ServerState::Leader && m.current_leader == Some(self.ctx.id), leader)
+            // Lead only once an entry of our own term (the election's blank
+            // entry) is applied: then the live index holds every task a
+            // previous leader assigned, and re-attaching workers find theirs.
+            let caught_up = m.last_applied.as_ref().is_some_and(|l| l.leader_id.term == m.current_term);
+            (m.state == ServerState::Leader && m.current_leader == Some(self.ctx.id) && caught_up, leader)
         };
         if is_leader && !self.leader {
             tracing::info!("leading: dispatching tasks");

@@ -439,3 +439,23 @@ async fn a_worker_shut_down_gracefully_finishes_its_running_task() {
     assert_eq!(t.attempts, 1);
     assert!(runs(&rec)[&id][0].ended);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_task_survives_a_leader_change_by_re_attaching() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let s = Scratch::new();
+    let rec = s.path("rec");
+    register(&client, callback("long", 5000)).await;
+    let _w =
+        WorkerProc::start(&endpoints(&c), s.path("w.log"), &["--callback", "long", "--builtin", &record_arg(&rec)]);
+    let id = schedule(&client, 0, spec("long", b"4000")).await.unwrap().task_id;
+    wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
+    let leader = c.leader().await;
+    c.kill(leader);
+    let t = wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(30)).await;
+    assert_eq!(t.attempts, 1, "the worker re-attached its run to the new leader; nothing was re-run");
+    let r = &runs(&rec)[&id];
+    assert_eq!(r.len(), 1);
+    assert!(r[0].ended);
+}
