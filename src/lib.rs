@@ -46,6 +46,7 @@ pub mod encoding;
 pub mod net;
 pub mod node;
 pub mod raft;
+pub mod restore;
 pub mod scheduler;
 pub mod store;
 pub mod worker;

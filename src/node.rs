@@ -59,6 +59,12 @@ pub struct NodeContext {
     pub index: SharedIndex,
     /// This node's dispatcher (active while it leads).
     pub scheduler: Scheduler,
+    /// The node's RocksDB (backups read it directly).
+    pub db: Arc<rocksdb::DB>,
+    /// Serialises membership changes made through this node.
+    pub admin: Arc<tokio::sync::Mutex<()>>,
+    /// A restore from a backup is being imported: client writes wait.
+    pub restoring: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a request that needs the leader should go.
@@ -130,6 +136,12 @@ impl RunningNode {
         let local_addr =
             listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
         claim_data_dir(&config.data_dir, config.id)?;
+        let pending_restore = crate::restore::pending(&config.data_dir);
+        if pending_restore.is_some() && config.peers.iter().any(|(id, _)| *id != config.id) {
+            return Err(NodeError::Config(
+                "a restored node bootstraps a cluster alone: start it without other --peers, then add nodes with `drover cluster add-node`".into(),
+            ));
+        }
 
         let db = store::open_db(&config.data_dir.join("db")).map_err(|e| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
@@ -150,14 +162,23 @@ impl RunningNode {
         let ctx = NodeContext {
             id: config.id,
             raft: raft.clone(),
-            store: TaskStore::new(db),
+            store: TaskStore::new(db.clone()),
             clock: ProposerClock::new(applied.clone()),
             pool,
             config: config.clone(),
             applied,
             index,
             scheduler: scheduler.clone(),
+            db: db.clone(),
+            admin: Arc::default(),
+            restoring: Arc::new(std::sync::atomic::AtomicBool::new(pending_restore.is_some())),
         };
+        if ctx.store.is_retired(ctx.id)? {
+            return Err(NodeError::Config(format!(
+                "node {} was removed from its cluster and cannot rejoin: start a new node with a new id and an empty data dir",
+                ctx.id
+            )));
+        }
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -168,7 +189,7 @@ impl RunningNode {
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(health_service)
-            .add_service(RaftService::server(raft.clone(), snapshots))
+            .add_service(RaftService::server(raft.clone(), snapshots, ctx.store.clone()))
             .add_service(api::scheduler_server(ctx.clone()))
             .add_service(api::cluster_server(ctx.clone()))
             .add_service(api::worker_server(ctx.clone()));
@@ -188,12 +209,17 @@ impl RunningNode {
         if config.bootstrap {
             bootstrap(&ctx).await?;
         }
+        if let Some(path) = pending_restore {
+            tasks.spawn(crate::restore::import(ctx.clone(), path, shutdown.clone()));
+        }
         tracing::info!(id = config.id, addr = %local_addr, "node started");
         Ok(RunningNode { ctx, local_addr, shutdown, tasks })
     }
 
-    /// Graceful stop: stop serving, stop Raft, wait for every task.
+    /// Graceful stop: hand leadership over (if leading), stop serving, stop
+    /// Raft, wait for every task.
     pub async fn shutdown(self) {
+        hand_over_leadership(&self.ctx).await;
         self.shutdown.cancel();
         self.tasks.close();
         if let Err(e) = self.ctx.raft.shutdown().await {
@@ -201,6 +227,33 @@ impl RunningNode {
         }
         self.tasks.wait().await;
         tracing::info!(id = self.ctx.id, "node stopped");
+    }
+}
+
+/// If this node leads, transfer leadership to the most up-to-date other
+/// voter and wait (at most 2 s) for it to take over, so that a planned
+/// restart costs no election timeout.
+async fn hand_over_leadership(ctx: &NodeContext) {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    if m.current_leader != Some(ctx.id) {
+        return;
+    }
+    let voters: Vec<u64> = m.membership_config.membership().voter_ids().filter(|v| *v != ctx.id).collect();
+    let progress = m.replication.clone().unwrap_or_default();
+    let Some(to) = voters.into_iter().max_by_key(|v| progress.get(v).cloned().flatten().map(|l| l.index)) else {
+        return;
+    };
+    tracing::info!(to, "handing leadership over before shutting down");
+    if ctx.raft.trigger().transfer_leader(to).await.is_err() {
+        return;
+    }
+    let mut metrics = ctx.raft.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while metrics.borrow_watched().current_leader == Some(ctx.id) {
+        if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+            tracing::warn!(to, "leadership transfer did not finish within 2s; stopping anyway");
+            return;
+        }
     }
 }
 

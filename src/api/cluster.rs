@@ -7,7 +7,7 @@ use openraft::Instant as _;
 
 use tonic::{Request, Response, Status};
 
-use super::{is_forwarded, mark_forwarded, on_leader, ApiError};
+use super::{is_forwarded, mark_forwarded, membership, on_leader, ApiError};
 use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
@@ -42,6 +42,8 @@ impl ClusterService {
             task_count: self.ctx.store.task_count()?,
             cpu_seconds: crate::node::process_cpu_seconds(),
             rss_bytes: crate::node::process_rss_bytes(),
+            disk_bytes: dir_size(&self.ctx.config.data_dir),
+            snapshot_at_unix_ms: newest_snapshot_ms(&self.ctx.config.data_dir.join("snapshots")),
         })
     }
 
@@ -125,8 +127,107 @@ impl ClusterService {
     }
 }
 
+/// Total size of the files under `dir`, bytes.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn newest_snapshot_ms(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Forward to the leader or run locally, like the Scheduler service does.
+macro_rules! leader_rpc {
+    ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
+        let forwarded = is_forwarded(&$request);
+        let $req = $request.into_inner();
+        let from = $self.ctx.id;
+        let reply =
+            on_leader(
+                &$self.ctx,
+                forwarded,
+                || async { $local },
+                |ch| {
+                    let r = $req.clone();
+                    async move {
+                        Ok(ClusterClient::new(ch).$method(mark_forwarded(Request::new(r), from)).await?.into_inner())
+                    }
+                },
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }};
+}
+
+type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
+    type BackupStream = BackupStream;
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        leader_rpc!(self, request, add_learner, |req| membership::add_learner(&self.ctx, req.id, req.addr.clone())
+            .await)
+    }
+
+    async fn promote_voter(
+        &self,
+        request: Request<pb::PromoteVoterRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        leader_rpc!(self, request, promote_voter, |req| membership::promote(&self.ctx, req.id).await)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        leader_rpc!(self, request, remove_node, |req| membership::remove(&self.ctx, req.id).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        leader_rpc!(self, request, transfer_leader, |req| membership::transfer_leader(&self.ctx, req.to).await)
+    }
+
+    async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let (_, rx) = membership::backup(&self.ctx).await?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn digest(&self, _request: Request<pb::DigestRequest>) -> Result<Response<pb::DigestResponse>, Status> {
+        let store = self.ctx.store.clone();
+        let (applied_index, digest) = tokio::task::spawn_blocking(move || store.digest())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::from(ApiError::from(e)))?;
+        Ok(Response::new(pb::DigestResponse {
+            applied_index,
+            digest: format!("{digest:016x}"),
+            task_count: self.ctx.store.task_count().map_err(ApiError::from)?,
+        }))
+    }
+
     async fn status(
         &self,
         request: Request<pb::ClusterStatusRequest>,

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod membership;
 pub mod scheduler;
 pub mod validate;
 pub mod worker;
@@ -124,6 +125,15 @@ where
 /// Propose a command on this node (which believes it leads) and wait for
 /// the state machine's reply.
 pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandResponse, ApiError> {
+    if ctx.restoring.load(std::sync::atomic::Ordering::Acquire)
+        && !matches!(cmd.operation, crate::store::Operation::Import { .. })
+    {
+        return Err(ApiError::Unavailable {
+            message: "this cluster is importing a backup; writes resume when it is done".into(),
+            leader: None,
+            retry_after_ms: 1000,
+        });
+    }
     let write = ctx.raft.client_write(cmd);
     let result = match tokio::time::timeout(ctx.config.propose_timeout, write).await {
         Ok(r) => r,

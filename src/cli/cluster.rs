@@ -1,5 +1,7 @@
 //! `drover cluster ...`: inspect the cluster.
 
+use std::time::Duration;
+
 use clap::Subcommand;
 use serde_json::json;
 
@@ -13,16 +15,132 @@ const FAR_BEHIND: u64 = 10_000;
 pub enum ClusterCommand {
     /// Members, leader, term, commit and applied index, and each node's lag.
     Status,
+    /// Add a node: as a learner first, then, once it has caught up, as a voter.
+    #[command(after_help = "Start the new node first, with a new id and an empty data dir:\n  \
+        drover server --id 4 --listen 10.0.0.4:7000 --data-dir /var/lib/drover\n\
+        then:\n  drover cluster add-node --id 4 --addr 10.0.0.4:7000")]
+    AddNode {
+        /// The new node's id (never one a removed node had).
+        #[arg(long)]
+        id: u64,
+        /// The address it listens on, as the other nodes reach it.
+        #[arg(long)]
+        addr: String,
+        /// Leave it a learner (no vote).
+        #[arg(long)]
+        no_promote: bool,
+        /// Give up waiting for it to catch up after this long.
+        #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+        timeout: Duration,
+    },
+    /// Remove a member (the leader too). Its id can never be used again.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Make another voter the leader.
+    TransferLeader {
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> Result<(), CliError> {
     match cmd {
         ClusterCommand::Status => status(cli).await,
+        ClusterCommand::AddNode { id, addr, no_promote, timeout } => {
+            add_node(cli, *id, addr, *no_promote, *timeout).await
+        }
+        ClusterCommand::RemoveNode { id } => {
+            let client = &cli.client();
+            let req = pb::RemoveNodeRequest { id: *id };
+            let r = client
+                .call(0, |i| async move { Ok(client.cluster(i)?.remove_node(req).await?.into_inner()) })
+                .await
+                .map_err(|s| CliError(status_message(&s)))?;
+            print_membership(cli.json, &format!("removed node {id}"), &r);
+            Ok(())
+        }
+        ClusterCommand::TransferLeader { to } => {
+            let client = &cli.client();
+            let req = pb::TransferLeaderRequest { to: *to };
+            let r = client
+                .call(0, |i| async move { Ok(client.cluster(i)?.transfer_leader(req).await?.into_inner()) })
+                .await
+                .map_err(|s| CliError(status_message(&s)))?;
+            print_membership(cli.json, &format!("node {to} leads"), &r);
+            Ok(())
+        }
     }
 }
 
+fn print_membership(json_out: bool, what: &str, r: &pb::MembershipResponse) {
+    if json_out {
+        println!("{}", json!({ "voters": r.voters, "learners": r.learners, "leader_id": r.leader_id }));
+    } else {
+        println!("{what}; voters {:?}, learners {:?}, leader {}", r.voters, r.learners, r.leader_id);
+    }
+}
+
+async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Duration) -> Result<(), CliError> {
+    let client = &cli.client();
+    let req = pb::AddLearnerRequest { id, addr: addr.to_string() };
+    client
+        .call(0, |i| {
+            let req = req.clone();
+            let client = &client;
+            async move { Ok(client.cluster(i)?.add_learner(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|s| CliError(status_message(&s)))?;
+    eprintln!("node {id} added as a learner; waiting for it to catch up");
+    let give_up = tokio::time::Instant::now() + timeout;
+    loop {
+        let s = client
+            .call(0, |i| {
+                let client = &client;
+                async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) }
+            })
+            .await
+            .map_err(|s| CliError(status_message(&s)))?;
+        let member = s.members.iter().find(|m| m.id == id);
+        let lag = member.and_then(|m| m.lag);
+        match (member, lag) {
+            (Some(m), Some(lag)) if m.reachable && lag <= CAUGHT_UP => break,
+            (Some(m), lag) => eprintln!(
+                "  node {id}: {} behind, applied {} of {}",
+                lag.map(|l| format!("{l} entries")).unwrap_or_else(|| "? entries".into()),
+                m.status.as_ref().map_or(0, |st| st.applied_index),
+                s.committed_index
+            ),
+            (None, _) => return Err(CliError(format!("node {id} is no longer a member (removed concurrently?)"))),
+        }
+        if tokio::time::Instant::now() > give_up {
+            return Err(CliError(format!(
+                "node {id} did not catch up within {}; it stays a learner (run add-node again to retry)",
+                humantime::format_duration(timeout)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if no_promote {
+        println!("node {id} is a learner and has caught up");
+        return Ok(());
+    }
+    let req = pb::PromoteVoterRequest { id };
+    let r = client
+        .call(0, |i| async move { Ok(client.cluster(i)?.promote_voter(req).await?.into_inner()) })
+        .await
+        .map_err(|s| CliError(status_message(&s)))?;
+    print_membership(cli.json, &format!("node {id} is a voter"), &r);
+    Ok(())
+}
+
+/// A learner this close to the leader's log counts as caught up.
+const CAUGHT_UP: u64 = 100;
+
 async fn status(cli: &Cli) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = &cli.client();
     let s = client
         .call(0, |i| {
             let client = &client;

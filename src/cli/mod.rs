@@ -7,6 +7,7 @@
 //! - [`worker`]: `drover worker`, the shell worker.
 //! - [`bench`]: `drover bench`.
 
+pub mod admin;
 pub mod bench;
 pub mod callback;
 pub mod cluster;
@@ -65,9 +66,12 @@ pub enum Command {
     /// The dead-letter queue: tasks that ran out of attempts.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
-    /// Inspect the cluster.
+    /// Inspect and resize the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Backups and restores.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Measure a running cluster.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -96,6 +100,7 @@ pub fn status_message(s: &tonic::Status) -> String {
     let what = match s.code() {
         Code::InvalidArgument => "invalid request",
         Code::NotFound => "not found",
+        Code::FailedPrecondition | Code::PermissionDenied => "refused",
         Code::Unavailable => "cluster unavailable",
         Code::DeadlineExceeded => "timed out",
         Code::Internal => "internal error",
@@ -142,6 +147,7 @@ pub fn main() -> ExitCode {
             Command::Worker(args) => worker::run(&cli, args).await,
             Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
+            Command::Admin(cmd) => admin::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,
         }
     });

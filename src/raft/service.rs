@@ -9,15 +9,18 @@ use super::snapshot::{decode_meta, SnapshotDir, SnapshotFile};
 use super::{Raft, Snapshot, Vote};
 use crate::pb::raft::raft_server::RaftServer;
 use crate::pb::raft::{RaftMessage, SnapshotChunk};
+use crate::store::TaskStore;
 
 pub struct RaftService {
     raft: Raft,
     snapshots: SnapshotDir,
+    /// To refuse traffic from removed (retired) nodes.
+    store: TaskStore,
 }
 
 impl RaftService {
-    pub fn server(raft: Raft, snapshots: SnapshotDir) -> RaftServer<Self> {
-        RaftServer::new(RaftService { raft, snapshots })
+    pub fn server(raft: Raft, snapshots: SnapshotDir, store: TaskStore) -> RaftServer<Self> {
+        RaftServer::new(RaftService { raft, snapshots, store })
             .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
     }
@@ -28,6 +31,17 @@ fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Res
     Ok(Response::new(RaftMessage { data: encode(&result) }))
 }
 
+impl RaftService {
+    /// A removed node takes no part in the cluster: its votes and appends
+    /// are refused.
+    fn refuse_retired(&self, from: u64) -> Result<(), Status> {
+        match self.store.is_retired(from) {
+            Ok(true) => Err(Status::permission_denied(format!("node {from} was removed from this cluster"))),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn bad_request(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("malformed raft request: {e}"))
 }
@@ -35,17 +49,23 @@ fn bad_request(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl crate::pb::raft::raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: openraft::raft::AppendEntriesRequest<super::TypeConfig> =
+            decode(&request.into_inner().data).map_err(bad_request)?;
+        self.refuse_retired(req.vote.leader_id.node_id)?;
         reply(self.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: openraft::raft::VoteRequest<super::TypeConfig> =
+            decode(&request.into_inner().data).map_err(bad_request)?;
+        self.refuse_retired(req.vote.leader_id.node_id)?;
         reply(self.raft.vote(req).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: openraft::raft::VoteRequest<super::TypeConfig> =
+            decode(&request.into_inner().data).map_err(bad_request)?;
+        self.refuse_retired(req.vote.leader_id.node_id)?;
         reply(self.raft.pre_vote(req).await)
     }
 

@@ -186,7 +186,7 @@ pub fn build(db: &DB, path: &Path) -> Result<SnapshotMeta, StoreError> {
 
 /// Read every record of a snapshot file, calling `f` for each, and verify
 /// the checksum at the end.
-fn read_records(path: &Path, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+pub fn read_records(path: &Path, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
     let corrupt = |what: &str| {
         StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("snapshot {}: {what}", path.display())))
     };

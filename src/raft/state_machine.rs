@@ -90,13 +90,17 @@ impl StateMachine {
         if let Some(m) = &membership {
             batch.put(keys::SM_MEMBERSHIP, &codec::encode_stored_membership(m))?;
         }
-        let (write_batch, index_ops) = batch.finish()?;
+        let (write_batch, index_ops, reload_index) = batch.finish()?;
         // Not synced on purpose: these entries are already durable in the
         // log, and the shared WAL orders this batch after them. After a
         // crash the node re-applies from the persisted last-applied.
         db.write(write_batch).map_err(StoreError::from)?;
-        for op in index_ops {
-            live.apply(op);
+        if reload_index {
+            *live = LiveIndex::load(&db)?;
+        } else {
+            for op in index_ops {
+                live.apply(op);
+            }
         }
         drop(live);
         self.applied_tx.send_replace(Applied { index: last_applied.index, now_ms: self.applier.now_ms });

@@ -43,6 +43,8 @@ pub struct ApplyBatch<'a> {
     deleted: std::collections::HashSet<u64>,
     /// Index changes, applied after the write succeeds.
     pub index_ops: Vec<IndexOp>,
+    /// Raw records were imported: rebuild the live index from disk.
+    pub reload_index: bool,
 }
 
 impl<'a> ApplyBatch<'a> {
@@ -56,6 +58,7 @@ impl<'a> ApplyBatch<'a> {
             callbacks: HashMap::new(),
             deleted: Default::default(),
             index_ops: Vec::new(),
+            reload_index: false,
         }
     }
 
@@ -131,12 +134,12 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// The write batch with every changed row, ready to be written.
-    pub fn finish(mut self) -> Result<(WriteBatch, Vec<IndexOp>), StoreError> {
+    pub fn finish(mut self) -> Result<(WriteBatch, Vec<IndexOp>, bool), StoreError> {
         let sm = cf(self.db, keys::CF_SM)?;
         for (id, task) in &self.tasks {
             self.batch.put_cf(sm, keys::task(*id), encoding::encode(task));
         }
-        Ok((self.batch, self.index_ops))
+        Ok((self.batch, self.index_ops, self.reload_index))
     }
 }
 
@@ -184,7 +187,38 @@ impl Applier {
             Operation::Cancel { task_id } => self.cancel(b, *task_id),
             Operation::Redrive { target } => self.redrive(b, target),
             Operation::Purge { target } => self.purge(b, target),
+            Operation::RetireNode { node_id } => {
+                b.put(&keys::retired(*node_id), &[])?;
+                Ok(CommandResponse::None)
+            }
+            Operation::Import { records } => self.import(b, records),
         }
+    }
+
+    fn import(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        records: &[(serde_bytes::ByteBuf, serde_bytes::ByteBuf)],
+    ) -> Result<CommandResponse, StoreError> {
+        for (k, v) in records {
+            let (k, v) = (k.as_slice(), v.as_slice());
+            if keys::is_raft_state(k) {
+                continue;
+            }
+            // The counters live in this applier and are written at the end
+            // of the batch: take the backup's values.
+            if k == keys::SM_NOW {
+                self.now_ms = self.now_ms.max(encoding::decode(v)?);
+            } else if k == keys::SM_NEXT_TASK_ID {
+                self.next_task_id = self.next_task_id.max(encoding::decode(v)?);
+            } else if k == keys::SM_TASK_COUNT {
+                self.task_count = encoding::decode(v)?;
+            } else {
+                b.put(k, v)?;
+            }
+        }
+        b.reload_index = true;
+        Ok(CommandResponse::Count(records.len() as u64))
     }
 
     fn schedule(

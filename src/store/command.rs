@@ -43,6 +43,11 @@ pub enum Operation {
     Redrive { target: Target },
     /// Delete dead tasks.
     Purge { target: Target },
+    /// Remember a removed node id, so that it is never reused.
+    RetireNode { node_id: u64 },
+    /// Load raw state machine records from a backup (a restore). Only ever
+    /// proposed by a freshly restored single-node cluster, before it serves.
+    Import { records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> },
 }
 
 /// Which dead tasks a DLQ operation touches.
@@ -177,6 +182,8 @@ impl std::fmt::Display for Command {
             Operation::Cancel { task_id } => write!(f, "cancel task {task_id} @{at}"),
             Operation::Redrive { target } => write!(f, "redrive {target:?} @{at}"),
             Operation::Purge { target } => write!(f, "purge {target:?} @{at}"),
+            Operation::RetireNode { node_id } => write!(f, "retire node {node_id} @{at}"),
+            Operation::Import { records } => write!(f, "import {} record(s) @{at}", records.len()),
         }
     }
 }

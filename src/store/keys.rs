@@ -40,6 +40,7 @@ const SM_PENDING: u8 = b'Q';
 const SM_RESULT: u8 = b'R';
 const SM_BY_STATE: u8 = b'S';
 const SM_CALLBACK: u8 = b'C';
+const SM_RETIRED: u8 = b'N';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -157,6 +158,17 @@ pub fn callback(name: &str) -> Vec<u8> {
 }
 
 pub const CALLBACK_PREFIX: [u8; 1] = [SM_CALLBACK];
+
+/// A node id that was removed from the cluster and must never come back.
+pub fn retired(node_id: u64) -> [u8; 9] {
+    with_u64(SM_RETIRED, node_id)
+}
+
+/// Keys that describe Raft's applied state rather than application data:
+/// a restore never imports them.
+pub fn is_raft_state(key: &[u8]) -> bool {
+    key == SM_LAST_APPLIED || key == SM_MEMBERSHIP
+}
 
 #[cfg(test)]
 mod tests {

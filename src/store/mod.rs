@@ -178,6 +178,34 @@ impl TaskStore {
         get_u64(&self.db, keys::SM_NOW)
     }
 
+    /// Whether `node_id` was removed from the cluster.
+    pub fn is_retired(&self, node_id: u64) -> Result<bool, StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        Ok(self.db.get_pinned_cf(sm, keys::retired(node_id))?.is_some())
+    }
+
+    /// 64-bit FNV-1a over every state machine key and value, from one
+    /// point-in-time view, with the applied index of that view.
+    pub fn digest(&self) -> Result<(u64, u64), StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        let view = self.db.snapshot();
+        let applied = match view.get_cf(sm, keys::SM_LAST_APPLIED)? {
+            Some(v) => crate::raft::codec::decode_log_id(&v)?.index,
+            None => 0,
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for item in view.iterator_cf(sm, rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            for part in [&(k.len() as u32).to_be_bytes()[..], &k, &v] {
+                for byte in part {
+                    h ^= u64::from(*byte);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+        Ok((applied, h))
+    }
+
     /// Every task row in id order (tests, digests, backups).
     pub fn scan_tasks(&self) -> Result<Vec<Task>, StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;

@@ -40,7 +40,7 @@ impl Sm {
             self.next_index += 1;
         }
         self.applier.write_counters(&mut b).unwrap();
-        let (wb, ops) = b.finish().unwrap();
+        let (wb, ops, _) = b.finish().unwrap();
         self.db.write(wb).unwrap();
         for op in ops {
             self.index.apply(op);

@@ -69,7 +69,7 @@ impl TestCluster {
         c
     }
 
-    fn node(&self, id: u64) -> &TestNode {
+    pub fn node(&self, id: u64) -> &TestNode {
         &self.nodes[(id - 1) as usize]
     }
 
@@ -90,6 +90,26 @@ impl TestCluster {
             .spawn()
             .expect("spawn drover server");
         node.child = Some(child);
+    }
+
+    /// Start one more node process (id = current count + 1), not yet a
+    /// member; returns its id and address.
+    pub async fn spawn_new_node(&mut self) -> (u64, String) {
+        let id = self.nodes.len() as u64 + 1;
+        let root = self.nodes[0].data_dir.parent().expect("cluster dir").to_path_buf();
+        self.nodes.push(TestNode {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: root.join(format!("node-{id}")),
+            log: root.join(format!("node-{id}.log")),
+            child: None,
+        });
+        self.spawn(id, &[]);
+        wait_until(Duration::from_secs(10), "the new node to answer", || async {
+            self.node_status(id).await.map(|_| ())
+        })
+        .await;
+        (id, self.nodes[(id - 1) as usize].addr.clone())
     }
 
     /// SIGKILL a node: no shutdown, no flush.
@@ -235,6 +255,28 @@ pub async fn get(client: &Client, start: usize, id: u64, stale: bool) -> Result<
 /// The addresses of every node, comma-separated (for `--endpoint`).
 pub fn endpoints(c: &TestCluster) -> String {
     c.nodes.iter().map(|n| n.addr.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// Run the drover CLI with `--endpoint`; returns (success, stdout, stderr).
+pub fn cli(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .args(["--endpoint", endpoint])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run drover");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The cluster status as JSON, from any node.
+pub fn status_json(endpoint: &str) -> serde_json::Value {
+    let (ok, out, err) = cli(endpoint, &["cluster", "status", "--json"]);
+    assert!(ok, "cluster status failed: {err}");
+    serde_json::from_str(&out).expect("status json")
 }
 
 /// A `drover worker` process.

@@ -12,5 +12,6 @@ mod cli;
 mod execution;
 mod harness;
 mod invariants;
+mod membership;
 mod proxy;
 mod replication;

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Fault injection for the Docker cluster started by ./up.sh. Each action is
+# undone by its counterpart, is safe to repeat, and prints one line saying
+# what it did (leader and isolate-leader print just the node id on stdout;
+# the description goes to stderr).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+usage() {
+    cat <<'EOF'
+usage: faults.sh COMMAND [NODE...]
+  kill N          SIGKILL node N (docker kill -s KILL)        undo: start N
+  stop N          stop node N gracefully (SIGTERM, 15s)       undo: start N
+  start N         start stopped node N again, same volume
+  pause N         freeze node N (docker pause)                undo: unpause N
+  unpause N       thaw node N
+  partition N...  cut nodes off the network (each from all others: disconnected
+                  from drover-net)                            undo: heal N...
+  heal [N...]     reconnect nodes with their fixed IP; no args: every cut-off node
+  isolate-leader  partition the current leader; prints its id
+  leader          print the current leader's id
+  wait-leader [S] wait up to S seconds (default 30) for a leader; print its id
+  heal-all        unpause, reconnect and start every node (undo any mix of faults)
+  status          each node's container state and network attachment
+EOF
+}
+
+# Validate node ids against the containers that exist.
+check_nodes() {
+    [ $# -gt 0 ] || usage_die "$cmd needs a node id (e.g. $PROG $cmd 2)"
+    local have i
+    for i in "$@"; do
+        [[ "$i" =~ ^[1-9][0-9]*$ ]] || usage_die "'$i' is not a node id (a positive integer)"
+    done
+    need_cluster
+    have=" $(existing_nodes | tr '\n' ' ')"
+    for i in "$@"; do
+        [[ "$have" == *" $i "* ]] || die "no node $i: the cluster has nodes${have% }"
+    done
+}
+
+one_node() {
+    [ $# -le 1 ] || usage_die "$cmd takes one node id, not '$*'"
+    check_nodes "$@"
+}
+
+do_kill() {
+    one_node "$@"
+    local st
+    st="$(node_state "$1")"
+    case "$st" in
+        running | paused)
+            docker kill -s KILL "$(node_name "$1")" >/dev/null
+            echo "killed node $1 (SIGKILL$([ "$st" = paused ] && echo ', it was paused'))"
+            ;;
+        *) echo "node $1 is already down ($st)" ;;
+    esac
+}
+
+do_stop() {
+    one_node "$@"
+    local st
+    st="$(node_state "$1")"
+    case "$st" in
+        paused)
+            docker unpause "$(node_name "$1")" >/dev/null
+            docker stop -t 15 "$(node_name "$1")" >/dev/null
+            echo "stopped node $1 (unpaused, then SIGTERM)"
+            ;;
+        running)
+            docker stop -t 15 "$(node_name "$1")" >/dev/null
+            echo "stopped node $1 (SIGTERM)"
+            ;;
+        *) echo "node $1 is already down ($st)" ;;
+    esac
+}
+
+do_start() {
+    one_node "$@"
+    local st note=""
+    st="$(node_state "$1")"
+    node_connected "$1" || note="; still partitioned: heal $1 to reconnect it"
+    case "$st" in
+        running) echo "node $1 is already running${note:+ (${note#; })}" ;;
+        paused) echo "node $1 is running but paused (unpause $1 to thaw it$note)" ;;
+        *)
+            docker start "$(node_name "$1")" >/dev/null
+            echo "started node $1 (same volume$note)"
+            ;;
+    esac
+}
+
+do_pause() {
+    one_node "$@"
+    local st
+    st="$(node_state "$1")"
+    case "$st" in
+        running)
+            docker pause "$(node_name "$1")" >/dev/null
+            echo "paused node $1"
+            ;;
+        paused) echo "node $1 is already paused" ;;
+        *) die "node $1 is not running ($st): start it before pausing it" ;;
+    esac
+}
+
+do_unpause() {
+    one_node "$@"
+    if [ "$(node_state "$1")" = paused ]; then
+        docker unpause "$(node_name "$1")" >/dev/null
+        echo "unpaused node $1"
+    else
+        echo "node $1 is not paused ($(node_state "$1"))"
+    fi
+}
+
+disconnect() {
+    docker network disconnect "$NETWORK" "$(node_name "$1")" >/dev/null
+}
+
+do_partition() {
+    check_nodes "$@"
+    local i done=() already=()
+    for i in "$@"; do
+        if node_connected "$i"; then
+            disconnect "$i"
+            done+=("$i")
+        else
+            already+=("$i")
+        fi
+    done
+    local msg=""
+    [ ${#done[@]} -eq 0 ] || msg="partitioned node ${done[*]} (disconnected from $NETWORK)"
+    [ ${#already[@]} -eq 0 ] || msg="${msg:+$msg; }node ${already[*]} already partitioned"
+    echo "$msg"
+}
+
+do_heal() {
+    local nodes=("$@") i done=() already=()
+    if [ $# -eq 0 ]; then
+        need_cluster
+        mapfile -t nodes < <(existing_nodes)
+    else
+        check_nodes "$@"
+    fi
+    for i in "${nodes[@]}"; do
+        if node_connected "$i"; then
+            already+=("$i")
+        else
+            reconnect_node "$i"
+            done+=("$i")
+        fi
+    done
+    if [ ${#done[@]} -gt 0 ]; then
+        local ips=() i
+        for i in "${done[@]}"; do ips+=("$(node_ip "$i")"); done
+        echo "healed node ${done[*]} (reconnected to $NETWORK at ${ips[*]})"
+    elif [ $# -eq 0 ]; then
+        echo "nothing to heal: every node is connected to $NETWORK"
+    else
+        echo "node ${already[*]} already connected to $NETWORK"
+    fi
+}
+
+do_heal_all() {
+    [ $# -eq 0 ] || usage_die "heal-all takes no arguments"
+    local nodes i unpaused=() reconnected=() started=()
+    need_cluster
+    mapfile -t nodes < <(existing_nodes)
+    for i in "${nodes[@]}"; do
+        if [ "$(node_state "$i")" = paused ]; then
+            docker unpause "$(node_name "$i")" >/dev/null
+            unpaused+=("$i")
+        fi
+    done
+    for i in "${nodes[@]}"; do
+        if ! node_connected "$i"; then
+            reconnect_node "$i"
+            reconnected+=("$i")
+        fi
+    done
+    for i in "${nodes[@]}"; do
+        case "$(node_state "$i")" in
+            running | paused) ;;
+            *)
+                docker start "$(node_name "$i")" >/dev/null
+                started+=("$i")
+                ;;
+        esac
+    done
+    local msg=""
+    [ ${#unpaused[@]} -eq 0 ] || msg="unpaused node ${unpaused[*]}"
+    [ ${#reconnected[@]} -eq 0 ] || msg="${msg:+$msg; }reconnected node ${reconnected[*]}"
+    [ ${#started[@]} -eq 0 ] || msg="${msg:+$msg; }started node ${started[*]}"
+    echo "heal-all: ${msg:-nothing to undo, every node is running and connected}"
+}
+
+need_cluster() {
+    [ -n "$(existing_nodes)" ] || die "no drover cluster is up (no drover-node* containers of project $PROJECT): run ./up.sh"
+}
+
+do_leader() {
+    [ $# -eq 0 ] || usage_die "leader takes no arguments"
+    local s
+    need_cluster
+    s="$(cluster_status_json)" || die "no leader: no running, connected node reports one (an election may be under way)"
+    jq .leader_id <<<"$s"
+}
+
+do_wait_leader() {
+    [ $# -le 1 ] || usage_die "usage: $PROG wait-leader [SECONDS]"
+    local secs="${1:-30}" s deadline
+    [[ "$secs" =~ ^[0-9]+$ ]] || usage_die "'$secs' is not a number of seconds"
+    need_cluster
+    # Short attempts: while there is no leader each one lasts its whole timeout.
+    export DROVER_STATUS_TIMEOUT="${DROVER_STATUS_TIMEOUT:-1.5}"
+    deadline=$(($(date +%s) + secs))
+    until s="$(cluster_status_json)"; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "no leader within ${secs}s"
+        sleep 0.2
+    done
+    jq .leader_id <<<"$s"
+}
+
+do_isolate_leader() {
+    [ $# -eq 0 ] || usage_die "isolate-leader takes no arguments"
+    local s id
+    need_cluster
+    s="$(cluster_status_json)" || die "no leader to isolate: no running, connected node reports one"
+    id="$(jq .leader_id <<<"$s")"
+    disconnect "$id"
+    echo "isolated leader node $id (term $(jq .term <<<"$s")): disconnected from $NETWORK" >&2
+    echo "$id"
+}
+
+do_status() {
+    [ $# -eq 0 ] || usage_die "status takes no arguments"
+    local nodes i
+    need_cluster
+    mapfile -t nodes < <(existing_nodes)
+    for i in "${nodes[@]}"; do
+        printf 'node %s  %-8s  %s\n' "$i" "$(node_state "$i")" \
+            "$(node_connected "$i" && echo "connected $(node_ip "$i"):$NODE_PORT" || echo "partitioned (not on $NETWORK)")"
+    done
+}
+
+[ $# -ge 1 ] || { usage >&2; exit 2; }
+cmd="$1"
+shift
+case "$cmd" in
+    -h | --help | help) usage; exit 0 ;;
+esac
+need_docker
+case "$cmd" in
+    kill) do_kill "$@" ;;
+    stop) do_stop "$@" ;;
+    start) do_start "$@" ;;
+    pause) do_pause "$@" ;;
+    unpause) do_unpause "$@" ;;
+    partition) do_partition "$@" ;;
+    heal) do_heal "$@" ;;
+    heal-all) do_heal_all "$@" ;;
+    leader) need_client; need_jq; do_leader "$@" ;;
+    wait-leader) need_client; need_jq; do_wait_leader "$@" ;;
+    isolate-leader) need_client; need_jq; do_isolate_leader "$@" ;;
+    status) do_status "$@" ;;
+    *) usage_die "unknown command '$cmd' (try: $PROG help)" ;;
+esac
