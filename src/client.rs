@@ -64,6 +64,37 @@ impl Client {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.call_with(start, is_retryable, call).await
+    }
+
+    /// Schedule one task. With an idempotency key, an "outcome unknown"
+    /// failure (a timeout, a leader change mid-write) is retried too: the
+    /// key makes the retry return the first task instead of a duplicate.
+    pub async fn schedule(
+        &self,
+        start: usize,
+        spec: crate::pb::TaskSpec,
+    ) -> Result<crate::pb::ScheduleResponse, Status> {
+        let keyed = !spec.idempotency_key.is_empty();
+        let req = crate::pb::ScheduleRequest { task: Some(spec) };
+        let retry = |s: &Status| is_retryable(s) || (keyed && s.code() == Code::DeadlineExceeded);
+        self.call_with(start, retry, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.schedule(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    async fn call_with<T, F, Fut>(
+        &self,
+        start: usize,
+        retryable: impl Fn(&Status) -> bool,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
         if self.endpoints.is_empty() {
             return Err(Status::invalid_argument(
                 "no endpoint given: pass --endpoint HOST:PORT or set DROVER_ENDPOINT",
@@ -82,7 +113,7 @@ impl Client {
                 ))),
             };
             match result {
-                Err(s) if is_retryable(&s) && tokio::time::Instant::now() < give_up => {
+                Err(s) if retryable(&s) && tokio::time::Instant::now() < give_up => {
                     tracing::debug!(endpoint = %self.endpoints[i % self.endpoints.len()], error = %s.message(), "retrying at the next node");
                     i += 1;
                     if i % self.endpoints.len() == start % self.endpoints.len() {

@@ -225,7 +225,17 @@ impl RunningNode {
         if let Err(e) = self.ctx.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        self.tasks.wait().await;
+        // Connections a peer never closed (it was cut off) would hold the
+        // server's graceful shutdown for a long time: bound the wait.
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 5s; stopping anyway");
+        }
+        // Durable: everything written so far. Then stop RocksDB's background
+        // threads so that process exit cannot race them.
+        if let Err(e) = self.ctx.db.flush_wal(true) {
+            tracing::warn!(error = %e, "final WAL sync");
+        }
+        self.ctx.db.cancel_all_background_work(true);
         tracing::info!(id = self.ctx.id, "node stopped");
     }
 }

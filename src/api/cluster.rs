@@ -123,6 +123,7 @@ impl ClusterService {
             last_log_index: last,
             committed_index: index_of(m.local_committed.as_ref()),
             members,
+            quorum_ack_ms: m.last_quorum_acked.as_ref().map(|t| t.elapsed().as_millis() as u64),
         })
     }
 }

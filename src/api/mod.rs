@@ -146,11 +146,17 @@ pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandRe
     };
     match result {
         Ok(resp) => Ok(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ApiError::Unavailable {
-            message: "leadership moved before the write was proposed".into(),
-            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            retry_after_ms: 0,
-        }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            let message = match f.leader_id {
+                Some(id) if id != ctx.id => format!("leadership moved to node {id} before the write was proposed; nothing was written"),
+                _ => "this node cannot reach a quorum of the cluster (partitioned, or peers down); nothing was written".into(),
+            };
+            Err(ApiError::Unavailable {
+                message,
+                leader: f.leader_id.filter(|id| *id != ctx.id).zip(f.leader_node.map(|n| n.addr)),
+                retry_after_ms: 200,
+            })
+        }
         Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(ApiError::Timeout(
             "leadership changed while the write was in flight; it may or may not have committed: retry with the same idempotency key".into(),
         )),

@@ -66,7 +66,9 @@ impl SchedulerService {
                     leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                     retry_after_ms: 0,
                 }),
-                other => Err(ApiError::unavailable(format!("cannot confirm leadership: {other}"))),
+                openraft::error::LinearizableReadError::QuorumNotEnough(_) => Err(ApiError::unavailable(
+                    "this node cannot reach a quorum to confirm the read is current; retry, or read with --stale",
+                )),
             },
             Err(e) => Err(ApiError::unavailable(format!("this node's Raft has stopped: {e}"))),
         }

@@ -8,6 +8,9 @@ use serde_json::json;
 use super::{status_message, Cli, CliError};
 use crate::pb;
 
+/// A leader without quorum acknowledgement for this long gets a warning.
+const STALE_QUORUM_MS: u64 = 2000;
+
 /// A member this far behind the leader's log gets a warning.
 const FAR_BEHIND: u64 = 10_000;
 
@@ -166,7 +169,7 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
             })
             .collect();
         let v = json!({
-            "leader_id": s.leader_id, "term": s.term, "last_log_index": s.last_log_index,
+            "leader_id": s.leader_id, "term": s.term, "last_log_index": s.last_log_index, "quorum_ack_ms": s.quorum_ack_ms,
             "committed_index": s.committed_index, "members": members,
         });
         println!("{v}");
@@ -204,6 +207,13 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         } else if let Some(lag) = m.lag.filter(|l| *l > FAR_BEHIND) {
             warnings.push(format!("node {} is {lag} entries behind the leader", m.id));
         }
+    }
+    if let Some(ms) = s.quorum_ack_ms.filter(|ms| *ms > STALE_QUORUM_MS) {
+        warnings.push(format!(
+            "node {} has not heard from a quorum for {:.1}s: it may be cut off, and another leader may exist",
+            s.leader_id,
+            ms as f64 / 1000.0
+        ));
     }
     for w in warnings {
         println!("warning: {w}");

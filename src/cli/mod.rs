@@ -121,13 +121,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Server(_) | Command::Worker(_) => "info",
+        // openraft logs every failed heartbeat to an unreachable peer at warn
+        // level, ten times a second: keep its errors only by default.
+        Command::Server(_) | Command::Worker(_) => "info,openraft=error",
         _ => "warn",
     };
     init_tracing(default_log);

@@ -129,17 +129,7 @@ async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
         idempotency_key: args.key.clone().unwrap_or_default(),
     };
     let client = cli.client();
-    let reply =
-        client
-            .call(0, |i| {
-                let spec = spec.clone();
-                let client = &client;
-                async move {
-                    Ok(client.scheduler(i)?.schedule(pb::ScheduleRequest { task: Some(spec) }).await?.into_inner())
-                }
-            })
-            .await
-            .map_err(|s| CliError(status_message(&s)))?;
+    let reply = client.schedule(0, spec).await.map_err(|s| CliError(status_message(&s)))?;
     if cli.json {
         println!("{}", json!({ "task_id": reply.task_id, "created": reply.created }));
     } else if reply.created {

@@ -226,18 +226,14 @@ pub fn spec(callback: &str, payload: &[u8]) -> pb::TaskSpec {
     pb::TaskSpec { callback: callback.into(), payload: payload.to_vec(), ..Default::default() }
 }
 
-/// Schedule through `client` (failing over), returning the task id.
+/// Schedule through `client` (failing over; with an idempotency key, also
+/// retrying writes whose outcome is unknown), returning the task id.
 pub async fn schedule(
     client: &Client,
     start: usize,
     spec: pb::TaskSpec,
 ) -> Result<pb::ScheduleResponse, tonic::Status> {
-    client
-        .call(start, |i| {
-            let spec = spec.clone();
-            async move { Ok(client.scheduler(i)?.schedule(pb::ScheduleRequest { task: Some(spec) }).await?.into_inner()) }
-        })
-        .await
+    client.schedule(start, spec).await
 }
 
 pub async fn get(client: &Client, start: usize, id: u64, stale: bool) -> Result<pb::Task, tonic::Status> {
