@@ -8,6 +8,9 @@ missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# cluster/ scripts (the chaos suite): JSON parsing and stripping the binary.
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v objcopy >/dev/null 2>&1 || missing+=(binutils)
 if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
   missing+=(libclang-dev)
 fi

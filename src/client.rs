@@ -30,11 +30,14 @@ pub fn is_retryable(status: &Status) -> bool {
 
 impl Client {
     pub fn new(endpoints: Vec<String>) -> Self {
+        // An attempt normally answers within the server's leader wait (3 s)
+        // or forward timeout (3 s); a frozen node (accepting TCP, never
+        // answering) costs 4 s at most before the next node is tried.
         Client {
             endpoints,
             pool: ChannelPool::default(),
             deadline: Duration::from_secs(15),
-            attempt_timeout: Duration::from_secs(12),
+            attempt_timeout: Duration::from_secs(4),
         }
     }
 

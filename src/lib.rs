@@ -25,6 +25,9 @@
 //! - [`encoding`]: the versioned record encoding of everything on disk.
 //! - [`worker`]: the worker SDK (leases, self-fencing, graceful shutdown),
 //!   the shell worker and built-in handlers.
+//! - [`invariants`]: checkers of the execution guarantees over recorded
+//!   runs (tests and the chaos suite).
+//! - [`restore`]: seeding a new cluster from a backup.
 //! - [`client`]: a client that fails over between nodes.
 //! - [`cli`]: the `drover` command line (server, dev cluster, client
 //!   commands, benchmarks).
@@ -43,6 +46,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod encoding;
+pub mod invariants;
 pub mod net;
 pub mod node;
 pub mod raft;

@@ -32,6 +32,10 @@ use crate::store::{Command, CommandResponse};
 /// leader hint instead, and the forwarding node retries.
 pub const FORWARDED: &str = "x-drover-forwarded";
 
+/// Longest a forwarded request waits for the leader. Healthy leaders answer
+/// in milliseconds; one that does not answer is likely cut off.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub fn scheduler_server(ctx: NodeContext) -> pb::scheduler_server::SchedulerServer<scheduler::SchedulerService> {
     pb::scheduler_server::SchedulerServer::new(scheduler::SchedulerService::new(ctx))
         .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
@@ -95,7 +99,18 @@ where
             Route::Remote { id, addr } => {
                 let channel =
                     ctx.pool.get(&addr).map_err(|e| ApiError::internal(format!("leader address {addr}: {e}")))?;
-                match remote(channel).await {
+                let answer = match tokio::time::timeout(FORWARD_TIMEOUT, remote(channel)).await {
+                    Ok(answer) => answer,
+                    // The request may have reached the leader: the outcome is unknown.
+                    Err(_) => {
+                        return Err(ApiError::Timeout(format!(
+                            "timed out: leader node {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; \
+                             the request may or may not have been applied: retry (writes: with the same idempotency key)"
+                        ))
+                        .into())
+                    }
+                };
+                match answer {
                     Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => true,
                     // A drover node's own UNAVAILABLE carries its hints: pass it on.
                     Err(s)
@@ -122,6 +137,25 @@ where
     }
 }
 
+/// If this node leads but no quorum has acknowledged it for longer than an
+/// election timeout, how long: it is probably cut off, and a new leader may
+/// already exist on the other side. Writes fail fast instead of hanging.
+pub(crate) fn quorum_silence(ctx: &NodeContext) -> Option<Duration> {
+    use openraft::async_runtime::WatchReceiver;
+    use openraft::Instant as _;
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    if m.current_leader != Some(ctx.id) {
+        return None;
+    }
+    // A leader that is the only voter is its own quorum.
+    if m.membership_config.membership().voter_ids().all(|v| v == ctx.id) {
+        return None;
+    }
+    let limit = Duration::from_millis(ctx.config.raft.election_timeout_ms * 2);
+    let age = m.last_quorum_acked.as_ref().map(|t| t.elapsed())?;
+    (age > limit).then_some(age)
+}
+
 /// Propose a command on this node (which believes it leads) and wait for
 /// the state machine's reply.
 pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandResponse, ApiError> {
@@ -134,14 +168,34 @@ pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandRe
             retry_after_ms: 1000,
         });
     }
+    if let Some(age) = quorum_silence(ctx) {
+        return Err(ApiError::Unavailable {
+            message: format!(
+                "this node has not heard from a quorum for {age:?} (partitioned, or peers down); nothing was written"
+            ),
+            leader: None,
+            retry_after_ms: 200,
+        });
+    }
     let write = ctx.raft.client_write(cmd);
-    let result = match tokio::time::timeout(ctx.config.propose_timeout, write).await {
-        Ok(r) => r,
-        Err(_) => {
-            return Err(ApiError::Timeout(format!(
-                "not committed within {:?}; the write may still commit: retry with the same idempotency key",
-                ctx.config.propose_timeout
-            )));
+    tokio::pin!(write);
+    let deadline = tokio::time::Instant::now() + ctx.config.propose_timeout;
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    let result = loop {
+        tokio::select! {
+            r = &mut write => break r,
+            _ = check.tick() => {
+                let lost = quorum_silence(ctx);
+                if lost.is_some() || tokio::time::Instant::now() >= deadline {
+                    let why = match lost {
+                        Some(age) => format!("this node lost contact with a quorum {age:?} ago"),
+                        None => format!("not committed within {:?}", ctx.config.propose_timeout),
+                    };
+                    return Err(ApiError::Timeout(format!(
+                        "{why}; the write may or may not commit: retry with the same idempotency key"
+                    )));
+                }
+            }
         }
     };
     match result {

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod bench;
 pub mod callback;
+pub mod chaos;
 pub mod cluster;
 pub mod dev;
 pub mod dlq;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Backups and restores.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The chaos suite: faults against a Docker cluster, then every guarantee checked.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
     /// Measure a running cluster.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -156,6 +160,7 @@ pub fn main() -> ExitCode {
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
             Command::Admin(cmd) => admin::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,
+            Command::Chaos(cmd) => chaos::run(cmd).await,
         }
     });
     match result {

@@ -45,7 +45,7 @@ pub struct Planned {
 /// Results of proposals, sent back to the actor.
 pub enum Proposal {
     Assigned { planned: Vec<Planned>, result: Result<Vec<Result<Leased, Rejection>>, String> },
-    Completed { items: Vec<(SessionId, u64, u64)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
+    Completed { batch: Vec<(SessionId, Completion)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
     Expired { items: Vec<(u64, u64)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
 }
 
@@ -78,6 +78,9 @@ pub struct Dispatcher {
     completing: bool,
     expiring: HashSet<u64>,
     last_reconcile: Instant,
+    /// After a failed `Assign`, wait until then before trying again (no
+    /// busy loop while the cluster cannot commit).
+    hold_until: Option<Instant>,
 }
 
 fn leased_ref(task_id: u64, fencing_token: u64) -> pb::TaskRef {
@@ -101,6 +104,7 @@ impl Dispatcher {
             completing: false,
             expiring: HashSet::new(),
             last_reconcile: Instant::now(),
+            hold_until: None,
         }
     }
 
@@ -127,6 +131,7 @@ impl Dispatcher {
             }
             if self.leader {
                 self.maintain();
+                self.flush_completions();
                 self.dispatch();
             }
         }
@@ -309,16 +314,15 @@ impl Dispatcher {
     }
 
     fn flush_completions(&mut self) {
-        if self.completing || self.completions.is_empty() || !self.leader {
+        if self.completing || self.completions.is_empty() || !self.leader || self.held() {
             return;
         }
         let take = self.completions.len().min(MAX_REPORT_BATCH);
         let batch: Vec<_> = self.completions.drain(..take).collect();
-        let items = batch.iter().map(|(s, c)| (*s, c.task_id, c.fencing_token)).collect();
-        let completions = batch.into_iter().map(|(_, c)| c).collect();
+        let completions = batch.iter().map(|(_, c)| c.clone()).collect();
         self.completing = true;
         self.spawn_proposal(Operation::Complete { completions }, move |r| Proposal::Completed {
-            items,
+            batch,
             result: transitions(r),
         });
     }
@@ -340,24 +344,33 @@ impl Dispatcher {
     fn proposed(&mut self, p: Proposal) {
         match p {
             Proposal::Assigned { planned, result } => self.assigned(planned, result),
-            Proposal::Completed { items, result } => {
+            Proposal::Completed { batch, result } => {
                 self.completing = false;
                 let results = match result {
                     Ok(r) => r,
-                    Err(e) => vec![Err(Rejection::FailedPrecondition(format!("not recorded: {e}"))); items.len()],
+                    Err(e) => {
+                        // Not recorded (no quorum, leadership moving): keep the
+                        // reports and try again shortly, without spinning.
+                        tracing::warn!(error = %e, reports = batch.len(), "completions not committed; retrying");
+                        let mut retry = batch;
+                        retry.append(&mut self.completions);
+                        self.completions = retry;
+                        self.hold_until = Some(Instant::now() + Duration::from_millis(200));
+                        return;
+                    }
                 };
-                for ((session, task_id, token), r) in items.into_iter().zip(results) {
+                for ((session, c), r) in batch.into_iter().zip(results) {
                     let (accepted, reason) = match &r {
                         Ok(_) => (true, String::new()),
                         Err(rej) => (false, rej.to_string()),
                     };
                     if accepted {
-                        self.drop_lease(task_id);
+                        self.drop_lease(c.task_id);
                     }
                     if let Some(s) = self.sessions.get(&session) {
                         s.send(Out::CompletionAck(pb::CompletionAck {
-                            task_id,
-                            fencing_token: token,
+                            task_id: c.task_id,
+                            fencing_token: c.fencing_token,
                             accepted,
                             reason,
                         }));
@@ -385,6 +398,11 @@ impl Dispatcher {
         }
     }
 
+    /// Backing off after a failed proposal.
+    fn held(&self) -> bool {
+        self.hold_until.is_some_and(|t| Instant::now() < t)
+    }
+
     fn drop_lease(&mut self, task_id: u64) {
         if let Some(l) = self.leases.remove(&task_id) {
             if let Some(s) = l.session.and_then(|s| self.sessions.get_mut(&s)) {
@@ -407,6 +425,7 @@ impl Dispatcher {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, tasks = planned.len(), "assignment not committed; the tasks stay pending");
+                self.hold_until = Some(Instant::now() + Duration::from_millis(200));
                 return;
             }
         };
@@ -521,7 +540,7 @@ impl Dispatcher {
     /// Pick ready tasks for sessions with free credits and propose one
     /// `Assign` for all of them.
     fn dispatch(&mut self) {
-        if self.assigning || self.sessions.is_empty() {
+        if self.assigning || self.sessions.is_empty() || self.held() {
             return;
         }
         let now_ms = self.ctx.clock.stamp();
