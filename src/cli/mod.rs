@@ -14,6 +14,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod dev;
 pub mod dlq;
+pub mod local;
 pub mod server;
 pub mod task;
 pub mod worker;

@@ -9,8 +9,8 @@ use clap::Args;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{ensure_callback, histogram, verify, CpuMeter};
-use crate::cli::{parse_duration, status_message, Cli, CliError};
+use super::{ensure_callback, histogram, verify, CpuMeter, Report};
+use crate::cli::{parse_duration, status_message, CliError};
 use crate::client::Client;
 use crate::pb;
 use crate::worker::{TaskContext, TaskResult, Worker, WorkerStats};
@@ -40,6 +40,8 @@ pub struct E2eBench {
     pub timeout: Duration,
     #[arg(long, default_value = "bench-e2e")]
     pub callback: String,
+    #[command(flatten)]
+    pub target: super::Target,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct DelayedBench {
     pub concurrency: u32,
     #[arg(long, default_value = "bench-delayed")]
     pub callback: String,
+    #[command(flatten)]
+    pub target: super::Target,
 }
 
 fn unix_ms() -> u64 {
@@ -119,11 +123,11 @@ async fn schedule_batch(client: &Client, start: usize, tasks: Vec<pb::TaskSpec>)
     Ok(r.results.into_iter().map(|r| r.task_id).collect())
 }
 
-pub async fn e2e(cli: &Cli, args: &E2eBench) -> Result<(), CliError> {
+pub async fn e2e(client: &Arc<Client>, args: &E2eBench) -> Result<Report, CliError> {
     if args.tasks == 0 || args.clients == 0 || args.batch == 0 || args.workers == 0 {
         return Err(CliError("--tasks, --clients, --batch and --workers must be positive".into()));
     }
-    let client = Arc::new(cli.client());
+    let client = client.clone();
     ensure_callback(&client, &args.callback).await?;
     let seen: Shared = Arc::default();
     let stop = CancellationToken::new();
@@ -217,35 +221,34 @@ pub async fn e2e(cli: &Cli, args: &E2eBench) -> Result<(), CliError> {
         "verified": ids.len(),
         "lost": lost,
     });
-    if cli.json {
-        println!("{report}");
-    } else {
-        println!(
+    let mut lines = vec![
+        format!(
             "e2e: {} tasks, {} worker(s) x {} credits, {} client(s) x batch {}",
             args.tasks, args.workers, args.concurrency, args.clients, args.batch
-        );
-        println!("  executed            {executed} ({:.0} tasks/s end to end)", executed as f64 / elapsed);
-        println!("  schedule-to-start   p50 {:.1} ms  p99 {:.1} ms", ms(&to_start, 0.5), ms(&to_start, 0.99));
-        println!("  schedule-to-finish  p50 {:.1} ms  p99 {:.1} ms", ms(&to_finish, 0.5), ms(&to_finish, 0.99));
-        if let Some(c) = cpu_s {
-            println!("  node CPU            {c:.1} s ({:.0} us per task)", c * 1e6 / executed.max(1) as f64);
-        }
-        println!("  read back           {} checked, {lost} lost", ids.len());
+        ),
+        format!("  executed            {executed} ({:.0} tasks/s end to end)", executed as f64 / elapsed),
+        format!("  schedule-to-start   p50 {:.1} ms  p99 {:.1} ms", ms(&to_start, 0.5), ms(&to_start, 0.99)),
+        format!("  schedule-to-finish  p50 {:.1} ms  p99 {:.1} ms", ms(&to_finish, 0.5), ms(&to_finish, 0.99)),
+    ];
+    if let Some(c) = cpu_s {
+        lines.push(format!("  node CPU            {c:.1} s ({:.0} us per task)", c * 1e6 / executed.max(1) as f64));
     }
-    if executed < args.tasks {
-        return Err(CliError(format!("only {executed} of {} tasks executed within {:?}", args.tasks, args.timeout)));
-    }
-    if lost > 0 {
-        return Err(CliError(format!("{lost} acknowledged task(s) are missing")));
-    }
-    Ok(())
+    lines.push(format!("  read back           {} checked, {lost} lost", ids.len()));
+    let failure = if executed < args.tasks {
+        Some(format!("only {executed} of {} tasks executed within {:?}", args.tasks, args.timeout))
+    } else if lost > 0 {
+        Some(format!("{lost} acknowledged task(s) are missing"))
+    } else {
+        None
+    };
+    Ok(Report { json: report, lines, failure })
 }
 
-pub async fn delayed(cli: &Cli, args: &DelayedBench) -> Result<(), CliError> {
+pub async fn delayed(client: &Arc<Client>, args: &DelayedBench) -> Result<Report, CliError> {
     if args.tasks == 0 || args.workers == 0 {
         return Err(CliError("--tasks and --workers must be positive".into()));
     }
-    let client = Arc::new(cli.client());
+    let client = client.clone();
     ensure_callback(&client, &args.callback).await?;
     let seen: Shared = Arc::default();
     let stop = CancellationToken::new();
@@ -307,19 +310,15 @@ pub async fn delayed(cli: &Cli, args: &DelayedBench) -> Result<(), CliError> {
         "lost": args.tasks - started,
         "tasks_per_sec": args.tasks as f64 / args.spread.as_secs_f64().max(1e-9),
     });
-    if cli.json {
-        println!("{report}");
-    } else {
-        println!("delayed: {} tasks over {:?}", args.tasks, args.spread);
-        println!("  started             {started}");
-        println!(
+    let lines = vec![
+        format!("delayed: {} tasks over {:?}", args.tasks, args.spread),
+        format!("  started             {started}"),
+        format!(
             "  lateness            p50 {:.1} ms  p99 {:.1} ms  max {max_ms} ms  ({early} early)",
             ms(0.5),
             ms(0.99)
-        );
-    }
-    if started < args.tasks {
-        return Err(CliError(format!("only {started} of {} delayed tasks started", args.tasks)));
-    }
-    Ok(())
+        ),
+    ];
+    let failure = (started < args.tasks).then(|| format!("only {started} of {} delayed tasks started", args.tasks));
+    Ok(Report { json: report, lines, failure })
 }

@@ -5,13 +5,15 @@
 //! - [`execution`]: `e2e` (no-op SDK workers) and `delayed` (lateness).
 
 pub mod execution;
+pub mod ops;
 pub mod schedule;
 
 use std::sync::Arc;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 
+use super::local::LocalCluster;
 use super::{status_message, Cli, CliError};
 use crate::client::Client;
 use crate::pb;
@@ -24,13 +26,76 @@ pub enum BenchCommand {
     E2e(execution::E2eBench),
     /// Tasks with run-at spread over the next seconds: how late they start.
     Delayed(execution::DelayedBench),
+    /// SIGKILL the leader under load, repeatedly: how long scheduling stops; nothing lost (needs --local).
+    Failover(ops::FailoverBench),
+    /// A large pending backlog: throughput against an empty cluster, memory, disk, restart time (needs --local).
+    Backlog(ops::BacklogBench),
+}
+
+/// Where a scenario runs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Target {
+    /// Start a throwaway local cluster for this run instead of using --endpoint.
+    #[arg(long)]
+    pub local: bool,
+    /// Nodes of the --local cluster.
+    #[arg(long, default_value_t = 3)]
+    pub local_nodes: u64,
+}
+
+/// A scenario's result: one JSON object (`--json`) or lines for people.
+pub struct Report {
+    pub json: serde_json::Value,
+    pub lines: Vec<String>,
+    /// Set when something acknowledged was lost or the run did not finish.
+    pub failure: Option<String>,
 }
 
 pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
-    match cmd {
-        BenchCommand::Schedule(args) => schedule::run(cli, args).await,
-        BenchCommand::E2e(args) => execution::e2e(cli, args).await,
-        BenchCommand::Delayed(args) => execution::delayed(cli, args).await,
+    let target = match cmd {
+        BenchCommand::Schedule(a) => &a.target,
+        BenchCommand::E2e(a) => &a.target,
+        BenchCommand::Delayed(a) => &a.target,
+        BenchCommand::Failover(a) => &a.target,
+        BenchCommand::Backlog(a) => &a.target,
+    };
+    let mut local = match target.local {
+        true => Some(LocalCluster::start(target.local_nodes, &["--auto-register"]).await?),
+        false => None,
+    };
+    let client = Arc::new(match &local {
+        Some(c) => Client::new(c.endpoints()),
+        None => cli.client(),
+    });
+    let needs_local =
+        |what: &str| CliError(format!("the {what} scenario kills and restarts nodes: run it with --local"));
+    let report = match cmd {
+        BenchCommand::Schedule(args) => schedule::run(&client, args).await,
+        BenchCommand::E2e(args) => execution::e2e(&client, args).await,
+        BenchCommand::Delayed(args) => execution::delayed(&client, args).await,
+        BenchCommand::Failover(args) => match local.as_mut() {
+            Some(c) => ops::failover(&client, c, args).await,
+            None => Err(needs_local("failover")),
+        },
+        BenchCommand::Backlog(args) => match local.as_mut() {
+            Some(c) => ops::backlog(&client, c, args).await,
+            None => Err(needs_local("backlog")),
+        },
+    };
+    if let Some(mut c) = local {
+        c.stop_all().await;
+    }
+    let report = report?;
+    if cli.json {
+        println!("{}", report.json);
+    } else {
+        for l in &report.lines {
+            println!("{l}");
+        }
+    }
+    match report.failure {
+        Some(f) => Err(CliError(f)),
+        None => Ok(()),
     }
 }
 

@@ -8,8 +8,9 @@ use hdrhistogram::Histogram;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use super::{ensure_callback, histogram, verify, CpuMeter};
-use crate::cli::{parse_duration, status_message, Cli, CliError};
+use super::{ensure_callback, histogram, verify, CpuMeter, Report};
+use crate::cli::{parse_duration, status_message, CliError};
+use crate::client::Client;
 use crate::pb;
 
 #[derive(Args, Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct ScheduleBench {
     /// Callback name to schedule against.
     #[arg(long, default_value = "bench")]
     pub callback: String,
+    #[command(flatten)]
+    pub target: super::Target,
 }
 
 struct ClientResult {
@@ -42,11 +45,11 @@ struct ClientResult {
     last_error: Option<String>,
 }
 
-pub async fn run(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
+pub async fn run(client: &Arc<Client>, args: &ScheduleBench) -> Result<Report, CliError> {
     if args.clients == 0 || args.batch == 0 {
         return Err(CliError("--clients and --batch must be positive".into()));
     }
-    let client = Arc::new(cli.client());
+    let client = client.clone();
     ensure_callback(&client, &args.callback).await?;
     let cpu = CpuMeter::start(&client).await;
     let started = Instant::now();
@@ -148,25 +151,21 @@ pub async fn run(cli: &Cli, args: &ScheduleBench) -> Result<(), CliError> {
         "lost": lost,
         "last_error": last_error,
     });
-    if cli.json {
-        println!("{report}");
-    } else {
-        println!("schedule: {} client(s), batch {}, {:.1}s", args.clients, args.batch, elapsed);
-        println!(
+    let mut lines = vec![
+        format!("schedule: {} client(s), batch {}, {:.1}s", args.clients, args.batch, elapsed),
+        format!(
             "  tasks acknowledged  {tasks}  ({:.0} tasks/s, {requests} requests, {errors} errors)",
             tasks as f64 / elapsed
-        );
-        println!("  ack latency ms      p50 {:.2}  p99 {:.2}  p99.9 {:.2}", ms(0.5), ms(0.99), ms(0.999));
-        println!("  read back           {} checked, {lost} lost", sample.len());
-        if let Some(c) = cpu_s {
-            println!("  node CPU            {c:.1} s ({:.0} us per task)", c * 1e6 / tasks.max(1) as f64);
-        }
-        if let Some(e) = last_error {
-            println!("  last error          {e}");
-        }
+        ),
+        format!("  ack latency ms      p50 {:.2}  p99 {:.2}  p99.9 {:.2}", ms(0.5), ms(0.99), ms(0.999)),
+        format!("  read back           {} checked, {lost} lost", sample.len()),
+    ];
+    if let Some(c) = cpu_s {
+        lines.push(format!("  node CPU            {c:.1} s ({:.0} us per task)", c * 1e6 / tasks.max(1) as f64));
     }
-    if lost > 0 {
-        return Err(CliError(format!("{lost} acknowledged task(s) are missing")));
+    if let Some(e) = last_error {
+        lines.push(format!("  last error          {e}"));
     }
-    Ok(())
+    let failure = (lost > 0).then(|| format!("{lost} acknowledged task(s) are missing"));
+    Ok(Report { json: report, lines, failure })
 }
