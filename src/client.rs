@@ -3,6 +3,8 @@
 //! with a short backoff, until its deadline.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -16,6 +18,9 @@ use crate::pb::scheduler_client::SchedulerClient;
 pub struct Client {
     endpoints: Vec<String>,
     pool: ChannelPool,
+    /// Index of the endpoint last named leader: writes start there, saving
+    /// the forwarding hop.
+    leader: Arc<AtomicUsize>,
     /// Give up after this long of failing over.
     pub deadline: Duration,
     /// Per-attempt timeout.
@@ -36,6 +41,7 @@ impl Client {
         Client {
             endpoints,
             pool: ChannelPool::default(),
+            leader: Arc::new(AtomicUsize::new(usize::MAX)),
             deadline: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(4),
         }
@@ -81,11 +87,43 @@ impl Client {
         let keyed = !spec.idempotency_key.is_empty();
         let req = crate::pb::ScheduleRequest { task: Some(spec) };
         let retry = |s: &Status| is_retryable(s) || (keyed && s.code() == Code::DeadlineExceeded);
-        self.call_with(start, retry, |i| {
+        self.call_with(self.write_start(start), retry, |i| {
             let req = req.clone();
-            async move { Ok(self.scheduler(i)?.schedule(req).await?.into_inner()) }
+            async move { Ok(self.learn(self.scheduler(i)?.schedule(req).await?)) }
         })
         .await
+    }
+
+    /// Schedule a batch (one Raft entry), preferring the known leader.
+    pub async fn schedule_batch(
+        &self,
+        start: usize,
+        tasks: Vec<crate::pb::TaskSpec>,
+    ) -> Result<crate::pb::ScheduleBatchResponse, Status> {
+        let req = crate::pb::ScheduleBatchRequest { tasks };
+        self.call_with(self.write_start(start), is_retryable, |i| {
+            let req = req.clone();
+            async move { Ok(self.learn(self.scheduler(i)?.schedule_batch(req).await?)) }
+        })
+        .await
+    }
+
+    /// Where a write should start: the known leader, else `start`.
+    fn write_start(&self, start: usize) -> usize {
+        match self.leader.load(Ordering::Relaxed) {
+            usize::MAX => start,
+            i => i,
+        }
+    }
+
+    /// Remember the leader a reply names (a follower forwarded the call).
+    fn learn<T>(&self, response: tonic::Response<T>) -> T {
+        if let Some((_, addr)) = crate::api::error::leader_hint_in(response.metadata()) {
+            if let Some(i) = self.endpoints.iter().position(|e| *e == addr) {
+                self.leader.store(i, Ordering::Relaxed);
+            }
+        }
+        response.into_inner()
     }
 
     async fn call_with<T, F, Fut>(
@@ -117,6 +155,13 @@ impl Client {
             };
             match result {
                 Err(s) if retryable(&s) && tokio::time::Instant::now() < give_up => {
+                    // The preferred (leader) endpoint failed: forget it.
+                    let _ = self.leader.compare_exchange(
+                        i % self.endpoints.len(),
+                        usize::MAX,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     tracing::debug!(endpoint = %self.endpoints[i % self.endpoints.len()], error = %s.message(), "retrying at the next node");
                     i += 1;
                     if i % self.endpoints.len() == start % self.endpoints.len() {

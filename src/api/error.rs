@@ -83,7 +83,12 @@ impl From<ApiError> for Status {
 
 /// Read the leader hint back from a status (client side).
 pub fn leader_hint(status: &Status) -> Option<(u64, String)> {
-    let v = status.metadata().get(LEADER_HINT)?.to_str().ok()?;
+    leader_hint_in(status.metadata())
+}
+
+/// Read the leader hint from response or status metadata.
+pub fn leader_hint_in(md: &tonic::metadata::MetadataMap) -> Option<(u64, String)> {
+    let v = md.get(LEADER_HINT)?.to_str().ok()?;
     let (id, addr) = v.split_once('=')?;
     Some((id.parse().ok()?, addr.to_string()))
 }

@@ -238,8 +238,25 @@ macro_rules! leader_rpc {
             },
         )
         .await?;
-        Ok(Response::new(reply))
+        Ok(with_leader_hint(&$self.ctx, reply))
     }};
+}
+
+/// Wrap a reply; a follower that forwarded names the leader in
+/// `x-drover-leader`, so clients can send the next write there directly.
+fn with_leader_hint<T>(ctx: &NodeContext, reply: T) -> Response<T> {
+    use openraft::async_runtime::WatchReceiver;
+    let mut response = Response::new(reply);
+    let metrics = ctx.raft.metrics();
+    let m = metrics.borrow_watched();
+    if let Some(id) = m.current_leader.filter(|id| *id != ctx.id) {
+        if let Some(node) = m.membership_config.membership().get_node(&id) {
+            if let Ok(v) = format!("{id}={}", node.addr).parse() {
+                response.metadata_mut().insert(super::error::LEADER_HINT, v);
+            }
+        }
+    }
+    response
 }
 
 #[tonic::async_trait]

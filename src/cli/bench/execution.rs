@@ -112,14 +112,7 @@ fn start_workers(
 }
 
 async fn schedule_batch(client: &Client, start: usize, tasks: Vec<pb::TaskSpec>) -> Result<Vec<u64>, CliError> {
-    let req = pb::ScheduleBatchRequest { tasks };
-    let r = client
-        .call(start, |i| {
-            let req = req.clone();
-            async move { Ok(client.scheduler(i)?.schedule_batch(req).await?.into_inner()) }
-        })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let r = client.schedule_batch(start, tasks).await.map_err(|s| CliError(status_message(&s)))?;
     Ok(r.results.into_iter().map(|r| r.task_id).collect())
 }
 

@@ -210,13 +210,8 @@ pub async fn backlog(
                     when: Some(pb::task_spec::When::RunAtUnixMs(week)),
                     ..Default::default()
                 };
-                let req = pb::ScheduleBatchRequest { tasks: vec![spec; 1000] };
                 client
-                    .call(l, |i| {
-                        let req = req.clone();
-                        let client = &client;
-                        async move { Ok(client.scheduler(i)?.schedule_batch(req).await?.into_inner()) }
-                    })
+                    .schedule_batch(l, vec![spec; 1000])
                     .await
                     .map_err(|s| CliError(format!("loading the backlog: {}", status_message(&s))))?;
             }

@@ -69,33 +69,10 @@ pub async fn run(client: &Arc<Client>, args: &ScheduleBench) -> Result<Report, C
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let result = if args.batch == 1 {
-                    let req = pb::ScheduleRequest { task: Some(spec.clone()) };
-                    client
-                        .call(c, |i| {
-                            let req = req.clone();
-                            let client = &client;
-                            async move { Ok(vec![client.scheduler(i)?.schedule(req).await?.into_inner().task_id]) }
-                        })
-                        .await
+                    client.schedule(c, spec.clone()).await.map(|r| vec![r.task_id])
                 } else {
-                    let req = pb::ScheduleBatchRequest { tasks: vec![spec.clone(); args.batch] };
-                    client
-                        .call(c, |i| {
-                            let req = req.clone();
-                            let client = &client;
-                            async move {
-                                Ok(client
-                                    .scheduler(i)?
-                                    .schedule_batch(req)
-                                    .await?
-                                    .into_inner()
-                                    .results
-                                    .into_iter()
-                                    .map(|r| r.task_id)
-                                    .collect())
-                            }
-                        })
-                        .await
+                    let tasks = vec![spec.clone(); args.batch];
+                    client.schedule_batch(c, tasks).await.map(|r| r.results.into_iter().map(|r| r.task_id).collect())
                 };
                 r.requests += 1;
                 match result {
