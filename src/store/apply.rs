@@ -107,10 +107,12 @@ impl<'a> ApplyBatch<'a> {
             None => (None, None),
         };
         if old_state != Some(after.state) {
-            if let Some(s) = old_state {
+            if let Some(s) = old_state.filter(|s| s.has_state_index()) {
                 self.delete(&keys::by_state(s.code(), after.id))?;
             }
-            self.put(&keys::by_state(after.state.code(), after.id), &[])?;
+            if after.state.has_state_index() {
+                self.put(&keys::by_state(after.state.code(), after.id), &[])?;
+            }
         }
         let new_pending = after.state.is_pending().then(|| (after.callback.clone(), after.priority, after.run_at_ms));
         if old_pending != new_pending {
@@ -467,7 +469,9 @@ impl Applier {
             b.delete(&keys::task(t.id))?;
             b.delete(&keys::payload(t.id))?;
             b.delete(&keys::result(t.id))?;
-            b.delete(&keys::by_state(t.state.code(), t.id))?;
+            if t.state.has_state_index() {
+                b.delete(&keys::by_state(t.state.code(), t.id))?;
+            }
             if let Some(key) = &t.idempotency_key {
                 b.delete(&keys::idempotency(&t.callback, key))?;
             }

@@ -61,9 +61,28 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StoreError> {
     opts.create_missing_column_families(true);
     opts.increase_parallelism(2);
     opts.set_keep_log_file_num(4);
-    let cfs = [keys::CF_LOG, keys::CF_META, keys::CF_SM]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    // The log is written once and deleted after a snapshot: compressing it
+    // only burns CPU. The state machine's recent levels churn too: compress
+    // only the deeper, colder levels.
+    let mut log = Options::default();
+    log.set_compression_type(rocksdb::DBCompressionType::None);
+    log.set_write_buffer_size(64 << 20);
+    let mut sm = Options::default();
+    sm.set_write_buffer_size(64 << 20);
+    sm.set_compression_per_level(&[
+        rocksdb::DBCompressionType::None,
+        rocksdb::DBCompressionType::None,
+        rocksdb::DBCompressionType::Lz4,
+        rocksdb::DBCompressionType::Lz4,
+        rocksdb::DBCompressionType::Lz4,
+        rocksdb::DBCompressionType::Lz4,
+        rocksdb::DBCompressionType::Lz4,
+    ]);
+    let cfs = [
+        ColumnFamilyDescriptor::new(keys::CF_LOG, log),
+        ColumnFamilyDescriptor::new(keys::CF_META, Options::default()),
+        ColumnFamilyDescriptor::new(keys::CF_SM, sm),
+    ];
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
 }
 
@@ -108,8 +127,9 @@ impl TaskStore {
     }
 
     /// Tasks with id > `after`, in id order, that match the filters; at most
-    /// `limit`. With a state filter it walks the by-state index, else the
-    /// rows. `Ready` matches pending tasks due at `now_ms`; `Scheduled`
+    /// `limit`. Indexed states (see [`TaskState::has_state_index`]) walk the
+    /// by-state index, others scan rows. `Ready` matches pending tasks due at
+    /// `now_ms`; `Scheduled`
     /// matches those not yet due.
     pub fn list(
         &self,
@@ -123,10 +143,10 @@ impl TaskStore {
         let keep =
             |t: &Task| callback.is_none_or(|c| t.callback == c) && state.is_none_or(|s| t.display_state(now_ms) == s);
         let mut out = Vec::new();
+        // Indexed states walk the by-state index; the others scan rows.
         let stored_states: Vec<TaskState> = match state {
-            None => Vec::new(),
-            Some(TaskState::Ready) => vec![TaskState::Scheduled, TaskState::RetryWait],
-            Some(s) => vec![s],
+            Some(s) if s.has_state_index() => vec![s],
+            _ => Vec::new(),
         };
         if stored_states.is_empty() {
             let start = keys::task(after.saturating_add(1));

@@ -67,6 +67,15 @@ impl TaskState {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// Whether rows in this state are in the by-state index. Only the
+    /// states that are rare and looked up by state are: running (rebuilt
+    /// into the live index at start), dead (the DLQ), failed, cancelled.
+    /// The common ones (scheduled, retry-wait, succeeded) would cost two
+    /// extra writes per transition on the hot path; listing them scans rows.
+    pub fn has_state_index(self) -> bool {
+        matches!(self, TaskState::Running | TaskState::Dead | TaskState::Failed | TaskState::Cancelled)
+    }
 }
 
 /// One entry of a task's history.

@@ -136,9 +136,13 @@ async fn a_paused_worker_never_overlaps_the_rerun_and_its_late_result_is_dropped
     a.signal(libc::SIGCONT);
     let t = wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(30)).await;
     let r = &runs(&rec)[&id];
-    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r.len() >= 2, "{r:?}");
     assert!(!r[0].ended, "the paused run never finished");
-    assert_eq!(t.fencing_token, r[1].token, "the re-run's result is the one kept");
+    assert!(t.fencing_token > r[0].token, "the paused run's result is not the one kept");
+    assert!(
+        r.iter().any(|run| run.token == t.fencing_token && run.ended),
+        "the kept result is a finished run's: {r:?}"
+    );
     assert_no_overlap(&rec);
     let log = a.terminate();
     assert!(log.contains("1 fenced"), "the woken worker stopped its stale run itself:\n{log}");
@@ -166,7 +170,14 @@ async fn a_partitioned_worker_fences_itself_before_the_rerun() {
         &["--callback", "part", "--id", "b", "--builtin", &record_arg(&rec)],
     );
     let t = wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(30)).await;
-    assert_eq!(t.attempts, 2);
+    // At least the cut-off run and the re-run (a loaded machine may add one).
+    assert!(t.attempts >= 2, "attempts {}", t.attempts);
+    let r = &runs(&rec)[&id];
+    assert!(!r[0].ended, "the cut-off run never finished");
+    assert!(
+        r.iter().any(|run| run.token == t.fencing_token && run.ended),
+        "the kept result is a finished run's: {r:?}"
+    );
     assert_no_overlap(&rec);
     let log = a.terminate();
     assert!(log.contains("lease lapsed"), "the cut-off worker fenced itself:\n{log}");
