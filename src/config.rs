@@ -40,7 +40,7 @@ impl Default for Limits {
 pub struct RaftTuning {
     /// Leader heartbeat period, ms. Default 100.
     pub heartbeat_ms: u64,
-    /// Minimum election timeout, ms (the maximum is twice this). Default 500;
+    /// Minimum election timeout, ms (the maximum is twice this). Default 300;
     /// must exceed the heartbeat period several times over.
     pub election_timeout_ms: u64,
     /// Build a snapshot after this many entries since the last. Default 50,000.
@@ -51,7 +51,7 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        RaftTuning { heartbeat_ms: 100, election_timeout_ms: 500, snapshot_every: 50_000, logs_to_keep: 10_000 }
+        RaftTuning { heartbeat_ms: 100, election_timeout_ms: 300, snapshot_every: 50_000, logs_to_keep: 10_000 }
     }
 }
 

@@ -45,7 +45,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat: std::time::Duration,
     /// Minimum election timeout (the maximum is twice this).
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     pub election_timeout: std::time::Duration,
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 50_000)]
