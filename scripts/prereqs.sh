@@ -1,28 +1,65 @@
 #!/usr/bin/env bash
 # Install what building drover needs, if it is missing: a C++ compiler and
 # libclang (RocksDB and its bindgen bindings), and protoc (gRPC code
-# generation). Debian/Ubuntu via apt; elsewhere it says what to install.
+# generation), plus jq and objcopy for the cluster/ scripts.
+#
+# On Debian/Ubuntu every prerequisite is checked by package name with
+# `dpkg-query`, never by a file glob: a loose glob once matched
+# libclang-cpp.so.14 (a different library, from libclang-cpp14), skipped
+# libclang-dev, and the RocksDB build then failed in clang-sys on a fresh
+# machine. Elsewhere it checks for exactly the files the build loads and says
+# what to install.
+#
+#   scripts/prereqs.sh          install what is missing
+#   scripts/prereqs.sh --check  only report; exit 1 if anything is missing
 set -euo pipefail
 
-missing=()
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
-command -v g++ >/dev/null 2>&1 || missing+=(g++)
-command -v make >/dev/null 2>&1 || missing+=(make)
-# cluster/ scripts (the chaos suite): JSON parsing and stripping the binary.
-command -v jq >/dev/null 2>&1 || missing+=(jq)
-command -v objcopy >/dev/null 2>&1 || missing+=(binutils)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
-  missing+=(libclang-dev)
+check_only=0
+if [ "${1:-}" = "--check" ]; then
+  check_only=1
 fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "drover: cargo is missing; install Rust from https://rustup.rs and run this again" >&2
   exit 1
 fi
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+  }
+  # libclang-dev provides the unversioned libclang.so that clang-sys loads.
+  for pkg in libclang-dev protobuf-compiler g++ make jq binutils; do
+    installed "$pkg" || missing+=("$pkg")
+  done
+else
+  # Not Debian: look for exactly what the build uses.
+  command -v protoc >/dev/null 2>&1 || missing+=("protoc (protobuf-compiler)")
+  command -v g++ >/dev/null 2>&1 || missing+=("g++")
+  command -v make >/dev/null 2>&1 || missing+=("make")
+  command -v jq >/dev/null 2>&1 || missing+=("jq")
+  command -v objcopy >/dev/null 2>&1 || missing+=("objcopy (binutils)")
+  found_libclang=0
+  for dir in ${LIBCLANG_PATH:-} /usr/lib /usr/lib64 /usr/local/lib /usr/lib/*-linux-gnu /usr/lib/llvm-*/lib /usr/lib/llvm/*/lib; do
+    # The names clang-sys accepts: libclang.so or libclang-<version>.so.
+    if [ -e "$dir/libclang.so" ] || compgen -G "$dir/libclang-[0-9]*.so" >/dev/null; then
+      found_libclang=1
+      break
+    fi
+  done
+  [ "$found_libclang" = 1 ] || missing+=("libclang (the libclang.so development library)")
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
+if [ "$check_only" = 1 ]; then
+  echo "drover: missing: ${missing[*]}" >&2
+  exit 1
+fi
 echo "drover: installing ${missing[*]}" >&2
-if ! command -v apt-get >/dev/null 2>&1; then
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
   echo "drover: no apt-get here; install ${missing[*]} (or your system's equivalents) and run this again" >&2
   exit 1
 fi
