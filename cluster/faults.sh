@@ -18,6 +18,10 @@ usage: faults.sh COMMAND [NODE...]
                   from drover-net)                            undo: heal N...
   heal [N...]     reconnect nodes with their fixed IP; no args: every cut-off node
   isolate-leader  partition the current leader; prints its id
+  skew N OFFSET   restart node N with its wall clock off by OFFSET ("+1h",
+                  "-30s"); the container is recreated, its volume kept
+                                                              undo: unskew N
+  unskew N        restart node N with a correct clock
   leader          print the current leader's id
   wait-leader [S] wait up to S seconds (default 30) for a leader; print its id
   heal-all        unpause, reconnect and start every node (undo any mix of faults)
@@ -233,6 +237,31 @@ do_isolate_leader() {
     echo "$id"
 }
 
+# Recreate node $1's container with DROVER_SKEW_$1=$2 (same volume and IP).
+recreate_with_skew() {
+    local n
+    n="$(existing_nodes | wc -l)"
+    export_host_ports
+    export "DROVER_SKEW_$1=$2"
+    compose "$n" up -d --no-deps "node$1" >/dev/null 2>&1 || die "could not recreate node $1"
+}
+
+do_skew() {
+    [ $# -eq 2 ] || usage_die "usage: $PROG skew NODE OFFSET (e.g. skew 3 +1h)"
+    check_nodes "$1"
+    [[ "$2" =~ ^[+-]?[0-9]+(ms|s|m|h)$ ]] || usage_die "'$2' is not an offset like +1h, -30s or 500ms"
+    need_compose
+    recreate_with_skew "$1" "$2"
+    echo "restarted node $1 with its wall clock off by $2"
+}
+
+do_unskew() {
+    one_node "$@"
+    need_compose
+    recreate_with_skew "$1" 0s
+    echo "restarted node $1 with a correct clock"
+}
+
 do_status() {
     [ $# -eq 0 ] || usage_die "status takes no arguments"
     local nodes i
@@ -264,5 +293,7 @@ case "$cmd" in
     wait-leader) need_client; need_jq; do_wait_leader "$@" ;;
     isolate-leader) need_client; need_jq; do_isolate_leader "$@" ;;
     status) do_status "$@" ;;
+    skew) do_skew "$@" ;;
+    unskew) do_unskew "$@" ;;
     *) usage_die "unknown command '$cmd' (try: $PROG help)" ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building drover needs, if it is missing: a C++ compiler and
 # libclang (RocksDB and its bindgen bindings), and protoc (gRPC code
-# generation), plus jq and objcopy for the cluster/ scripts.
+# generation), plus jq and objcopy for the cluster/ scripts and faketime
+# (libfaketime) for the wrong-clock tests.
 #
 # On Debian/Ubuntu every prerequisite is checked by package name with
 # `dpkg-query`, never by a file glob: a loose glob once matched
@@ -30,7 +31,7 @@ if command -v dpkg-query >/dev/null 2>&1; then
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
   }
   # libclang-dev provides the unversioned libclang.so that clang-sys loads.
-  for pkg in libclang-dev protobuf-compiler g++ make jq binutils; do
+  for pkg in libclang-dev protobuf-compiler g++ make jq binutils faketime; do
     installed "$pkg" || missing+=("$pkg")
   done
 else
@@ -40,6 +41,7 @@ else
   command -v make >/dev/null 2>&1 || missing+=("make")
   command -v jq >/dev/null 2>&1 || missing+=("jq")
   command -v objcopy >/dev/null 2>&1 || missing+=("objcopy (binutils)")
+  command -v faketime >/dev/null 2>&1 || missing+=("faketime (libfaketime)")
   found_libclang=0
   for dir in ${LIBCLANG_PATH:-} /usr/lib /usr/lib64 /usr/local/lib /usr/lib/*-linux-gnu /usr/lib/llvm-*/lib /usr/lib/llvm/*/lib; do
     # The names clang-sys accepts: libclang.so or libclang-<version>.so.

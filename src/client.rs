@@ -1,6 +1,20 @@
 //! A client for a drover cluster that fails over between the nodes it is
-//! given: on a connection failure or `UNAVAILABLE` it tries the next node,
-//! with a short backoff, until its deadline.
+//! given, retrying only what is safe to retry.
+//!
+//! Whether a failed call may be retried depends on where it failed
+//! ([`classify`]), never on the text of its message:
+//! - **not applied** (`UNAVAILABLE` from a drover node, or a connection that
+//!   could not be made): any call may be retried, at this or another node;
+//! - **outcome unknown** (a timeout, a connection lost after the request was
+//!   sent, `ABORTED`, `DEADLINE_EXCEEDED`, `UNKNOWN`, `CANCELLED`): the
+//!   write may have been applied. Only idempotent calls are retried: reads,
+//!   and writes that carry an idempotency key;
+//! - anything else is final.
+//!
+//! Every `Schedule` and `ScheduleBatch` this client sends is idempotent: a
+//! task without a key gets a generated one ([`generated_key`]), sent with
+//! the first attempt and reused by every retry, so a retry after an unknown
+//! outcome returns the first task instead of creating a second.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,11 +22,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::scheduler_client::SchedulerClient;
+
+/// Prefix of the idempotency keys client libraries generate for tasks
+/// scheduled without one. Users' own keys should not start with it.
+pub const GENERATED_KEY_PREFIX: &str = "drover-auto-";
+
+/// A fresh generated idempotency key: the prefix and 128 random bits in hex.
+pub fn generated_key() -> String {
+    format!("{GENERATED_KEY_PREFIX}{:032x}", rand::random::<u128>())
+}
+
+pub use crate::net::{classify, Failure};
+
+/// Whether a failed call may succeed if retried: true only where that is
+/// safe, given whether the call is idempotent.
+pub fn is_retryable(status: &Status, idempotent: bool) -> bool {
+    match classify(status) {
+        Failure::NotApplied => true,
+        Failure::OutcomeUnknown => idempotent,
+        Failure::Final => false,
+    }
+}
 
 #[derive(Clone)]
 pub struct Client {
@@ -51,7 +86,7 @@ impl Client {
         &self.endpoints
     }
 
-    fn channel(&self, i: usize) -> Result<Channel, Status> {
+    pub fn channel(&self, i: usize) -> Result<Channel, Status> {
         let addr = &self.endpoints[i % self.endpoints.len()];
         self.pool.get(addr).map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))
     }
@@ -67,44 +102,69 @@ impl Client {
     }
 
     /// Run `call` against node `start`, then the next ones, until it
-    /// succeeds, fails for good, or the deadline passes.
+    /// succeeds, fails for good, or the deadline passes. Retries only
+    /// failures that certainly applied nothing: safe for any call.
     pub async fn call<T, F, Fut>(&self, start: usize, call: F) -> Result<T, Status>
     where
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.call_with(start, is_retryable, call).await
+        self.call_with(start, |s| is_retryable(s, false), call).await
     }
 
-    /// Schedule one task. With an idempotency key, an "outcome unknown"
-    /// failure (a timeout, a leader change mid-write) is retried too: the
-    /// key makes the retry return the first task instead of a duplicate.
+    /// Like [`Client::call`] for an idempotent call (a read, or a write that
+    /// applied twice has the effect of once): also retries failures whose
+    /// outcome is unknown.
+    pub async fn call_idempotent<T, F, Fut>(&self, start: usize, call: F) -> Result<T, Status>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_with(start, |s| is_retryable(s, true), call).await
+    }
+
+    /// Schedule one task. A task without an idempotency key gets a
+    /// generated one, so that a retry after an unknown outcome returns the
+    /// first task instead of creating a second.
     pub async fn schedule(
         &self,
         start: usize,
-        spec: crate::pb::TaskSpec,
+        mut spec: crate::pb::TaskSpec,
     ) -> Result<crate::pb::ScheduleResponse, Status> {
-        let keyed = !spec.idempotency_key.is_empty();
+        if spec.idempotency_key.is_empty() {
+            spec.idempotency_key = generated_key();
+        }
         let req = crate::pb::ScheduleRequest { task: Some(spec) };
-        let retry = |s: &Status| is_retryable(s) || (keyed && s.code() == Code::DeadlineExceeded);
-        self.call_with(self.write_start(start), retry, |i| {
-            let req = req.clone();
-            async move { Ok(self.learn(self.scheduler(i)?.schedule(req).await?)) }
-        })
+        self.call_with(
+            self.write_start(start),
+            |s| is_retryable(s, true),
+            |i| {
+                let req = req.clone();
+                async move { Ok(self.learn(self.scheduler(i)?.schedule(req).await?)) }
+            },
+        )
         .await
     }
 
-    /// Schedule a batch (one Raft entry), preferring the known leader.
+    /// Schedule a batch (one Raft entry), preferring the known leader. Tasks
+    /// without a key get generated ones, as in [`Client::schedule`].
     pub async fn schedule_batch(
         &self,
         start: usize,
-        tasks: Vec<crate::pb::TaskSpec>,
+        mut tasks: Vec<crate::pb::TaskSpec>,
     ) -> Result<crate::pb::ScheduleBatchResponse, Status> {
+        for t in tasks.iter_mut().filter(|t| t.idempotency_key.is_empty()) {
+            t.idempotency_key = generated_key();
+        }
         let req = crate::pb::ScheduleBatchRequest { tasks };
-        self.call_with(self.write_start(start), is_retryable, |i| {
-            let req = req.clone();
-            async move { Ok(self.learn(self.scheduler(i)?.schedule_batch(req).await?)) }
-        })
+        self.call_with(
+            self.write_start(start),
+            |s| is_retryable(s, true),
+            |i| {
+                let req = req.clone();
+                async move { Ok(self.learn(self.scheduler(i)?.schedule_batch(req).await?)) }
+            },
+        )
         .await
     }
 
@@ -147,11 +207,15 @@ impl Client {
         loop {
             let result = match tokio::time::timeout(self.attempt_timeout, call(i)).await {
                 Ok(r) => r,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "{} timed out after {:?}",
-                    self.endpoints[i % self.endpoints.len()],
-                    self.attempt_timeout
-                ))),
+                Err(_) => {
+                    let mut s = Status::deadline_exceeded(format!(
+                        "{} did not answer within {:?}; the request may or may not have been applied",
+                        self.endpoints[i % self.endpoints.len()],
+                        self.attempt_timeout
+                    ));
+                    crate::net::mark_outcome_unknown(&mut s);
+                    Err(s)
+                }
             };
             match result {
                 Err(s) if retryable(&s) && tokio::time::Instant::now() < give_up => {

@@ -1,63 +1,398 @@
-//! The proposer's clock: how the leader stamps commands.
+//! Replicated time: how the leader stamps commands, so that no single
+//! node's wall clock can make tasks run early or late.
 //!
-//! A stamp is `max(wall clock, replicated now, previous stamp)`. The
-//! replicated now (the highest stamp the state machine has applied) is the
-//! floor, so time in the state machine never goes back, across restarts and
-//! leader changes alike. Apply itself never reads a clock; it only takes
-//! `max(now, stamp)`.
+//! Apply never reads a clock: it takes `now = max(now, stamp)`. The stamps
+//! come from the [`TimeModel`] of the proposing node:
+//! - it advances by this node's **monotonic** clock from the replicated
+//!   time it last saw applied (plus the time since it was applied here, a
+//!   lower bound on the time that really passed), never by its wall clock;
+//! - it is steered toward the cluster's **reference**: the median of the
+//!   voters' wall clocks, sampled over RPC with the round trip accounted
+//!   for ([`ClockSample`], [`Reference`]). The median of a majority ignores
+//!   one bad clock in three and two in five. The steering is a slew of at
+//!   most [`SLEW_PER_SEC`] (10 ms per second) either way; only when
+//!   replicated time is behind the reference by more than [`STEP_MS`] (a
+//!   whole cluster that was down, a new cluster) does it step forward to
+//!   it, never past it;
+//! - it never goes backwards.
 //!
-//! Wall-clock skew between nodes can move replicated time forward by the
-//! skew at a failover. Nothing safety-critical depends on replicated time
-//! alone (see DESIGN.md, "Time"): lease expiry is also bounded by the
-//! leader's own monotonic clock.
+//! A node whose own wall clock is off the reference by more than the
+//! configured bound is *skewed*: it says so and does not lead (see
+//! [`crate::timekeeper`]). See DESIGN.md, "Time".
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use crate::raft::state_machine::Applied;
 
-/// Milliseconds since the Unix epoch by this machine's wall clock.
-pub fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// Fastest correction toward the reference, in ms per second of real time
+/// (1 %).
+pub const SLEW_PER_SEC: u64 = 10;
+/// Behind the reference by more than this, replicated time steps forward to
+/// it instead of slewing.
+pub const STEP_MS: u64 = 1_000;
+/// Samples older than this are not used.
+pub const SAMPLE_TTL: Duration = Duration::from_secs(10);
+
+/// This process's wall clock, with an optional injected offset (a fault for
+/// tests and the chaos suite; zero in production).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WallClock {
+    pub skew_ms: i64,
 }
 
+impl WallClock {
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        real.saturating_add_signed(self.skew_ms)
+    }
+}
+
+/// One sample of a peer's wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSample {
+    /// The peer's wall clock minus ours, at the same instant, in ms.
+    pub offset_ms: i64,
+    /// The round trip of the sample; the offset is known within half of it.
+    pub rtt: Duration,
+    /// When it was taken (our monotonic clock).
+    pub at: Instant,
+}
+
+impl ClockSample {
+    /// A sample from a request sent at `sent` (our wall clock `sent_wall_ms`)
+    /// and answered at `received` with the peer's wall clock `peer_ms`: the
+    /// peer read its clock half-way through the round trip.
+    pub fn new(sent: Instant, sent_wall_ms: u64, received: Instant, peer_ms: u64) -> ClockSample {
+        let rtt = received.saturating_duration_since(sent);
+        let midpoint_ms = sent_wall_ms as i128 + (rtt.as_millis() / 2) as i128;
+        ClockSample { offset_ms: (peer_ms as i128 - midpoint_ms) as i64, rtt, at: received }
+    }
+}
+
+/// The cluster's reference time as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reference {
+    /// The median of the voters' clocks minus this node's clock, in ms.
+    pub median_offset_ms: i64,
+    /// Whether a majority of voters agree with the median within the bound:
+    /// only then does the reference steer time or mark a node skewed.
+    pub trusted: bool,
+    /// Voters whose clocks were used.
+    pub sampled: usize,
+}
+
+impl Reference {
+    /// This node's own clock minus the reference.
+    pub fn own_offset_ms(&self) -> i64 {
+        -self.median_offset_ms
+    }
+}
+
+/// The reference from `samples` of the `voters` (this node, `me`, counts
+/// with offset 0). `None` when fewer than a majority could be sampled.
+pub fn reference(
+    me: u64,
+    voters: &[u64],
+    samples: &HashMap<u64, ClockSample>,
+    now: Instant,
+    max_offset: Duration,
+) -> Option<Reference> {
+    let mut offsets: Vec<i64> = voters
+        .iter()
+        .filter_map(|v| {
+            if *v == me {
+                return Some(0);
+            }
+            samples.get(v).filter(|s| now.saturating_duration_since(s.at) <= SAMPLE_TTL).map(|s| s.offset_ms)
+        })
+        .collect();
+    let majority = voters.len() / 2 + 1;
+    if voters.is_empty() || offsets.len() < majority {
+        return None;
+    }
+    offsets.sort_unstable();
+    // The lower median: with an even count it is one of the samples.
+    let median = offsets[(offsets.len() - 1) / 2];
+    let bound = max_offset.as_millis() as i64;
+    let agreeing = offsets.iter().filter(|o| (**o - median).abs() <= bound).count();
+    Some(Reference { median_offset_ms: median, trusted: agreeing >= majority, sampled: offsets.len() })
+}
+
+/// The deterministic core: replicated time as a function of the monotonic
+/// clock, the applied floor and the reference. Pure, for tests.
+#[derive(Debug, Clone)]
+pub struct TimeModel {
+    /// Replicated time at `anchor_at`.
+    anchor_ms: u64,
+    anchor_at: Instant,
+    /// The last value handed out: nothing later is lower.
+    last_ms: u64,
+}
+
+impl TimeModel {
+    pub fn new(start_ms: u64, at: Instant) -> TimeModel {
+        TimeModel { anchor_ms: start_ms, anchor_at: at, last_ms: start_ms }
+    }
+
+    /// Replicated time at `now`.
+    ///
+    /// - `floor`: the replicated time last applied on this node and when
+    ///   (that stamp was issued no later than it was applied here, so adding
+    ///   the time since gives a lower bound on real time);
+    /// - `reference_ms`: the cluster's reference time now, if trusted.
+    pub fn at(&mut self, now: Instant, floor: Option<(u64, Instant)>, reference_ms: Option<u64>) -> u64 {
+        let since_anchor = now.saturating_duration_since(self.anchor_at);
+        let mut est = self.anchor_ms.saturating_add(since_anchor.as_millis() as u64);
+        if let Some((ms, at)) = floor {
+            est = est.max(ms.saturating_add(now.saturating_duration_since(at).as_millis() as u64));
+        }
+        if let Some(r) = reference_ms {
+            let budget = (since_anchor.as_millis() as u64).saturating_mul(SLEW_PER_SEC) / 1000;
+            if r > est.saturating_add(STEP_MS) {
+                est = r;
+            } else if r > est {
+                est += (r - est).min(budget);
+            } else {
+                est -= (est - r).min(budget);
+            }
+        }
+        let est = est.max(self.last_ms);
+        self.anchor_ms = est;
+        self.anchor_at = now;
+        self.last_ms = est;
+        est
+    }
+}
+
+/// What the clock knows of the cluster, kept by the timekeeper.
+#[derive(Debug, Default)]
+struct Cluster {
+    voters: Vec<u64>,
+    samples: HashMap<u64, ClockSample>,
+}
+
+/// The proposer's clock of one node: cheap to clone; every clone shares
+/// the model and the samples.
 #[derive(Clone)]
 pub struct ProposerClock {
+    me: u64,
+    wall: WallClock,
+    max_offset: Duration,
     applied: watch::Receiver<Applied>,
-    /// The last stamp handed out by this node, so stamps never go back even
-    /// if the wall clock does.
-    last: Arc<AtomicU64>,
+    /// Short critical sections (arithmetic on a few numbers), never held
+    /// across I/O or an `.await`, hence std mutexes.
+    model: Arc<Mutex<TimeModel>>,
+    cluster: Arc<Mutex<Cluster>>,
 }
 
 impl ProposerClock {
-    pub fn new(applied: watch::Receiver<Applied>) -> Self {
-        ProposerClock { applied, last: Arc::new(AtomicU64::new(0)) }
+    pub fn new(me: u64, wall: WallClock, max_offset: Duration, applied: watch::Receiver<Applied>) -> Self {
+        let floor = *applied.borrow();
+        let model = TimeModel::new(floor.now_ms, floor.at);
+        ProposerClock {
+            me,
+            wall,
+            max_offset,
+            applied,
+            model: Arc::new(Mutex::new(model)),
+            cluster: Arc::default(),
+        }
     }
 
-    /// A stamp for a new command.
+    /// This process's wall clock.
+    pub fn wall(&self) -> WallClock {
+        self.wall
+    }
+
+    /// The bound on a clock's offset from the reference.
+    pub fn max_offset(&self) -> Duration {
+        self.max_offset
+    }
+
+    /// Record the current voters and a fresh sample of a peer.
+    pub fn set_voters(&self, voters: Vec<u64>) {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner()).voters = voters;
+    }
+
+    pub fn record(&self, peer: u64, sample: ClockSample) {
+        let mut c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        // A sample whose round trip was much slower than a recent one bounds
+        // the offset worse: keep the recent one's offset, refreshed.
+        let kept = c.samples.get(&peer).copied().filter(|old| {
+            sample.at.saturating_duration_since(old.at) < Duration::from_secs(3) && sample.rtt > old.rtt * 4
+        });
+        let sample = match kept {
+            Some(old) => ClockSample { at: sample.at, ..old },
+            None => sample,
+        };
+        c.samples.insert(peer, sample);
+    }
+
+    /// The reference as of now, if enough voters were sampled.
+    pub fn reference(&self) -> Option<Reference> {
+        let c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        reference(self.me, &c.voters, &c.samples, Instant::now(), self.max_offset)
+    }
+
+    /// Every peer's offset from this node's clock, as last sampled.
+    pub fn samples(&self) -> HashMap<u64, ClockSample> {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner()).samples.clone()
+    }
+
+    /// Replicated time now, on this node.
+    pub fn now_ms(&self) -> u64 {
+        let now = Instant::now();
+        let applied = *self.applied.borrow();
+        let reference_ms = self
+            .reference()
+            .filter(|r| r.trusted)
+            .map(|r| self.wall.now_ms().saturating_add_signed(r.median_offset_ms));
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        model.at(now, Some((applied.now_ms, applied.at)), reference_ms)
+    }
+
+    /// A stamp for a new command: replicated time now.
     pub fn stamp(&self) -> u64 {
-        let floor = self.applied.borrow().now_ms;
-        let candidate = wall_ms().max(floor);
-        let prev = self.last.fetch_max(candidate, Ordering::AcqRel);
-        prev.max(candidate)
+        self.now_ms()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    fn sample(offset_ms: i64, at: Instant) -> ClockSample {
+        ClockSample { offset_ms, rtt: Duration::from_millis(1), at }
+    }
 
     #[test]
-    fn stamps_never_go_below_replicated_time() {
-        let ahead = wall_ms() + 3_600_000;
-        let (tx, rx) = watch::channel(Applied { index: 1, now_ms: ahead });
-        let clock = ProposerClock::new(rx);
-        assert!(clock.stamp() >= ahead);
-        tx.send_replace(Applied { index: 2, now_ms: 0 });
-        // The floor moved back (it cannot in practice); stamps still do not.
-        assert!(clock.stamp() >= ahead);
+    fn one_bad_clock_in_three_or_two_in_five_do_not_move_the_reference() {
+        let now = Instant::now();
+        let bound = Duration::from_millis(500);
+        // Seen from a good node: peer 3 is an hour ahead.
+        let s: HashMap<u64, ClockSample> = [(2, sample(10, now)), (3, sample(HOUR, now))].into();
+        let r = reference(1, &[1, 2, 3], &s, now, bound).unwrap();
+        assert_eq!((r.median_offset_ms, r.trusted), (0, true));
+        // Seen from the bad node itself: the others are an hour behind it.
+        let s: HashMap<u64, ClockSample> = [(1, sample(-HOUR, now)), (2, sample(-HOUR + 10, now))].into();
+        let r = reference(3, &[1, 2, 3], &s, now, bound).unwrap();
+        assert!(r.trusted);
+        assert!((r.own_offset_ms() - HOUR).abs() <= 10, "{r:?}");
+        // Five nodes, two wrong either way.
+        let s: HashMap<u64, ClockSample> =
+            [(2, sample(5, now)), (3, sample(-5, now)), (4, sample(HOUR, now)), (5, sample(-HOUR, now))].into();
+        let r = reference(1, &[1, 2, 3, 4, 5], &s, now, bound).unwrap();
+        assert!(r.trusted && r.median_offset_ms.abs() <= 5, "{r:?}");
+    }
+
+    #[test]
+    fn no_majority_no_reference_and_disagreement_is_not_trusted() {
+        let now = Instant::now();
+        let bound = Duration::from_millis(500);
+        assert_eq!(reference(1, &[1, 2, 3], &HashMap::new(), now, bound), None);
+        // Two of three sampled, an hour apart: which one is wrong is unknown.
+        let s: HashMap<u64, ClockSample> = [(2, sample(HOUR, now))].into();
+        let r = reference(1, &[1, 2, 3], &s, now, bound).unwrap();
+        assert!(!r.trusted, "{r:?}");
+        // Stale samples are not used.
+        let old = now.checked_sub(SAMPLE_TTL * 2).unwrap_or(now);
+        let s: HashMap<u64, ClockSample> = [(2, sample(0, old)), (3, sample(0, old))].into();
+        if old != now {
+            assert_eq!(reference(1, &[1, 2, 3], &s, now, bound), None);
+        }
+    }
+
+    #[test]
+    fn a_sample_splits_the_round_trip() {
+        let sent = Instant::now();
+        let s = ClockSample::new(sent, 1_000_000, sent + Duration::from_millis(20), 1_000_510);
+        assert_eq!((s.offset_ms, s.rtt), (500, Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn a_takeover_continues_from_the_applied_floor_by_monotonic_time() {
+        let t0 = Instant::now();
+        let mut m = TimeModel::new(0, t0);
+        // The last stamp applied here was 5_000 at t0; 2 s later, with no
+        // reference, time is 7_000 whatever any wall clock says.
+        let t = t0 + Duration::from_secs(2);
+        assert_eq!(m.at(t, Some((5_000, t0)), None), 7_000);
+        // A bad reference far behind only slows it down, by at most 1 %.
+        let t2 = t + Duration::from_secs(10);
+        let v = m.at(t2, Some((5_000, t0)), Some(0));
+        assert_eq!(v, 7_000 + 10_000 - 100);
+    }
+
+    #[test]
+    fn a_reference_far_ahead_is_stepped_to_and_a_near_one_slewed_to() {
+        let t0 = Instant::now();
+        let mut m = TimeModel::new(1_000, t0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(m.at(t1, None, Some(1_000_000)), 1_000_000, "a whole cluster was down: step");
+        let t2 = t1 + Duration::from_secs(1);
+        // 500 ms behind a reference: catch up 10 ms per second.
+        assert_eq!(m.at(t2, None, Some(1_001_500)), 1_001_010);
+    }
+
+    proptest! {
+        /// Stamps never go back; without a reference they advance exactly
+        /// with monotonic time from the floor; with one they never run
+        /// faster than monotonic time plus the slew (or a step up to the
+        /// reference), and they converge to a steady reference.
+        #[test]
+        fn stamps_are_monotonic_bounded_and_converge(
+            start in 0u64..10_000_000,
+            steps in prop::collection::vec((1u64..2_000, prop::option::of(-5_000i64..5_000)), 1..200),
+        ) {
+            let t0 = Instant::now();
+            let mut m = TimeModel::new(start, t0);
+            let mut now = t0;
+            let mut prev = start;
+            let mut real = start as i128;
+            for (dt, offset) in steps {
+                now += Duration::from_millis(dt);
+                real += dt as i128;
+                let reference = offset.map(|o| (real + o as i128).max(0) as u64);
+                let v = m.at(now, None, reference);
+                prop_assert!(v >= prev, "went back: {prev} -> {v}");
+                let slewed = prev + dt + dt * SLEW_PER_SEC / 1000;
+                let allowed = match reference { Some(r) => slewed.max(r), None => prev + dt };
+                prop_assert!(v <= allowed, "ran ahead: {prev} + {dt} ms -> {v} (allowed {allowed})");
+                prev = v;
+            }
+            // A steady reference 2 s ahead is reached (by a step), and one
+            // 500 ms behind is approached at the slew rate.
+            let target = prev + 2_000 + 10;
+            now += Duration::from_millis(10);
+            prop_assert_eq!(m.at(now, None, Some(target)), target);
+            let mut behind = target;
+            for _ in 0..100 {
+                now += Duration::from_secs(1);
+                behind += 1_000;
+                m.at(now, None, Some(behind - 500));
+            }
+            now += Duration::from_secs(1);
+            let v = m.at(now, None, Some(behind + 1_000 - 500));
+            prop_assert_eq!(v, behind + 1_000 - 500, "converged after 50 s of 10 ms/s");
+        }
+    }
+
+    #[test]
+    fn the_clock_follows_the_applied_floor_on_a_follower() {
+        let at = Instant::now();
+        let (_tx, rx) = watch::channel(Applied { index: 1, now_ms: 1_000_000, at });
+        let clock = ProposerClock::new(1, WallClock { skew_ms: HOUR }, Duration::from_millis(500), rx);
+        let v = clock.stamp();
+        // An hour of wall-clock skew does not show: no reference, so the
+        // floor plus monotonic time since it was applied.
+        assert!((1_000_000..1_000_000 + 5_000).contains(&v), "{v}");
     }
 }

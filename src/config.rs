@@ -84,6 +84,16 @@ pub struct NodeConfig {
     /// A waiting task gains one priority level per this much waiting past
     /// its run-at, so low priorities are never starved. Default 10 s.
     pub priority_aging: Duration,
+    /// Messages buffered per worker stream; an assignment that finds the
+    /// buffer full is released (not counted as an attempt). Default 4096.
+    pub worker_buffer: usize,
+    /// Largest offset of this node's wall clock from the cluster's median
+    /// (of the voters' clocks) before the node counts as skewed: it warns
+    /// and does not lead. 10 ms ..= 1 h; default 500 ms.
+    pub max_clock_offset: Duration,
+    /// Fault injection: added to every wall-clock read of this node, ms.
+    /// Zero in production.
+    pub clock_skew_ms: i64,
 }
 
 impl NodeConfig {
@@ -101,12 +111,21 @@ impl NodeConfig {
             propose_timeout: Duration::from_secs(10),
             auto_register: false,
             priority_aging: Duration::from_secs(10),
+            worker_buffer: 4096,
+            max_clock_offset: Duration::from_millis(500),
+            clock_skew_ms: 0,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("--id must be a positive integer (0 is reserved)".into());
+        }
+        if self.max_clock_offset < Duration::from_millis(10) || self.max_clock_offset > Duration::from_secs(3600) {
+            return Err("--max-clock-offset must be between 10ms and 1h".into());
+        }
+        if self.worker_buffer == 0 {
+            return Err("--worker-buffer must be at least 1".into());
         }
         if self.bootstrap && !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.id) {
             return Err(format!("--peers must include this node (id {})", self.id));

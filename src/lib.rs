@@ -20,7 +20,10 @@
 //!   commands and the deterministic apply logic.
 //! - [`scheduler`]: the leader-side dispatcher: worker sessions, leases
 //!   held in memory, assignment, completion and expiry proposals.
-//! - [`clock`]: how the leader stamps commands (apply never reads a clock).
+//! - [`clock`]: replicated time: how the leader stamps commands (apply never
+//!   reads a clock), steered toward the median of the voters' clocks.
+//! - [`timekeeper`]: samples the voters' clocks; a node whose clock is wrong
+//!   warns and does not lead.
 //! - [`net`]: long-lived gRPC channels shared by replication and forwarding.
 //! - [`encoding`]: the versioned record encoding of everything on disk.
 //! - [`worker`]: the worker SDK (leases, self-fencing, graceful shutdown),
@@ -53,6 +56,7 @@ pub mod raft;
 pub mod restore;
 pub mod scheduler;
 pub mod store;
+pub mod timekeeper;
 pub mod worker;
 
 /// Generated protobuf types.

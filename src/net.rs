@@ -1,12 +1,16 @@
 //! Long-lived gRPC channels to other nodes, one per address, shared by Raft
 //! replication and by request forwarding. A channel reconnects by itself;
 //! nothing here opens a connection per RPC.
+//!
+//! Also how a failed call is classified ([`classify`]): whether it applied
+//! nothing, may have been applied, or failed for good.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
 
 /// Largest gRPC message drover sends or accepts (a full `ScheduleBatch`, a
 /// Raft append of large entries).
@@ -47,4 +51,103 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
         // within ~2.5 s; requests then fail over instead of hanging.
         .keep_alive_timeout(Duration::from_millis(1500))
         .keep_alive_while_idle(true))
+}
+
+/// Where a failed call failed, which decides whether it may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Certainly not applied: safe to retry anything.
+    NotApplied,
+    /// The request may have been applied: retry only idempotent calls.
+    OutcomeUnknown,
+    /// Retrying will not help (a bad request, a missing task, ...).
+    Final,
+}
+
+/// Metadata key set on statuses generated on this side for a request whose
+/// outcome is unknown (an attempt that timed out).
+const LOCAL_UNKNOWN: &str = "x-drover-outcome-unknown";
+
+/// Mark a locally generated status as "outcome unknown".
+pub fn mark_outcome_unknown(status: &mut Status) {
+    status.metadata_mut().insert(LOCAL_UNKNOWN, tonic::metadata::MetadataValue::from_static("1"));
+}
+
+/// Classify a failed call by its status code and by whether the failure
+/// came from a drover node or from the transport on this side.
+pub fn classify(status: &Status) -> Failure {
+    if status.metadata().contains_key(LOCAL_UNKNOWN) {
+        return Failure::OutcomeUnknown;
+    }
+    // Statuses built from a local transport error carry their source; those
+    // read off the wire from a node do not.
+    if let Some(source) = std::error::Error::source(status) {
+        return if is_connect_failure(source) { Failure::NotApplied } else { Failure::OutcomeUnknown };
+    }
+    match status.code() {
+        // A drover node answers UNAVAILABLE only when nothing was written.
+        Code::Unavailable => Failure::NotApplied,
+        Code::DeadlineExceeded | Code::Aborted | Code::Unknown | Code::Cancelled => Failure::OutcomeUnknown,
+        _ => Failure::Final,
+    }
+}
+
+/// Whether a transport error happened before any request could leave: the
+/// connection was refused, the address did not resolve or is unreachable,
+/// or the connect timed out.
+fn is_connect_failure(mut e: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | NetworkUnreachable | HostUnreachable) {
+                return true;
+            }
+        }
+        // tonic wraps every failure to establish a connection in this type.
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        match e.source() {
+            Some(next) => e = next,
+            None => return false,
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_from_a_node_are_classified_by_code() {
+        assert_eq!(classify(&Status::unavailable("no leader")), Failure::NotApplied);
+        for s in [Status::deadline_exceeded("t"), Status::aborted("a"), Status::unknown("u"), Status::cancelled("c")] {
+            assert_eq!(classify(&s), Failure::OutcomeUnknown, "{s:?}");
+        }
+        for s in [Status::invalid_argument("x"), Status::not_found("x"), Status::internal("x")] {
+            assert_eq!(classify(&s), Failure::Final, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_classified_by_where_they_happened() {
+        // Could not connect: nothing left this process.
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let s = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(classify(&s), Failure::NotApplied);
+        // The connection broke after the request may have left: the same
+        // UNAVAILABLE code, but the outcome is unknown.
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let s = Status::from_error(Box::new(reset));
+        assert_eq!(classify(&s), Failure::OutcomeUnknown, "{s:?}");
+        // A local attempt timeout.
+        let mut s = Status::deadline_exceeded("attempt timed out");
+        mark_outcome_unknown(&mut s);
+        assert_eq!(classify(&s), Failure::OutcomeUnknown);
+        let mut s = Status::unavailable("timed out");
+        mark_outcome_unknown(&mut s);
+        assert_eq!(classify(&s), Failure::OutcomeUnknown, "the mark wins over the code");
+    }
 }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 
 use crate::api::{self, ApiError};
-use crate::clock::ProposerClock;
+use crate::clock::{ProposerClock, WallClock};
 use crate::config::NodeConfig;
 use crate::net::ChannelPool;
 use crate::raft::log_store::LogStore;
@@ -65,6 +65,9 @@ pub struct NodeContext {
     pub admin: Arc<tokio::sync::Mutex<()>>,
     /// A restore from a backup is being imported: client writes wait.
     pub restoring: Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled when the node starts shutting down (after any leadership
+    /// hand-over): nothing new is proposed to Raft after that.
+    pub stopping: CancellationToken,
 }
 
 /// Where a request that needs the leader should go.
@@ -159,11 +162,17 @@ impl RunningNode {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let (scheduler, scheduler_rx) = Scheduler::channel();
+        let shutdown = CancellationToken::new();
         let ctx = NodeContext {
             id: config.id,
             raft: raft.clone(),
             store: TaskStore::new(db.clone()),
-            clock: ProposerClock::new(applied.clone()),
+            clock: ProposerClock::new(
+                config.id,
+                WallClock { skew_ms: config.clock_skew_ms },
+                config.max_clock_offset,
+                applied.clone(),
+            ),
             pool,
             config: config.clone(),
             applied,
@@ -172,6 +181,7 @@ impl RunningNode {
             db: db.clone(),
             admin: Arc::default(),
             restoring: Arc::new(std::sync::atomic::AtomicBool::new(pending_restore.is_some())),
+            stopping: shutdown.clone(),
         };
         if ctx.store.is_retired(ctx.id)? {
             return Err(NodeError::Config(format!(
@@ -180,7 +190,6 @@ impl RunningNode {
             )));
         }
 
-        let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let dispatcher = Dispatcher::new(ctx.clone(), scheduler_rx, scheduler.sender());
         tasks.spawn(dispatcher.run(shutdown.clone()));
@@ -188,8 +197,9 @@ impl RunningNode {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
-            .add_service(RaftService::server(raft.clone(), snapshots, ctx.store.clone()))
+            .add_service(RaftService::server(raft.clone(), snapshots, ctx.index.clone(), shutdown.clone()))
             .add_service(api::scheduler_server(ctx.clone()))
             .add_service(api::cluster_server(ctx.clone()))
             .add_service(api::worker_server(ctx.clone()));
@@ -205,6 +215,16 @@ impl RunningNode {
             }
         });
         tasks.spawn(health::report(ctx.clone(), health_reporter, shutdown.clone()));
+        tasks.spawn(crate::timekeeper::run(
+            ctx.id,
+            raft.clone(),
+            ctx.pool.clone(),
+            ctx.clock.clone(),
+            shutdown.clone(),
+        ));
+        if config.clock_skew_ms != 0 {
+            tracing::warn!(skew_ms = config.clock_skew_ms, "fault injection: this node's wall clock is skewed");
+        }
 
         if config.bootstrap {
             bootstrap(&ctx).await?;
@@ -238,6 +258,18 @@ impl RunningNode {
         self.ctx.db.cancel_all_background_work(true);
         tracing::info!(id = self.ctx.id, "node stopped");
     }
+}
+
+/// tonic answers a request over the message size limit with OUT_OF_RANGE;
+/// gRPC specifies RESOURCE_EXHAUSTED for that (and drover's docs promise
+/// it). Drover's own handlers never return OUT_OF_RANGE, so every such
+/// status is the limit's.
+fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let out_of_range = http::HeaderValue::from_static("11");
+    if response.headers().get("grpc-status") == Some(&out_of_range) {
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// If this node leads, transfer leadership to the most up-to-date other

@@ -28,6 +28,7 @@ impl ClusterService {
     fn node_status(&self) -> Result<pb::NodeStatusResponse, ApiError> {
         let m = self.ctx.raft.metrics().borrow_watched().clone();
         let is_voter = m.membership_config.membership().voter_ids().any(|id| id == self.ctx.id);
+        let reference = self.ctx.clock.reference();
         Ok(pb::NodeStatusResponse {
             id: self.ctx.id,
             role: role_name(m.state, is_voter).to_string(),
@@ -44,6 +45,10 @@ impl ClusterService {
             rss_bytes: crate::node::process_rss_bytes(),
             disk_bytes: dir_size(&self.ctx.config.data_dir),
             snapshot_at_unix_ms: newest_snapshot_ms(&self.ctx.config.data_dir.join("snapshots")),
+            clock_offset_ms: reference.map(|r| r.own_offset_ms()),
+            clock_skewed: reference.is_some_and(|r| crate::timekeeper::is_skewed(&r, self.ctx.clock.max_offset())),
+            replicated_now_unix_ms: self.ctx.clock.now_ms(),
+            max_clock_offset_ms: self.ctx.clock.max_offset().as_millis() as u64,
         })
     }
 
@@ -255,5 +260,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         _request: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
         Ok(Response::new(self.node_status()?))
+    }
+
+    async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
+        Ok(Response::new(pb::ClockResponse { node_id: self.ctx.id, unix_ms: self.ctx.clock.wall().now_ms() }))
     }
 }

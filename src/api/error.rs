@@ -25,6 +25,13 @@ pub enum ApiError {
     /// same idempotency key.
     #[error("{0}")]
     Timeout(String),
+    /// The outcome is unknown because a connection broke with the request
+    /// in flight (not a timeout). Retry with the same idempotency key.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    /// Over a size limit; the message says which.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -63,6 +70,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Timeout(m) => Status::deadline_exceeded(m),
+            ApiError::OutcomeUnknown(m) => Status::aborted(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Internal(m) => Status::internal(m),
             ApiError::Unavailable { message, leader, retry_after_ms } => {
                 let mut status = Status::new(Code::Unavailable, message);

@@ -104,32 +104,43 @@ where
                     // The request may have reached the leader: the outcome is unknown.
                     Err(_) => {
                         return Err(ApiError::Timeout(format!(
-                            "timed out: leader node {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; \
+                            "leader node {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; \
                              the request may or may not have been applied: retry (writes: with the same idempotency key)"
                         ))
                         .into())
                     }
                 };
                 match answer {
-                    Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => true,
-                    // A drover node's own UNAVAILABLE carries its hints: pass it on.
-                    Err(s)
-                        if s.code() == tonic::Code::Unavailable
-                            && s.metadata().get(error::RETRY_AFTER_MS).is_none() =>
-                    {
-                        return Err(ApiError::Unavailable {
-                            message: format!(
-                                "leader node {id} at {addr} is unreachable ({}); retry shortly",
-                                s.message()
-                            ),
-                            leader: None,
-                            retry_after_ms: 500,
+                    Ok(v) => return Ok(v),
+                    Err(s) => match crate::net::classify(&s) {
+                        // Nothing was applied: the leader moved, is electing,
+                        // or could not be connected to. Find it again.
+                        crate::net::Failure::NotApplied if tokio::time::Instant::now() < deadline => true,
+                        crate::net::Failure::NotApplied if std::error::Error::source(&s).is_none() => return Err(s),
+                        crate::net::Failure::NotApplied => {
+                            return Err(ApiError::Unavailable {
+                                message: format!(
+                                    "leader node {id} at {addr} is unreachable ({}); nothing was written; retry shortly",
+                                    s.message()
+                                ),
+                                leader: None,
+                                retry_after_ms: 500,
+                            }
+                            .into());
                         }
-                        .into());
-                    }
-                    other => return other,
+                        // The connection broke with the request in flight:
+                        // the leader may have applied it.
+                        crate::net::Failure::OutcomeUnknown if std::error::Error::source(&s).is_some() => {
+                            return Err(ApiError::OutcomeUnknown(format!(
+                                "the connection to leader node {id} at {addr} broke while the request was in flight ({}); \
+                                 it may or may not have been applied: retry (writes: with the same idempotency key)",
+                                s.message()
+                            ))
+                            .into());
+                        }
+                        _ => return Err(s),
+                    },
                 }
-            }
         };
         if retry {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -161,6 +172,13 @@ pub(crate) fn quorum_silence(ctx: &NodeContext) -> Option<Duration> {
 /// Propose a command on this node (which believes it leads) and wait for
 /// the state machine's reply.
 pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandResponse, ApiError> {
+    if ctx.stopping.is_cancelled() {
+        return Err(ApiError::Unavailable {
+            message: "this node is shutting down; nothing was written".into(),
+            leader: None,
+            retry_after_ms: 200,
+        });
+    }
     if ctx.restoring.load(std::sync::atomic::Ordering::Acquire)
         && !matches!(cmd.operation, crate::store::Operation::Import { .. })
     {

@@ -15,9 +15,6 @@ use crate::pb;
 use crate::pb::worker_message::Msg as In;
 use crate::scheduler::Msg;
 
-/// Messages buffered per worker before the dispatcher considers it stuck.
-const OUTBOUND_BUFFER: usize = 4096;
-
 pub struct WorkerService {
     ctx: NodeContext,
 }
@@ -65,7 +62,7 @@ impl pb::worker_server::Worker for WorkerService {
             None => return Err(Status::invalid_argument("empty stream: send Hello first")),
         };
         check_hello(&hello, &self.ctx)?;
-        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let (tx, rx) = mpsc::channel(self.ctx.config.worker_buffer);
         let (reply_tx, reply_rx) = oneshot::channel();
         let scheduler = self.ctx.scheduler.clone();
         if !scheduler.send(Msg::Connect { hello, tx, reply: reply_tx }).await {

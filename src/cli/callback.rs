@@ -55,7 +55,7 @@ pub async fn run(cli: &Cli, cmd: &CallbackCommand) -> Result<(), CliError> {
             };
             let req = pb::RegisterCallbackRequest { settings: Some(settings) };
             let r = client
-                .call(0, |i| {
+                .call_idempotent(0, |i| {
                     let req = req.clone();
                     let client = &client;
                     async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
@@ -70,7 +70,7 @@ pub async fn run(cli: &Cli, cmd: &CallbackCommand) -> Result<(), CliError> {
         }
         CallbackCommand::List => {
             let r = client
-                .call(0, |i| {
+                .call_idempotent(0, |i| {
                     let client = &client;
                     async move {
                         Ok(client

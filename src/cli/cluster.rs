@@ -100,7 +100,7 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
     let give_up = tokio::time::Instant::now() + timeout;
     loop {
         let s = client
-            .call(0, |i| {
+            .call_idempotent(0, |i| {
                 let client = &client;
                 async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) }
             })
@@ -139,13 +139,24 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
     Ok(())
 }
 
+/// A clock offset for people: "+3ms", "-1.2s", "+1h0m".
+fn format_offset(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "+" };
+    let a = ms.unsigned_abs();
+    match a {
+        0..=9_999 => format!("{sign}{a}ms"),
+        10_000..=3_599_999 => format!("{sign}{:.1}s", a as f64 / 1000.0),
+        _ => format!("{sign}{}h{}m", a / 3_600_000, (a % 3_600_000) / 60_000),
+    }
+}
+
 /// A learner this close to the leader's log counts as caught up.
 const CAUGHT_UP: u64 = 100;
 
 async fn status(cli: &Cli) -> Result<(), CliError> {
     let client = &cli.client();
     let s = client
-        .call(0, |i| {
+        .call_idempotent(0, |i| {
             let client = &client;
             async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) }
         })
@@ -164,6 +175,8 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
                     "committed_index": st.committed_index, "applied_index": st.applied_index,
                     "snapshot_index": st.snapshot_index, "purged_index": st.purged_index,
                     "tasks": st.task_count, "lag": m.lag, "last_contact_ms": m.last_contact_ms,
+                    "clock_offset_ms": if m.reachable { st.clock_offset_ms } else { None },
+                    "clock_skewed": m.reachable && st.clock_skewed,
                     "error": if m.error.is_empty() { None } else { Some(&m.error) },
                 })
             })
@@ -180,8 +193,8 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         s.leader_id, s.term, s.committed_index, s.last_log_index
     );
     println!(
-        "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9}",
-        "ID", "ADDRESS", "VOTER", "ROLE", "TERM", "COMMITTED", "APPLIED", "LAG", "CONTACT"
+        "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10}",
+        "ID", "ADDRESS", "VOTER", "ROLE", "TERM", "COMMITTED", "APPLIED", "LAG", "CONTACT", "CLOCK"
     );
     let mut warnings = Vec::new();
     for m in &s.members {
@@ -190,8 +203,12 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         let known = |v: u64| if m.reachable { v.to_string() } else { "-".into() };
         let lag = m.lag.map(|l| l.to_string()).unwrap_or_else(|| "?".into());
         let contact = m.last_contact_ms.map(|ms| format!("{ms}ms")).unwrap_or_else(|| "-".into());
+        let clock = match st.clock_offset_ms.filter(|_| m.reachable) {
+            Some(ms) => format_offset(ms),
+            None => "?".into(),
+        };
         println!(
-            "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9}",
+            "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10}",
             m.id,
             m.addr,
             if m.voter { "voter" } else { "learner" },
@@ -200,12 +217,21 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
             known(st.committed_index),
             known(st.applied_index),
             lag,
-            contact
+            contact,
+            clock
         );
         if !m.reachable {
             warnings.push(format!("node {} at {} is unreachable: {}", m.id, m.addr, m.error));
         } else if let Some(lag) = m.lag.filter(|l| *l > FAR_BEHIND) {
             warnings.push(format!("node {} is {lag} entries behind the leader", m.id));
+        }
+        if m.reachable && st.clock_skewed {
+            warnings.push(format!(
+                "node {}'s wall clock is {} off the cluster's median (bound {}ms): it does not lead; fix its time source (NTP)",
+                m.id,
+                st.clock_offset_ms.map(format_offset).unwrap_or_default(),
+                st.max_clock_offset_ms
+            ));
         }
     }
     if let Some(ms) = s.quorum_ack_ms.filter(|ms| *ms > STALE_QUORUM_MS) {

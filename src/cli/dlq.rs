@@ -56,7 +56,7 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> Result<(), CliError> {
                 allow_stale: false,
             };
             let r = client
-                .call(0, |i| {
+                .call_idempotent(0, |i| {
                     let req = req.clone();
                     let client = &client;
                     async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }

@@ -123,6 +123,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 500ms, 10s or 5m: {e}"))
 }
 
+/// A signed duration: "+1h", "-90s", "250ms" (positive without a sign), in ms.
+pub fn parse_signed_ms(s: &str) -> Result<i64, String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let d = parse_duration(rest)?;
+    i64::try_from(d.as_millis()).map(|ms| sign * ms).map_err(|_| format!("{s:?} is too large"))
+}
+
 pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{parse_duration, shutdown_signal, CliError};
+use super::{parse_duration, parse_signed_ms, shutdown_signal, CliError};
 use crate::config::{parse_peers, NodeConfig};
 use crate::node::RunningNode;
 
@@ -59,6 +59,15 @@ pub struct ServerArgs {
     /// A waiting task gains one priority level per this much waiting, so low priorities are never starved.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub priority_aging: std::time::Duration,
+    /// Largest offset of this node's wall clock from the cluster's median before it counts as wrong: it then warns and does not lead.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, env = "DROVER_MAX_CLOCK_OFFSET")]
+    pub max_clock_offset: std::time::Duration,
+    /// Fault injection for tests: add this much to every wall-clock read of this node ("+1h", "-30s").
+    #[arg(long, value_parser = parse_signed_ms, allow_hyphen_values = true, hide = true, env = "DROVER_FAULT_CLOCK_SKEW", value_name = "DURATION")]
+    pub fault_clock_skew: Option<i64>,
+    /// Messages buffered per worker stream (tests shrink it to overflow it).
+    #[arg(long, default_value_t = 4096, hide = true)]
+    pub worker_buffer: usize,
 }
 
 impl ServerArgs {
@@ -77,6 +86,9 @@ impl ServerArgs {
         c.raft.logs_to_keep = self.logs_to_keep;
         c.auto_register = self.auto_register;
         c.priority_aging = self.priority_aging;
+        c.worker_buffer = self.worker_buffer;
+        c.max_clock_offset = self.max_clock_offset;
+        c.clock_skew_ms = self.fault_clock_skew.unwrap_or(0);
         c.validate().map_err(CliError)?;
         Ok(c)
     }

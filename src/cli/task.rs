@@ -188,7 +188,7 @@ async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
     let client = cli.client();
     let req = pb::GetTaskRequest { task_id: args.id, allow_stale: args.stale, include_payload: false };
     let t = client
-        .call(0, |i| {
+        .call_idempotent(0, |i| {
             let client = &client;
             async move { Ok(client.scheduler(i)?.get_task(req).await?.into_inner()) }
         })
@@ -272,7 +272,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
         allow_stale: false,
     };
     let r = client
-        .call(0, |i| {
+        .call_idempotent(0, |i| {
             let req = req.clone();
             let client = &client;
             async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }
@@ -287,7 +287,7 @@ async fn cancel(cli: &Cli, id: u64) -> Result<(), CliError> {
     let client = cli.client();
     let r =
         client
-            .call(0, |i| {
+            .call_idempotent(0, |i| {
                 let client = &client;
                 async move {
                     Ok(client.scheduler(i)?.cancel_task(pb::CancelTaskRequest { task_id: id }).await?.into_inner())

@@ -67,25 +67,43 @@ fn range_start(range: &impl RangeBounds<u64>) -> u64 {
     }
 }
 
+/// Run RocksDB work that may take milliseconds (a synced write, a scan, a
+/// write that meets a stall) on a blocking thread, off the async runtime.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, io::Error> + Send + 'static) -> Result<T, io::Error> {
+    tokio::task::spawn_blocking(work).await.map_err(io::Error::other)?
+}
+
+/// The entries at `start..end` (`end` exclusive, `None` for no bound).
+fn read_entries(db: &DB, start: u64, end: Option<u64>) -> Result<Vec<Entry>, io::Error> {
+    let log = cf(db, keys::CF_LOG)?;
+    let from = keys::log_entry(start);
+    let mut out = Vec::new();
+    for item in db.iterator_cf(log, IteratorMode::From(&from, Direction::Forward)) {
+        let (k, v) = item.map_err(StoreError::from)?;
+        let Some(index) = keys::log_index(&k) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed log key"));
+        };
+        if end.is_some_and(|end| index >= end) {
+            break;
+        }
+        out.push(codec::decode_entry(&v)?);
+    }
+    Ok(out)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let log = cf(&self.db, keys::CF_LOG)?;
-        let start = keys::log_entry(range_start(&range));
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(log, IteratorMode::From(&start, Direction::Forward)) {
-            let (k, v) = item.map_err(StoreError::from)?;
-            let Some(index) = keys::log_index(&k) else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed log key"));
-            };
-            if !range.contains(&index) {
-                break;
-            }
-            out.push(codec::decode_entry(&v)?);
-        }
-        Ok(out)
+        let start = range_start(&range);
+        let end = match range.end_bound() {
+            Bound::Included(&n) => Some(n.saturating_add(1)),
+            Bound::Excluded(&n) => Some(n),
+            Bound::Unbounded => None,
+        };
+        let db = self.db.clone();
+        blocking(move || read_entries(&db, start, end)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -111,12 +129,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
-        let meta = cf(&self.db, keys::CF_META)?;
-        // Durable on return: synced write.
-        self.db.put_cf_opt(meta, keys::META_VOTE, codec::encode_vote(vote), &synced).map_err(StoreError::from)?;
-        Ok(())
+        let db = self.db.clone();
+        let value = codec::encode_vote(vote);
+        blocking(move || {
+            let mut synced = WriteOptions::default();
+            synced.set_sync(true);
+            let meta = cf(&db, keys::CF_META)?;
+            // Durable on return: synced write.
+            db.put_cf_opt(meta, keys::META_VOTE, value, &synced).map_err(StoreError::from)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -148,9 +171,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(log, keys::log_entry(entry.log_id.index), codec::encode_entry(&entry));
         }
-        // Readable now, not yet durable: the flusher syncs the WAL before it
-        // fires the callback.
-        self.db.write(batch).map_err(StoreError::from)?;
+        let db = self.db.clone();
+        // Readable once this returns, not yet durable: the flusher syncs the
+        // WAL before it fires the callback.
+        blocking(move || db.write(batch).map_err(|e| StoreError::from(e).into())).await?;
         self.flusher.submit(callback)
     }
 
@@ -173,8 +197,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // last_purged first, then the delete, in one atomic batch.
         batch.put_cf(meta, keys::META_LAST_PURGED, codec::encode_log_id(&log_id));
         batch.delete_range_cf(log, keys::log_entry(0), keys::log_entry(log_id.index + 1));
-        self.db.write(batch).map_err(StoreError::from)?;
-        Ok(())
+        let db = self.db.clone();
+        blocking(move || db.write(batch).map_err(|e| StoreError::from(e).into())).await
     }
 }
 

@@ -9,18 +9,28 @@ use super::snapshot::{decode_meta, SnapshotDir, SnapshotFile};
 use super::{Raft, Snapshot, Vote};
 use crate::pb::raft::raft_server::RaftServer;
 use crate::pb::raft::{RaftMessage, SnapshotChunk};
-use crate::store::TaskStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::index::{self, SharedIndex};
 
 pub struct RaftService {
     raft: Raft,
     snapshots: SnapshotDir,
-    /// To refuse traffic from removed (retired) nodes.
-    store: TaskStore,
+    /// To refuse traffic from removed (retired) nodes, from memory.
+    index: SharedIndex,
+    /// Cancelled when the node starts shutting down: RPCs are then refused
+    /// before they reach a Raft core that may have stopped.
+    stopping: CancellationToken,
 }
 
 impl RaftService {
-    pub fn server(raft: Raft, snapshots: SnapshotDir, store: TaskStore) -> RaftServer<Self> {
-        RaftServer::new(RaftService { raft, snapshots, store })
+    pub fn server(
+        raft: Raft,
+        snapshots: SnapshotDir,
+        index: SharedIndex,
+        stopping: CancellationToken,
+    ) -> RaftServer<Self> {
+        RaftServer::new(RaftService { raft, snapshots, index, stopping })
             .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
     }
@@ -34,11 +44,15 @@ fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Res
 impl RaftService {
     /// A removed node takes no part in the cluster: its votes and appends
     /// are refused.
-    fn refuse_retired(&self, from: u64) -> Result<(), Status> {
-        match self.store.is_retired(from) {
-            Ok(true) => Err(Status::permission_denied(format!("node {from} was removed from this cluster"))),
-            _ => Ok(()),
+    /// A node that is shutting down takes none either.
+    fn admit(&self, from: u64) -> Result<(), Status> {
+        if self.stopping.is_cancelled() {
+            return Err(Status::unavailable("this node is shutting down"));
         }
+        if index::lock(&self.index).is_retired(from) {
+            return Err(Status::permission_denied(format!("node {from} was removed from this cluster")));
+        }
+        Ok(())
     }
 }
 
@@ -51,26 +65,28 @@ impl crate::pb::raft::raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req: openraft::raft::AppendEntriesRequest<super::TypeConfig> =
             decode(&request.into_inner().data).map_err(bad_request)?;
-        self.refuse_retired(req.vote.leader_id.node_id)?;
+        self.admit(req.vote.leader_id.node_id)?;
         reply(self.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req: openraft::raft::VoteRequest<super::TypeConfig> =
             decode(&request.into_inner().data).map_err(bad_request)?;
-        self.refuse_retired(req.vote.leader_id.node_id)?;
+        self.admit(req.vote.leader_id.node_id)?;
         reply(self.raft.vote(req).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req: openraft::raft::VoteRequest<super::TypeConfig> =
             decode(&request.into_inner().data).map_err(bad_request)?;
-        self.refuse_retired(req.vote.leader_id.node_id)?;
+        self.admit(req.vote.leader_id.node_id)?;
         reply(self.raft.pre_vote(req).await)
     }
 
     async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: openraft::raft::TransferLeaderRequest<super::TypeConfig> =
+            decode(&request.into_inner().data).map_err(bad_request)?;
+        self.admit(req.from_leader().leader_id.node_id)?;
         reply(self.raft.handle_transfer_leader(req).await)
     }
 
@@ -84,6 +100,7 @@ impl crate::pb::raft::raft_server::Raft for RaftService {
             None => return Err(Status::invalid_argument("empty snapshot stream")),
         };
         let (vote, meta_bytes): (Vote, Vec<u8>) = decode(&first.header).map_err(bad_request)?;
+        self.admit(vote.leader_id.node_id)?;
         let meta = decode_meta(&meta_bytes).map_err(bad_request)?;
         let path = self.snapshots.temp_path();
         let received = async {

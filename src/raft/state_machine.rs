@@ -15,16 +15,21 @@ use rocksdb::DB;
 use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotDir, SnapshotFile};
-use super::{codec, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::{codec, Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::store::index::{self, LiveIndex, SharedIndex};
 use crate::store::{cf, keys, Applier, ApplyBatch, CommandResponse, StoreError};
 
 /// What the rest of the node learns from apply: the replicated clock and the
 /// applied index, published after each batch is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
     pub index: u64,
+    /// Replicated time as of that index.
     pub now_ms: u64,
+    /// When this node applied it (its monotonic clock). The stamp was made
+    /// no later, so `now_ms` plus the time since is a lower bound on
+    /// replicated time now.
+    pub at: std::time::Instant,
 }
 
 /// The state machine. Owned by openraft's state-machine worker.
@@ -47,7 +52,7 @@ impl StateMachine {
         let applier = Applier::load(&db)?;
         let live = Arc::new(std::sync::Mutex::new(LiveIndex::load(&db)?));
         let applied = read_last_applied(&db)?.map(|l| l.index).unwrap_or(0);
-        let (applied_tx, applied_rx) = watch::channel(Applied { index: applied, now_ms: applier.now_ms });
+        let (applied_tx, applied_rx) = watch::channel(Applied { index: applied, now_ms: applier.now_ms, at: std::time::Instant::now() });
         Ok((StateMachine { db, applier, index: live, snapshots, applied_tx }, applied_rx))
     }
 
@@ -59,52 +64,96 @@ impl StateMachine {
 
 type Reply = (openraft::storage::ApplyResponder<TypeConfig>, CommandResponse);
 
+/// What one applied batch changed, once it is written.
+struct Written {
+    applier: Applier,
+    replies: Vec<(usize, CommandResponse)>,
+    index_ops: Vec<crate::store::IndexOp>,
+    /// Set after an import: the live index rebuilt from disk.
+    reloaded: Option<LiveIndex>,
+    last_applied: LogId,
+}
+
+/// Apply a run of entries as one write batch and write it. Runs on a
+/// blocking thread: it reads and writes RocksDB.
+fn apply_entries(db: &DB, mut applier: Applier, entries: &[Entry]) -> Result<Written, io::Error> {
+    let Some(last_applied) = entries.last().map(|e| e.log_id) else {
+        return Err(io::Error::other("apply called with no entries"));
+    };
+    let mut batch = ApplyBatch::new(db);
+    let mut replies = Vec::with_capacity(entries.len());
+    let mut membership = None;
+    for (i, entry) in entries.iter().enumerate() {
+        let response = match &entry.payload {
+            EntryPayload::Blank => CommandResponse::None,
+            EntryPayload::Normal(cmd) => applier.apply(&mut batch, entry.log_id.index, cmd)?,
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                CommandResponse::None
+            }
+        };
+        replies.push((i, response));
+    }
+    applier.write_counters(&mut batch)?;
+    batch.put(keys::SM_LAST_APPLIED, &codec::encode_log_id(&last_applied))?;
+    if let Some(m) = &membership {
+        batch.put(keys::SM_MEMBERSHIP, &codec::encode_stored_membership(m))?;
+    }
+    let (write_batch, index_ops, reload_index) = batch.finish()?;
+    // Not synced on purpose: these entries are already durable in the
+    // log, and the shared WAL orders this batch after them. After a
+    // crash the node re-applies from the persisted last-applied.
+    db.write(write_batch).map_err(StoreError::from)?;
+    let reloaded = if reload_index { Some(LiveIndex::load(db)?) } else { None };
+    Ok(Written { applier, replies, index_ops, reloaded, last_applied })
+}
+
 impl StateMachine {
-    /// Apply a run of entries as one write batch; return the replies to
-    /// send once it is written.
-    fn apply_batch(&mut self, items: Vec<EntryResponder<TypeConfig>>) -> Result<Vec<Reply>, io::Error> {
-        let Some(last_applied) = items.last().map(|(e, _)| e.log_id) else { return Ok(Vec::new()) };
+    /// Tell the node what has been applied. The instant moves only when
+    /// replicated time does: it marks when this node first saw that time.
+    fn publish(&self, index: u64) {
+        let now_ms = self.applier.now_ms;
+        self.applied_tx.send_modify(|a| {
+            if now_ms != a.now_ms {
+                a.at = std::time::Instant::now();
+            }
+            a.index = index;
+            a.now_ms = now_ms;
+        });
+    }
+
+    /// Apply a run of entries: RocksDB work on a blocking thread, then the
+    /// live index updated under its lock (memory only, no I/O), then the
+    /// applied watch. Returns the replies to send.
+    async fn apply_batch(&mut self, items: Vec<EntryResponder<TypeConfig>>) -> Result<Vec<Reply>, io::Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (entries, mut responders): (Vec<Entry>, Vec<_>) = items.into_iter().unzip();
         let db = self.db.clone();
-        let shared = self.index.clone();
-        // Apply reads the index (callbacks) and changes it only after the
-        // batch is written; holding the lock keeps readers consistent.
-        let mut live = index::lock(&shared);
-        let mut batch = ApplyBatch::new(&db, &live);
-        let mut replies = Vec::new();
-        let mut membership = None;
-        for (entry, responder) in items {
-            let response = match &entry.payload {
-                EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(cmd) => self.applier.apply(&mut batch, entry.log_id.index, cmd)?,
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    CommandResponse::None
+        // Moved out and back: an error here is fatal to Raft anyway.
+        let applier = std::mem::take(&mut self.applier);
+        let written = tokio::task::spawn_blocking(move || apply_entries(&db, applier, &entries))
+            .await
+            .map_err(io::Error::other)??;
+        self.applier = written.applier;
+        {
+            let mut live = index::lock(&self.index);
+            match written.reloaded {
+                Some(fresh) => *live = fresh,
+                None => {
+                    for op in written.index_ops {
+                        live.apply(op);
+                    }
                 }
-            };
-            if let Some(responder) = responder {
-                replies.push((responder, response));
             }
         }
-        self.applier.write_counters(&mut batch)?;
-        batch.put(keys::SM_LAST_APPLIED, &codec::encode_log_id(&last_applied))?;
-        if let Some(m) = &membership {
-            batch.put(keys::SM_MEMBERSHIP, &codec::encode_stored_membership(m))?;
-        }
-        let (write_batch, index_ops, reload_index) = batch.finish()?;
-        // Not synced on purpose: these entries are already durable in the
-        // log, and the shared WAL orders this batch after them. After a
-        // crash the node re-applies from the persisted last-applied.
-        db.write(write_batch).map_err(StoreError::from)?;
-        if reload_index {
-            *live = LiveIndex::load(&db)?;
-        } else {
-            for op in index_ops {
-                live.apply(op);
-            }
-        }
-        drop(live);
-        self.applied_tx.send_replace(Applied { index: last_applied.index, now_ms: self.applier.now_ms });
-        Ok(replies)
+        self.publish(written.last_applied.index);
+        Ok(written
+            .replies
+            .into_iter()
+            .filter_map(|(i, response)| responders.get_mut(i).and_then(Option::take).map(|r| (r, response)))
+            .collect())
     }
 }
 
@@ -138,7 +187,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.try_next().await? {
             items.push(item);
         }
-        let replies = self.apply_batch(items)?;
+        let replies = self.apply_batch(items).await?;
         for (responder, response) in replies {
             responder.send(response);
         }
@@ -167,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applier = applier;
         *index::lock(&self.index) = live;
         let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
-        self.applied_tx.send_replace(Applied { index, now_ms: self.applier.now_ms });
+        self.publish(index);
         tracing::info!(index, "installed snapshot");
         Ok(())
     }

@@ -44,7 +44,16 @@ pub struct Planned {
 
 /// Results of proposals, sent back to the actor.
 pub enum Proposal {
-    Assigned { planned: Vec<Planned>, result: Result<Vec<Result<Leased, Rejection>>, String> },
+    /// An `Assign` was proposed for `planned` (whose payloads were read
+    /// before proposing); `dropped` were planned but not proposed (their row
+    /// or payload could not be read).
+    Assigned {
+        planned: Vec<Planned>,
+        payloads: Vec<Vec<u8>>,
+        dropped: Vec<Planned>,
+        result: Result<Vec<Result<Leased, Rejection>>, String>,
+    },
+    Released { items: Vec<(u64, u64)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
     Completed { batch: Vec<(SessionId, Completion)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
     Expired { items: Vec<(u64, u64)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
 }
@@ -343,7 +352,19 @@ impl Dispatcher {
 
     fn proposed(&mut self, p: Proposal) {
         match p {
-            Proposal::Assigned { planned, result } => self.assigned(planned, result),
+            Proposal::Assigned { planned, payloads, dropped, result } => {
+                self.assigned(planned, payloads, dropped, result)
+            }
+            Proposal::Released { items, result } => {
+                let results = result.unwrap_or_default();
+                for (i, (task_id, token)) in items.into_iter().enumerate() {
+                    self.expiring.remove(&task_id);
+                    if let Some(Ok(state)) = results.get(i) {
+                        tracing::info!(task_id, token, state = state.name(), "undelivered assignment released");
+                        self.drop_lease(task_id);
+                    }
+                }
+            }
             Proposal::Completed { batch, result } => {
                 self.completing = false;
                 let results = match result {
@@ -411,9 +432,15 @@ impl Dispatcher {
         }
     }
 
-    fn assigned(&mut self, planned: Vec<Planned>, result: Result<Vec<Result<Leased, Rejection>>, String>) {
+    fn assigned(
+        &mut self,
+        planned: Vec<Planned>,
+        payloads: Vec<Vec<u8>>,
+        dropped: Vec<Planned>,
+        result: Result<Vec<Result<Leased, Rejection>>, String>,
+    ) {
         self.assigning = false;
-        for p in &planned {
+        for p in planned.iter().chain(&dropped) {
             self.claimed.remove(&p.task_id);
             if let Some(s) = self.sessions.get_mut(&p.session) {
                 if let Some(r) = s.reserved.get_mut(&p.callback) {
@@ -430,7 +457,8 @@ impl Dispatcher {
             }
         };
         let now = Instant::now();
-        for (p, r) in planned.into_iter().zip(results) {
+        let mut undelivered = Vec::new();
+        for ((p, r), payload) in planned.into_iter().zip(results).zip(payloads) {
             let leased = match r {
                 Ok(l) => l,
                 Err(rej) => {
@@ -445,33 +473,54 @@ impl Dispatcher {
                 Lease {
                     token: leased.fencing_token,
                     callback: p.callback.clone(),
-                    session: Some(p.session),
+                    session: None,
                     lease: p.lease,
                     deadline: now + p.lease + lease_grace(p.lease),
                     timeout_at: now + p.timeout + lease_grace(p.lease),
                     cancel_sent: false,
                 },
             );
-            let payload = match self.ctx.store.payload(p.task_id) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => Vec::new(),
-                Err(e) => {
-                    tracing::error!(task_id = p.task_id, error = %e, "reading payload; the lease will expire and the task re-run");
-                    continue;
-                }
-            };
-            let Some(s) = self.sessions.get_mut(&p.session) else { continue };
-            s.holds(&p.callback, p.task_id);
-            s.send(Out::Assignment(pb::Assignment {
+            let assignment = pb::Assignment {
                 task_id: p.task_id,
-                callback: p.callback,
+                callback: p.callback.clone(),
                 payload,
                 attempt: leased.attempt,
                 fencing_token: leased.fencing_token,
                 lease_ms: p.lease.as_millis() as u64,
                 timeout_ms: p.timeout.as_millis() as u64,
                 priority: u32::from(p.priority),
-            }));
+            };
+            let delivered = match self.sessions.get_mut(&p.session) {
+                Some(s) if s.send(Out::Assignment(assignment)) => {
+                    s.holds(&p.callback, p.task_id);
+                    true
+                }
+                _ => false,
+            };
+            if delivered {
+                if let Some(lease) = self.leases.get_mut(&p.task_id) {
+                    lease.session = Some(p.session);
+                }
+            } else {
+                // The worker's stream is full or gone: it never got the task.
+                // Release it now rather than let the lease lapse and count an
+                // attempt that never ran. If the release does not commit,
+                // the lease expires as usual.
+                undelivered.push(Expiry {
+                    task_id: p.task_id,
+                    fencing_token: leased.fencing_token,
+                    reason: "the assignment could not be delivered to its worker".into(),
+                });
+            }
+        }
+        if !undelivered.is_empty() {
+            tracing::info!(tasks = undelivered.len(), "releasing assignments that could not be delivered");
+            let items: Vec<(u64, u64)> = undelivered.iter().map(|e| (e.task_id, e.fencing_token)).collect();
+            self.expiring.extend(items.iter().map(|(id, _)| *id));
+            self.spawn_proposal(Operation::Release { leases: undelivered }, move |r| Proposal::Released {
+                items,
+                result: transitions(r),
+            });
         }
     }
 
@@ -589,32 +638,22 @@ impl Dispatcher {
         if planned.is_empty() {
             return;
         }
-        let mut assignments = Vec::with_capacity(planned.len());
-        planned.retain(|p| match self.ctx.store.get(p.task_id) {
-            Ok(Some(t)) => {
-                let worker = self.sessions.get(&p.session).map(|s| s.worker_id.clone()).unwrap_or_default();
-                assignments.push(crate::store::Assignment { task_id: p.task_id, worker, attempts_seen: t.attempts });
-                true
-            }
-            _ => false,
-        });
         for p in &planned {
             self.claimed.insert(p.task_id);
             if let Some(s) = self.sessions.get_mut(&p.session) {
                 *s.reserved.entry(p.callback.clone()).or_default() += 1;
             }
         }
-        if planned.is_empty() {
-            return;
-        }
+        let workers: Vec<String> = planned
+            .iter()
+            .map(|p| self.sessions.get(&p.session).map(|s| s.worker_id.clone()).unwrap_or_default())
+            .collect();
         self.assigning = true;
-        self.spawn_proposal(Operation::Assign { assignments }, move |r| Proposal::Assigned {
-            planned,
-            result: match r {
-                Ok(CommandResponse::Assigned(v)) => Ok(v),
-                Ok(other) => Err(format!("unexpected reply {other}")),
-                Err(e) => Err(e),
-            },
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let proposal = propose_assignments(ctx, planned, workers).await;
+            let _ = tx.send(Msg::Proposed(proposal)).await;
         });
     }
 
@@ -637,6 +676,50 @@ impl Dispatcher {
         }
         wake
     }
+}
+
+/// Read the rows (attempt counts) and payloads of planned tasks off the
+/// async runtime, then propose one `Assign` for those that could be read.
+async fn propose_assignments(ctx: NodeContext, planned: Vec<Planned>, workers: Vec<String>) -> Proposal {
+    let store = ctx.store.clone();
+    let ids: Vec<u64> = planned.iter().map(|p| p.task_id).collect();
+    let n = ids.len();
+    let read = tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .map(|id| match (store.get(id), store.payload(id)) {
+                (Ok(Some(t)), Ok(payload)) => Some((t.attempts, payload.unwrap_or_default())),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(task_id = id, error = %e, "reading a task to assign; it stays pending");
+                    None
+                }
+                (Ok(None), _) => None,
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|_| vec![None; n]);
+    let (mut kept, mut payloads, mut dropped, mut assignments) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((p, worker), row) in planned.into_iter().zip(workers).zip(read) {
+        match row {
+            Some((attempts_seen, payload)) => {
+                assignments.push(crate::store::Assignment { task_id: p.task_id, worker, attempts_seen });
+                payloads.push(payload);
+                kept.push(p);
+            }
+            None => dropped.push(p),
+        }
+    }
+    let result = if assignments.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let cmd = Command { stamped_at_ms: ctx.clock.stamp(), operation: Operation::Assign { assignments } };
+        match propose(&ctx, cmd).await {
+            Ok(CommandResponse::Assigned(v)) => Ok(v),
+            Ok(other) => Err(format!("unexpected reply {other}")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    Proposal::Assigned { planned: kept, payloads, dropped, result }
 }
 
 fn new_lease(rt: &RunningTask, from: Instant, index: &index::LiveIndex) -> Lease {

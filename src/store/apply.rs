@@ -3,7 +3,7 @@
 //! never fails on business grounds: a command that does not apply says why
 //! in its reply and changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 
@@ -19,7 +19,7 @@ pub const MAX_RESULT_BYTES: usize = 1 << 20;
 /// Longest error message kept per task, bytes.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
-/// The apply-side counters of the state machine, rebuilt from disk on start
+/// The apply-side state of the state machine, rebuilt from disk on start
 /// ([`Applier::load`]) and written back with each batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applier {
@@ -27,20 +27,30 @@ pub struct Applier {
     pub now_ms: u64,
     pub next_task_id: u64,
     pub task_count: u64,
+    /// Every callback's settings. Apply owns this copy, so that it never
+    /// reads the scheduler's live index (which changes only after a batch
+    /// is written) and never holds its lock.
+    pub callbacks: BTreeMap<String, CallbackConfig>,
 }
 
-/// Pending writes of one applied batch. Reads during apply go through it,
-/// so a command sees the effects of earlier commands in the same batch.
+/// Pending writes of one applied batch.
+///
+/// **Every read made during apply goes through this batch**, so that a
+/// command sees exactly what the commands before it wrote, whether they were
+/// in this batch or an earlier one: otherwise replicas that cut the log into
+/// different batches would diverge. The only reads of RocksDB are in
+/// [`ApplyBatch::task`], [`ApplyBatch::idempotent_task`] and
+/// [`ApplyBatch::dead_ids`], and each consults the overlay of this batch
+/// first. Keys that apply never reads back (payloads, results, queue and
+/// by-state index entries, retired ids) go straight into the write batch.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
-    index: &'a LiveIndex,
     batch: WriteBatch,
-    /// Rows changed in this batch, written once at the end.
-    tasks: HashMap<u64, Task>,
-    idempotency: HashMap<Vec<u8>, u64>,
-    callbacks: HashMap<String, CallbackConfig>,
-    /// Rows purged in this batch.
-    deleted: std::collections::HashSet<u64>,
+    /// Task rows changed in this batch (`None`: deleted), written at the end.
+    tasks: HashMap<u64, Option<Task>>,
+    /// Idempotency keys changed in this batch (`None`: deleted), written at
+    /// the end.
+    idempotency: HashMap<Vec<u8>, Option<u64>>,
     /// Index changes, applied after the write succeeds.
     pub index_ops: Vec<IndexOp>,
     /// Raw records were imported: rebuild the live index from disk.
@@ -48,33 +58,33 @@ pub struct ApplyBatch<'a> {
 }
 
 impl<'a> ApplyBatch<'a> {
-    pub fn new(db: &'a DB, index: &'a LiveIndex) -> Self {
+    pub fn new(db: &'a DB) -> Self {
         ApplyBatch {
             db,
-            index,
             batch: WriteBatch::default(),
             tasks: HashMap::new(),
             idempotency: HashMap::new(),
-            callbacks: HashMap::new(),
-            deleted: Default::default(),
             index_ops: Vec::new(),
             reload_index: false,
         }
     }
 
+    /// Write a key that apply never reads back.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.batch.put_cf(cf(self.db, keys::CF_SM)?, key, value);
         Ok(())
     }
 
+    /// Delete a key that apply never reads back.
     fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.batch.delete_cf(cf(self.db, keys::CF_SM)?, key);
         Ok(())
     }
 
+    /// The task an idempotency key names, as of the commands applied so far.
     fn idempotent_task(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         if let Some(id) = self.idempotency.get(key) {
-            return Ok(Some(*id));
+            return Ok(*id);
         }
         match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, key)? {
             Some(v) => Ok(Some(encoding::decode(&v)?)),
@@ -82,12 +92,14 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
+    fn set_idempotency(&mut self, key: Vec<u8>, id: Option<u64>) {
+        self.idempotency.insert(key, id);
+    }
+
+    /// A task row, as of the commands applied so far.
     fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
-        if self.deleted.contains(&id) {
-            return Ok(None);
-        }
         if let Some(t) = self.tasks.get(&id) {
-            return Ok(Some(t.clone()));
+            return Ok(t.clone());
         }
         match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, keys::task(id))? {
             Some(v) => Ok(Some(encoding::decode(&v)?)),
@@ -95,8 +107,24 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
-    fn callback(&self, name: &str) -> Option<CallbackConfig> {
-        self.callbacks.get(name).or_else(|| self.index.callback(name)).cloned()
+    /// Ids of tasks that may be dead, in id order: those in the on-disk
+    /// by-state index plus those this batch changed. Callers check each
+    /// with [`ApplyBatch::task`], which sees this batch's changes.
+    fn dead_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let sm = cf(self.db, keys::CF_SM)?;
+        let prefix = keys::by_state_prefix(TaskState::Dead.code());
+        let mut ids = std::collections::BTreeSet::new();
+        for item in self.db.prefix_iterator_cf(sm, prefix) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(id) = keys::by_state_id(&k) {
+                ids.insert(id);
+            }
+        }
+        ids.extend(self.tasks.iter().filter(|(_, t)| t.as_ref().is_some_and(|t| t.state == TaskState::Dead)).map(|(id, _)| *id));
+        Ok(ids.into_iter().collect())
     }
 
     /// Record a task's new row, keeping the by-state and pending indexes in
@@ -131,7 +159,28 @@ impl<'a> ApplyBatch<'a> {
         } else if was_running {
             self.index_ops.push(IndexOp::RemoveRunning { id: after.id });
         }
-        self.tasks.insert(after.id, after);
+        self.tasks.insert(after.id, Some(after));
+        Ok(())
+    }
+
+    /// Delete a task with everything that refers to it.
+    fn remove(&mut self, t: &Task) -> Result<(), StoreError> {
+        self.delete(&keys::payload(t.id))?;
+        self.delete(&keys::result(t.id))?;
+        if t.state.has_state_index() {
+            self.delete(&keys::by_state(t.state.code(), t.id))?;
+        }
+        if t.state.is_pending() {
+            self.delete(&keys::pending(&t.callback, t.priority, t.run_at_ms, t.id))?;
+            self.index_ops.push(IndexOp::remove_pending(t));
+        }
+        if t.state == TaskState::Running {
+            self.index_ops.push(IndexOp::RemoveRunning { id: t.id });
+        }
+        if let Some(key) = &t.idempotency_key {
+            self.set_idempotency(keys::idempotency(&t.callback, key), None);
+        }
+        self.tasks.insert(t.id, None);
         Ok(())
     }
 
@@ -139,10 +188,34 @@ impl<'a> ApplyBatch<'a> {
     pub fn finish(mut self) -> Result<(WriteBatch, Vec<IndexOp>, bool), StoreError> {
         let sm = cf(self.db, keys::CF_SM)?;
         for (id, task) in &self.tasks {
-            self.batch.put_cf(sm, keys::task(*id), encoding::encode(task));
+            match task {
+                Some(task) => self.batch.put_cf(sm, keys::task(*id), encoding::encode(task)),
+                None => self.batch.delete_cf(sm, keys::task(*id)),
+            }
+        }
+        for (key, id) in &self.idempotency {
+            match id {
+                Some(id) => self.batch.put_cf(sm, key, encoding::encode(id)),
+                None => self.batch.delete_cf(sm, key),
+            }
         }
         Ok((self.batch, self.index_ops, self.reload_index))
     }
+}
+
+/// Every callback's settings, from disk.
+fn load_callbacks(db: &DB) -> Result<BTreeMap<String, CallbackConfig>, StoreError> {
+    let sm = cf(db, keys::CF_SM)?;
+    let mut out = BTreeMap::new();
+    for item in db.prefix_iterator_cf(sm, keys::CALLBACK_PREFIX) {
+        let (k, v) = item?;
+        if !k.starts_with(&keys::CALLBACK_PREFIX) {
+            break;
+        }
+        let config: CallbackConfig = encoding::decode(&v)?;
+        out.insert(config.name.clone(), config);
+    }
+    Ok(out)
 }
 
 fn clip(mut s: String, max: usize) -> String {
@@ -156,6 +229,17 @@ fn clip(mut s: String, max: usize) -> String {
     s
 }
 
+/// Whether a task that ended in `state` is what a completion with
+/// `outcome` under the same token would have produced.
+fn repeats(outcome: &Outcome, state: TaskState) -> bool {
+    match outcome {
+        _ if state == TaskState::Cancelled => true,
+        Outcome::Success { .. } => state == TaskState::Succeeded,
+        Outcome::Fatal { .. } => state == TaskState::Failed,
+        Outcome::Retry { .. } | Outcome::Cancelled => matches!(state, TaskState::RetryWait | TaskState::Dead),
+    }
+}
+
 fn not_found(id: u64) -> Rejection {
     Rejection::NotFound(format!("task {id} does not exist"))
 }
@@ -167,6 +251,7 @@ impl Applier {
             now_ms: get_u64(db, keys::SM_NOW)?,
             next_task_id: get_u64(db, keys::SM_NEXT_TASK_ID)?.max(1),
             task_count: get_u64(db, keys::SM_TASK_COUNT)?,
+            callbacks: load_callbacks(db)?,
         })
     }
 
@@ -191,9 +276,14 @@ impl Applier {
             Operation::Purge { target } => self.purge(b, target),
             Operation::RetireNode { node_id } => {
                 b.put(&keys::retired(*node_id), &[])?;
+                b.index_ops.push(IndexOp::Retire { node_id: *node_id });
                 Ok(CommandResponse::None)
             }
             Operation::Import { records } => self.import(b, records),
+            Operation::Release { leases } => {
+                let results = leases.iter().map(|e| self.release(b, e)).collect::<Result<_, _>>()?;
+                Ok(CommandResponse::Transitioned(results))
+            }
         }
     }
 
@@ -215,6 +305,22 @@ impl Applier {
                 self.next_task_id = self.next_task_id.max(encoding::decode(v)?);
             } else if k == keys::SM_TASK_COUNT {
                 self.task_count = encoding::decode(v)?;
+            } else if let Some(id) = keys::task_id(k) {
+                // Rows, keys and callbacks go through the batch's overlay, so
+                // that later commands in the same batch read them.
+                let task: Task = encoding::decode(v)?;
+                if task.id != id {
+                    return Ok(CommandResponse::Rejected(Rejection::InvalidArgument(format!(
+                        "imported row {id} holds task {}",
+                        task.id
+                    ))));
+                }
+                b.tasks.insert(id, Some(task));
+            } else if keys::is_idempotency(k) {
+                b.set_idempotency(k.to_vec(), Some(encoding::decode(v)?));
+            } else if keys::is_callback(k) {
+                let config: CallbackConfig = encoding::decode(v)?;
+                self.callbacks.insert(config.name.clone(), config);
             } else {
                 b.put(k, v)?;
             }
@@ -232,7 +338,7 @@ impl Applier {
     ) -> Result<CommandResponse, StoreError> {
         // All or nothing: check every callback first.
         for new in tasks {
-            if b.callback(&new.callback).is_none() {
+            if !self.callbacks.contains_key(&new.callback) {
                 if !auto_register {
                     return Ok(CommandResponse::Rejected(Rejection::NotFound(format!(
                         "callback {:?} is not registered: run `drover callback register {}` first",
@@ -277,7 +383,7 @@ impl Applier {
             b.save(None, task)?;
             if let Some(key) = idem_key {
                 b.put(&key, &encoding::encode(&id))?;
-                b.idempotency.insert(key, id);
+                b.set_idempotency(key, Some(id));
             }
             outcomes.push(ScheduleOutcome { task_id: id, created: true });
         }
@@ -288,9 +394,9 @@ impl Applier {
         if let Err(e) = config.validate() {
             return Ok(CommandResponse::Rejected(Rejection::InvalidArgument(e)));
         }
-        let created = b.callback(&config.name).is_none();
+        let created = !self.callbacks.contains_key(&config.name);
         b.put(&keys::callback(&config.name), &encoding::encode(config))?;
-        b.callbacks.insert(config.name.clone(), config.clone());
+        self.callbacks.insert(config.name.clone(), config.clone());
         b.index_ops.push(IndexOp::PutCallback(config.clone()));
         Ok(CommandResponse::CallbackRegistered { created })
     }
@@ -343,7 +449,7 @@ impl Applier {
 
     /// Move a failed attempt to retry-wait, or to dead when out of attempts.
     fn fail_retriable(&self, b: &ApplyBatch<'_>, t: &mut Task, error: String, floor_ms: u64) {
-        let config = b.callback(&t.callback).unwrap_or_else(|| CallbackConfig::with_defaults(t.callback.clone()));
+        let config = self.callbacks.get(&t.callback).cloned().unwrap_or_else(|| CallbackConfig::with_defaults(t.callback.clone()));
         t.last_error = Some(clip(error, MAX_ERROR_BYTES));
         if t.attempts >= config.max_attempts {
             t.transition(TaskState::Dead, self.now_ms);
@@ -358,7 +464,17 @@ impl Applier {
     fn complete(&mut self, b: &mut ApplyBatch<'_>, c: &Completion) -> Result<Result<TaskState, Rejection>, StoreError> {
         let before = match Self::running_with_token(b, c.task_id, c.fencing_token)? {
             Ok(t) => t,
-            Err(r) => return Ok(Err(r)),
+            Err(r) => {
+                // A worker whose completion was applied but whose ack was
+                // lost sends it again: the same outcome under the same token
+                // is accepted, and changes nothing.
+                if let Some(t) = b.task(c.task_id)?.filter(|t| t.fencing_token == c.fencing_token) {
+                    if repeats(&c.outcome, t.state) {
+                        return Ok(Ok(t.state));
+                    }
+                }
+                return Ok(Err(r));
+            }
         };
         let mut t = before.clone();
         match &c.outcome {
@@ -400,9 +516,32 @@ impl Applier {
         Ok(Ok(state))
     }
 
+    /// An assignment that never reached its worker: back to pending, the
+    /// attempt not counted.
+    fn release(&mut self, b: &mut ApplyBatch<'_>, e: &Expiry) -> Result<Result<TaskState, Rejection>, StoreError> {
+        let before = match Self::running_with_token(b, e.task_id, e.fencing_token)? {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
+        let mut t = before.clone();
+        if t.cancel_requested {
+            t.transition(TaskState::Cancelled, self.now_ms);
+        } else {
+            t.attempts = t.attempts.saturating_sub(1);
+            t.transition(TaskState::Scheduled, self.now_ms);
+        }
+        let state = t.state;
+        b.save(Some(&before), t)?;
+        Ok(Ok(state))
+    }
+
     fn cancel(&mut self, b: &mut ApplyBatch<'_>, id: u64) -> Result<CommandResponse, StoreError> {
         let Some(before) = b.task(id)? else { return Ok(CommandResponse::Rejected(not_found(id))) };
         let mut t = before.clone();
+        if t.state == TaskState::Cancelled {
+            // Cancelling twice (a retried request) is not an error.
+            return Ok(CommandResponse::CancelRequested { state: t.state });
+        }
         if t.state.is_pending() {
             t.transition(TaskState::Cancelled, self.now_ms);
         } else if t.state == TaskState::Running {
@@ -418,20 +557,14 @@ impl Applier {
         Ok(CommandResponse::CancelRequested { state })
     }
 
-    /// Dead tasks the target names, in id order.
+    /// Dead tasks the target names, in id order, as of the commands
+    /// applied so far (this batch included).
     fn dead_tasks(&self, b: &ApplyBatch<'_>, target: &Target) -> Result<Vec<Task>, StoreError> {
         match target {
             Target::Task(id) => Ok(b.task(*id)?.filter(|t| t.state == TaskState::Dead).into_iter().collect()),
             Target::Callback(name) => {
-                let sm = cf(b.db, keys::CF_SM)?;
-                let prefix = keys::by_state_prefix(TaskState::Dead.code());
                 let mut out = Vec::new();
-                for item in b.db.prefix_iterator_cf(sm, prefix) {
-                    let (k, _) = item?;
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    let Some(id) = keys::by_state_id(&k) else { continue };
+                for id in b.dead_ids()? {
                     if let Some(t) = b.task(id)?.filter(|t| t.state == TaskState::Dead && &t.callback == name) {
                         out.push(t);
                     }
@@ -466,17 +599,7 @@ impl Applier {
         let dead = self.dead_tasks(b, target)?;
         let n = dead.len() as u64;
         for t in dead {
-            b.delete(&keys::task(t.id))?;
-            b.delete(&keys::payload(t.id))?;
-            b.delete(&keys::result(t.id))?;
-            if t.state.has_state_index() {
-                b.delete(&keys::by_state(t.state.code(), t.id))?;
-            }
-            if let Some(key) = &t.idempotency_key {
-                b.delete(&keys::idempotency(&t.callback, key))?;
-            }
-            b.tasks.remove(&t.id);
-            b.deleted.insert(t.id);
+            b.remove(&t)?;
             self.task_count = self.task_count.saturating_sub(1);
         }
         Ok(CommandResponse::Count(n))

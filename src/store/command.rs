@@ -48,6 +48,10 @@ pub enum Operation {
     /// Load raw state machine records from a backup (a restore). Only ever
     /// proposed by a freshly restored single-node cluster, before it serves.
     Import { records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> },
+    /// Assignments the leader could not hand to their worker (its stream
+    /// was full or gone): back to pending at once, and the attempt does not
+    /// count, since the task never ran.
+    Release { leases: Vec<Expiry> },
 }
 
 /// Which dead tasks a DLQ operation touches.
@@ -184,6 +188,7 @@ impl std::fmt::Display for Command {
             Operation::Purge { target } => write!(f, "purge {target:?} @{at}"),
             Operation::RetireNode { node_id } => write!(f, "retire node {node_id} @{at}"),
             Operation::Import { records } => write!(f, "import {} record(s) @{at}", records.len()),
+            Operation::Release { leases } => write!(f, "release {} undelivered assignment(s) @{at}", leases.len()),
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn lock(index: &SharedIndex) -> std::sync::MutexGuard<'_, LiveIndex> {
     index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CallbackQueues {
     /// Pending tasks per priority, ordered by (run-at, id).
     pub pending: [BTreeSet<(u64, u64)>; PRIORITIES],
@@ -54,6 +54,7 @@ pub enum IndexOp {
     SetRunning { id: u64, task: RunningTask },
     RemoveRunning { id: u64 },
     PutCallback(CallbackConfig),
+    Retire { node_id: u64 },
 }
 
 impl IndexOp {
@@ -79,6 +80,27 @@ pub struct LiveIndex {
     callbacks: BTreeMap<String, CallbackConfig>,
     queues: HashMap<String, CallbackQueues>,
     running: HashMap<u64, RunningTask>,
+    /// Node ids removed from the cluster (the Raft service refuses them).
+    retired: BTreeSet<u64>,
+}
+
+/// Equal content: the same callbacks, running tasks, retired ids and
+/// non-empty queues (an index kept by apply may hold empty queues that one
+/// rebuilt from disk does not).
+impl PartialEq for LiveIndex {
+    fn eq(&self, other: &Self) -> bool {
+        let non_empty = |i: &LiveIndex| -> BTreeMap<String, CallbackQueues> {
+            i.queues
+                .iter()
+                .filter(|(_, q)| q.running > 0 || q.pending.iter().any(|p| !p.is_empty()))
+                .map(|(k, q)| (k.clone(), q.clone()))
+                .collect()
+        };
+        self.callbacks == other.callbacks
+            && self.running == other.running
+            && self.retired == other.retired
+            && non_empty(self) == non_empty(other)
+    }
 }
 
 impl LiveIndex {
@@ -100,6 +122,13 @@ impl LiveIndex {
             }
             if let Some((callback, priority, run_at_ms, id)) = keys::parse_pending(&k) {
                 index.apply(IndexOp::AddPending { callback, priority, run_at_ms, id });
+            }
+        }
+        for item in db.prefix_iterator_cf(sm, keys::RETIRED_PREFIX) {
+            let (k, _) = item?;
+            match keys::retired_id(&k) {
+                Some(id) => index.apply(IndexOp::Retire { node_id: id }),
+                None => break,
             }
         }
         let prefix = keys::by_state_prefix(TaskState::Running.code());
@@ -141,12 +170,20 @@ impl LiveIndex {
                 }
             }
             IndexOp::PutCallback(c) => self.put_callback(c),
+            IndexOp::Retire { node_id } => {
+                self.retired.insert(node_id);
+            }
         }
     }
 
     fn put_callback(&mut self, c: CallbackConfig) {
         self.queues.entry(c.name.clone()).or_default();
         self.callbacks.insert(c.name.clone(), c);
+    }
+
+    /// Whether `node_id` was removed from the cluster.
+    pub fn is_retired(&self, node_id: u64) -> bool {
+        self.retired.contains(&node_id)
     }
 
     pub fn callback(&self, name: &str) -> Option<&CallbackConfig> {

@@ -86,6 +86,24 @@ pub fn payload(id: u64) -> [u8; 9] {
 
 pub const TASK_PREFIX: [u8; 1] = [SM_TASK];
 
+/// The task id of a [`task`] row key.
+pub fn task_id(key: &[u8]) -> Option<u64> {
+    match key.split_first() {
+        Some((&SM_TASK, rest)) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Whether `key` is an [`idempotency`] key.
+pub fn is_idempotency(key: &[u8]) -> bool {
+    key.first() == Some(&SM_IDEMPOTENCY)
+}
+
+/// Whether `key` is a [`callback`] key.
+pub fn is_callback(key: &[u8]) -> bool {
+    key.first() == Some(&SM_CALLBACK)
+}
+
 /// Idempotency index: (callback, key) -> task id.
 pub fn idempotency(callback: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + callback.len() + key.len());
@@ -162,6 +180,16 @@ pub const CALLBACK_PREFIX: [u8; 1] = [SM_CALLBACK];
 /// A node id that was removed from the cluster and must never come back.
 pub fn retired(node_id: u64) -> [u8; 9] {
     with_u64(SM_RETIRED, node_id)
+}
+
+pub const RETIRED_PREFIX: [u8; 1] = [SM_RETIRED];
+
+/// The node id of a [`retired`] key.
+pub fn retired_id(key: &[u8]) -> Option<u64> {
+    match key.split_first() {
+        Some((&SM_RETIRED, rest)) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// Keys that describe Raft's applied state rather than application data:

@@ -242,4 +242,6 @@ impl TaskStore {
 }
 
 #[cfg(test)]
+mod batching_tests;
+#[cfg(test)]
 mod tests;

@@ -33,7 +33,7 @@ impl Sm {
 
     /// Apply commands as one batch at consecutive log indexes.
     fn batch(&mut self, cmds: Vec<Command>) -> Vec<CommandResponse> {
-        let mut b = ApplyBatch::new(&self.db, &self.index);
+        let mut b = ApplyBatch::new(&self.db);
         let mut out = Vec::new();
         for cmd in &cmds {
             out.push(self.applier.apply(&mut b, self.next_index, cmd).unwrap());
@@ -320,4 +320,56 @@ fn counters_survive_reload() {
     let reloaded = Applier::load(&sm.db).unwrap();
     assert_eq!(reloaded, sm.applier);
     assert_eq!(reloaded.next_task_id, 4);
+}
+
+#[test]
+fn a_repeated_completion_under_the_same_token_is_accepted_and_changes_nothing() {
+    let mut sm = Sm::new();
+    sm.schedule(1000, vec![new_task("a", 0, None), new_task("a", 0, None)]);
+    let l = sm.assign(1000, 1).unwrap();
+    let ok = Outcome::Success { result: b"r".to_vec() };
+    assert_eq!(sm.complete(1001, 1, l.fencing_token, ok.clone()), Ok(TaskState::Succeeded));
+    let before = sm.task(1);
+    // The ack was lost; the worker sends it again.
+    assert_eq!(sm.complete(1002, 1, l.fencing_token, ok), Ok(TaskState::Succeeded), "a replay is accepted");
+    assert_eq!(sm.task(1), before, "and changes nothing");
+    // A different outcome under that token is still stale.
+    let fatal = Outcome::Fatal { error: "x".into() };
+    assert!(matches!(sm.complete(1003, 1, l.fencing_token, fatal), Err(Rejection::FailedPrecondition(_))));
+    // A retry outcome repeats a retry-wait.
+    let l2 = sm.assign(1000, 2).unwrap();
+    assert_eq!(sm.complete(1004, 2, l2.fencing_token, retry("a")), Ok(TaskState::RetryWait));
+    assert_eq!(sm.complete(1005, 2, l2.fencing_token, retry("a")), Ok(TaskState::RetryWait));
+    // An older token is stale whatever the outcome.
+    assert!(sm.complete(1006, 2, l2.fencing_token - 1, retry("a")).is_err());
+}
+
+#[test]
+fn a_released_assignment_goes_back_to_pending_without_counting_an_attempt() {
+    let mut sm = Sm::new();
+    sm.schedule(1000, vec![new_task("a", 0, None)]);
+    let l = sm.assign(1000, 1).unwrap();
+    assert_eq!(sm.task(1).attempts, 1);
+    let release = |token| Operation::Release {
+        leases: vec![Expiry { task_id: 1, fencing_token: token, reason: "undelivered".into() }],
+    };
+    assert_eq!(sm.run(1001, release(l.fencing_token)), CommandResponse::Transitioned(vec![Ok(TaskState::Scheduled)]));
+    let t = sm.task(1);
+    assert_eq!((t.state, t.attempts), (TaskState::Scheduled, 0));
+    assert!(sm.index.running_task(1).is_none());
+    assert_eq!(sm.index.depths("a", 1001)[3], (1, 0), "queued again");
+    // A stale release changes nothing.
+    let l2 = sm.assign(1002, 1).unwrap();
+    assert!(matches!(sm.run(1003, release(l.fencing_token)), CommandResponse::Transitioned(r) if r[0].is_err()));
+    assert_eq!(sm.task(1).fencing_token, l2.fencing_token);
+    assert_eq!(sm.task(1).attempts, 1);
+}
+
+#[test]
+fn cancelling_a_cancelled_task_again_is_not_an_error() {
+    let mut sm = Sm::new();
+    sm.schedule(1000, vec![new_task("a", 5000, None)]);
+    let cancelled = CommandResponse::CancelRequested { state: TaskState::Cancelled };
+    assert_eq!(sm.run(1001, Operation::Cancel { task_id: 1 }), cancelled);
+    assert_eq!(sm.run(1002, Operation::Cancel { task_id: 1 }), cancelled, "a retried cancel");
 }

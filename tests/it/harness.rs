@@ -8,7 +8,17 @@ use std::time::Duration;
 use drover::client::Client;
 use drover::pb;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_drover");
+const BUILT_BIN: &str = env!("CARGO_BIN_EXE_drover");
+
+/// The server binary the tests start: this build's, or `DROVER_TEST_BIN`
+/// (to run the suite's nodes from another build, e.g. to show that a test
+/// fails on an older one).
+pub fn server_bin() -> String {
+    std::env::var("DROVER_TEST_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
+
+/// The CLI binary: always this build's.
+pub const BIN: &str = BUILT_BIN;
 
 /// Scale factor for heavier tests: `DROVER_TEST_SCALE=20` runs 20x the writes.
 pub fn scale() -> usize {
@@ -34,6 +44,8 @@ pub struct TestCluster {
     _dir: tempfile::TempDir,
     pub nodes: Vec<TestNode>,
     extra: Vec<String>,
+    /// Extra environment per node id (e.g. libfaketime for a wrong clock).
+    env: std::collections::HashMap<u64, Vec<(String, String)>>,
 }
 
 impl TestCluster {
@@ -46,6 +58,16 @@ impl TestCluster {
 
     /// Start `n` nodes with exactly these extra flags.
     pub async fn start_strict(n: u64, extra: &[&str]) -> TestCluster {
+        Self::start_with_env(n, extra, Default::default()).await
+    }
+
+    /// Start `n` nodes with these extra flags, and extra environment for
+    /// some of them (kept across restarts).
+    pub async fn start_with_env(
+        n: u64,
+        extra: &[&str],
+        env: std::collections::HashMap<u64, Vec<(String, String)>>,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<TestNode> = (1..=n)
             .map(|id| TestNode {
@@ -56,7 +78,7 @@ impl TestCluster {
                 child: None,
             })
             .collect();
-        let mut c = TestCluster { _dir: dir, nodes, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut c = TestCluster { _dir: dir, nodes, extra: extra.iter().map(|s| s.to_string()).collect(), env };
         let peers = c.nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
         for id in 1..=n {
             let mut args = vec!["--peers".to_string(), peers.clone()];
@@ -75,14 +97,16 @@ impl TestCluster {
 
     fn spawn(&mut self, id: u64, args: &[String]) {
         let extra = self.extra.clone();
+        let env = self.env.get(&id).cloned().unwrap_or_default();
         let node = &mut self.nodes[(id - 1) as usize];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
         let err = log.try_clone().expect("log clone");
-        let child = Command::new(BIN)
+        let child = Command::new(server_bin())
             .args(["server", "--id", &id.to_string(), "--listen", &node.addr, "--data-dir"])
             .arg(&node.data_dir)
             .args(args)
             .args(&extra)
+            .envs(env)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log)
@@ -135,6 +159,30 @@ impl TestCluster {
             }
             let _ = child.kill();
             panic!("node {id} did not stop within 10s of SIGTERM");
+        }
+    }
+
+    /// SIGTERM every running node at once, then wait for each to exit
+    /// cleanly.
+    pub fn stop_all(&mut self) {
+        let mut children: Vec<(u64, Child)> =
+            self.nodes.iter_mut().filter_map(|n| n.child.take().map(|c| (n.id, c))).collect();
+        for (_, child) in &children {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        for (id, child) in &mut children {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "node {id} exited with {status} on SIGTERM; log:\n{}", self.log_tail(*id));
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("node {id} did not stop within 15s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 

@@ -9,9 +9,11 @@
 
 mod api;
 mod cli;
+mod clock;
 mod execution;
 mod harness;
 mod invariants;
 mod membership;
 mod proxy;
 mod replication;
+mod trust;

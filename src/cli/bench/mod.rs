@@ -117,7 +117,7 @@ pub async fn ensure_callback(client: &Client, name: &str) -> Result<(), CliError
     };
     let req = pb::RegisterCallbackRequest { settings: Some(settings) };
     client
-        .call(0, |i| {
+        .call_idempotent(0, |i| {
             let req = req.clone();
             async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
         })
@@ -135,7 +135,7 @@ pub async fn verify(client: &Arc<Client>, ids: &[u64]) -> Result<usize, CliError
             async move {
                 let req = pb::GetTaskRequest { task_id: id, allow_stale: false, include_payload: false };
                 client
-                    .call(id as usize, |i| {
+                    .call_idempotent(id as usize, |i| {
                         let client = &client;
                         async move { Ok(client.scheduler(i)?.get_task(req).await?.into_inner()) }
                     })
@@ -160,7 +160,7 @@ pub struct CpuMeter {
 
 async fn cluster_cpu_seconds(client: &Client) -> Option<f64> {
     let s = client
-        .call(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
+        .call_idempotent(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
         .await
         .ok()?;
     let mut total = 0.0;

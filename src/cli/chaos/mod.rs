@@ -20,10 +20,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_duration, status_message, CliError};
+use check::check;
 use crate::client::Client;
 use crate::pb;
 use crate::worker::builtin::Builtin;
 use crate::worker::{TaskContext, Worker};
+
+mod check;
 
 #[derive(Subcommand, Debug)]
 pub enum ChaosCommand {
@@ -57,13 +60,43 @@ pub struct ChaosArgs {
     /// In-process SDK workers.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Tasks each worker runs at once. Tasks run 0-300 ms, so two workers
+    /// of 32 execute about 400 tasks/s: more than the clients schedule.
+    #[arg(long, default_value_t = 32)]
+    pub worker_concurrency: u32,
+    /// Schedules per second across all clients (the main workload), kept
+    /// below what the workers execute so that "not finished" means
+    /// something.
+    #[arg(long, default_value_t = 150)]
+    pub rate: u32,
+    /// The first fault to inject (then random ones), so that a short run
+    /// covers it for sure.
+    #[arg(long)]
+    pub first: Option<String>,
+    /// Longest a task may wait from ready to its first start (STARVED
+    /// otherwise).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub max_start_wait: Duration,
     /// Leave the cluster up afterwards.
     #[arg(long)]
     pub keep: bool,
 }
 
-const KINDS: [&str; 4] = ["kill", "pause", "partition", "isolate-leader"];
+/// Fault kinds. `clock` restarts a node with its wall clock an hour off
+/// (either way) for 10-20 s; it is not in the default set.
+const KINDS: [&str; 5] = ["kill", "pause", "partition", "isolate-leader", "clock"];
 const CALLBACK: &str = "chaos";
+/// Tasks of this callback always fail, with one attempt allowed: they go
+/// to the dead-letter queue, where a client keeps redriving and purging
+/// them by callback and scheduling the purged keys again. The replica
+/// digest check then covers the dead-letter paths of apply.
+const DLQ_CALLBACK: &str = "chaos-dlq";
+/// Delayed tasks (1-5 s), whose real start times are checked against their
+/// run-at: none may start early, whatever a node's clock says.
+const DELAYED_CALLBACK: &str = "chaos-delayed";
+/// A start this much before run-at by the real clock counts as early (clock
+/// sampling noise is a few ms).
+const EARLY_TOLERANCE_MS: u64 = 5;
 
 /// Append-only history of the run, one JSON object per line.
 struct History(Mutex<std::fs::File>);
@@ -112,7 +145,7 @@ pub async fn run(cmd: &ChaosCommand) -> Result<(), CliError> {
     if ![3, 5].contains(&args.nodes) {
         return Err(CliError("--nodes must be 3 or 5".into()));
     }
-    if let Some(bad) = args.faults.iter().find(|f| !KINDS.contains(&f.as_str())) {
+    if let Some(bad) = args.faults.iter().chain(&args.first).find(|f| !KINDS.contains(&f.as_str())) {
         return Err(CliError(format!("unknown fault {bad:?}; use {}", KINDS.join(","))));
     }
     let docker = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
@@ -154,24 +187,92 @@ pub async fn run(cmd: &ChaosCommand) -> Result<(), CliError> {
 }
 
 async fn register(client: &Client) -> Result<(), CliError> {
-    let settings = pb::CallbackSettings {
-        name: CALLBACK.into(),
-        max_attempts: 1000,
-        lease_ms: 3000,
-        timeout_ms: 60_000,
-        concurrency: 0,
-        backoff_initial_ms: 100,
-        backoff_max_ms: 1000,
-    };
-    let req = pb::RegisterCallbackRequest { settings: Some(settings) };
-    client
-        .call(0, |i| {
-            let req = req.clone();
-            async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
-        })
-        .await
-        .map_err(|s| CliError(format!("registering the callback: {}", status_message(&s))))?;
+    for (name, max_attempts) in [(CALLBACK, 1000), (DLQ_CALLBACK, 1), (DELAYED_CALLBACK, 1000)] {
+        let settings = pb::CallbackSettings {
+            name: name.into(),
+            max_attempts,
+            lease_ms: 3000,
+            timeout_ms: 60_000,
+            concurrency: 0,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1000,
+        };
+        let req = pb::RegisterCallbackRequest { settings: Some(settings) };
+        client
+            .call_idempotent(0, |i| {
+                let req = req.clone();
+                async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
+            })
+            .await
+            .map_err(|s| CliError(format!("registering callback {name}: {}", status_message(&s))))?;
+    }
     Ok(())
+}
+
+/// Real time now, Unix ms (the chaos host's clock, which the containers
+/// share: the reference the cluster must agree with).
+fn real_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Schedule delayed tasks until `stop`; returns their ids.
+async fn delayed_load(client: Arc<Client>, stop: CancellationToken, seed: u64) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xde1a7);
+    let mut ids = Vec::new();
+    let mut i = 0u64;
+    while !stop.is_cancelled() {
+        let spec = pb::TaskSpec {
+            callback: DELAYED_CALLBACK.into(),
+            idempotency_key: format!("t{i}"),
+            when: Some(pb::task_spec::When::DelayMs(rng.gen_range(1000..5000))),
+            ..Default::default()
+        };
+        // Same key until it is acknowledged.
+        if let Ok(r) = client.schedule(i as usize, spec).await {
+            ids.push(r.task_id);
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ids
+}
+
+/// The dead-letter churn: schedule failing tasks over a few keys, and
+/// redrive and purge them by callback, until `stop`.
+async fn dead_letter_churn(client: Arc<Client>, stop: CancellationToken, history: Arc<History>) {
+    let mut i = 0u64;
+    while !stop.is_cancelled() {
+        let spec = pb::TaskSpec {
+            callback: DLQ_CALLBACK.into(),
+            payload: Vec::new(),
+            idempotency_key: format!("d{}", i % 30),
+            ..Default::default()
+        };
+        let _ = client.schedule(i as usize, spec).await;
+        if i % 10 == 5 || i % 15 == 0 {
+            let redrive = i % 10 == 5;
+            let req = pb::DeadLetterRequest {
+                target: Some(pb::dead_letter_request::Target::Callback(DLQ_CALLBACK.into())),
+            };
+            // Not idempotent: retried only where it certainly applied nothing.
+            let r = client
+                .call(i as usize, |n| {
+                    let req = req.clone();
+                    let client = &client;
+                    async move {
+                        let mut s = client.scheduler(n)?;
+                        let r = if redrive { s.redrive_dead_letters(req).await? } else { s.purge_dead_letters(req).await? };
+                        Ok(r.into_inner())
+                    }
+                })
+                .await;
+            if let Err(s) = r {
+                history.log(json!({"event": "dlq_error", "redrive": redrive, "code": format!("{:?}", s.code()), "message": s.message()}));
+            }
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn run_with_cluster(
@@ -182,6 +283,8 @@ async fn run_with_cluster(
     history: &Arc<History>,
 ) -> Result<(), CliError> {
     let stop_workers = CancellationToken::new();
+    // First real start time of each delayed task.
+    let starts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let builtin = Builtin::Record(records.to_path_buf());
     let workers: Vec<_> = (0..args.workers)
         .map(|i| {
@@ -189,9 +292,22 @@ async fn run_with_cluster(
             let w = Worker::builder(client.endpoints().to_vec())
                 .id(format!("chaos-worker-{i}"))
                 .shutdown_grace(Duration::from_secs(5))
-                .handle(CALLBACK, 16, move |ctx: TaskContext| {
+                .handle(CALLBACK, args.worker_concurrency, move |ctx: TaskContext| {
                     let b = b.clone();
                     async move { b.run(ctx).await }
+                })
+                .handle(DLQ_CALLBACK, 4, |_ctx: TaskContext| async {
+                    crate::worker::TaskResult::retry("fails on purpose (dead-letter churn)")
+                })
+                .handle(DELAYED_CALLBACK, 16, {
+                    let starts = starts.clone();
+                    move |ctx: TaskContext| {
+                        let starts = starts.clone();
+                        async move {
+                            starts.lock().unwrap_or_else(|p| p.into_inner()).entry(ctx.task_id).or_insert_with(real_ms);
+                            crate::worker::TaskResult::Success(Vec::new())
+                        }
+                    }
                 });
             tokio::spawn(w.run(stop_workers.clone()))
         })
@@ -206,9 +322,13 @@ async fn run_with_cluster(
         let (client, acked, calls, stop, history) =
             (client.clone(), acked.clone(), calls.clone(), stop_clients.clone(), history.clone());
         let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 1));
+        let every = Duration::from_secs_f64(args.clients as f64 / f64::from(args.rate.max(1)));
         client_tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
+            let mut pace = tokio::time::interval(every);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.is_cancelled() {
+                pace.tick().await;
                 let key = format!("c{c}-{i}");
                 let ms: u32 = rng.gen_range(0..300);
                 let spec = pb::TaskSpec {
@@ -231,10 +351,12 @@ async fn run_with_cluster(
                         // Same key again: a real client retries until it knows.
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
     }
+
+    client_tasks.push(tokio::spawn(dead_letter_churn(client.clone(), stop_clients.clone(), history.clone())));
+    let delayed = tokio::spawn(delayed_load(client.clone(), stop_clients.clone(), seed));
 
     // Faults.
     let mut rng = StdRng::seed_from_u64(seed);
@@ -242,7 +364,12 @@ async fn run_with_cluster(
     let began = Instant::now();
     while began.elapsed() < args.duration {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..3000))).await;
-        let kind = args.faults[rng.gen_range(0..args.faults.len())].clone();
+        let mut kind = args.faults[rng.gen_range(0..args.faults.len())].clone();
+        if faults.is_empty() {
+            if let Some(first) = &args.first {
+                kind = first.clone();
+            }
+        }
         let hold = Duration::from_millis(rng.gen_range(2000..6000));
         let dir = &args.cluster_dir;
         let node: u64 = match kind.as_str() {
@@ -253,6 +380,12 @@ async fn run_with_cluster(
                     continue;
                 }
             },
+            "clock" => {
+                let node = rng.gen_range(1..=args.nodes as u64);
+                let offset = if rng.gen_bool(0.5) { "+1h" } else { "-1h" };
+                script(dir, "faults.sh", &["skew", &node.to_string(), offset])?;
+                node
+            }
             _ => {
                 let node = rng.gen_range(1..=args.nodes as u64);
                 let verb = if kind == "partition" { "partition" } else { kind.as_str() };
@@ -260,6 +393,8 @@ async fn run_with_cluster(
                 node
             }
         };
+        // A wrong clock needs time to be noticed and to matter.
+        let hold = if kind == "clock" { hold * 3 + Duration::from_secs(4) } else { hold };
         let start = Instant::now();
         history.log(json!({"event": "fault", "kind": kind, "node": node, "hold_ms": hold.as_millis() as u64}));
         println!("  fault: {kind} node {node} for {:.1}s", hold.as_secs_f64());
@@ -267,6 +402,7 @@ async fn run_with_cluster(
         let undo = match kind.as_str() {
             "kill" => vec!["start".to_string(), node.to_string()],
             "pause" => vec!["unpause".to_string(), node.to_string()],
+            "clock" => vec!["unskew".to_string(), node.to_string()],
             _ => vec!["heal".to_string(), node.to_string()],
         };
         let undo_args: Vec<&str> = undo.iter().map(String::as_str).collect();
@@ -288,199 +424,67 @@ async fn run_with_cluster(
         acked.len()
     );
 
-    // Let every acknowledged task finish.
-    let pending_states =
-        [pb::TaskState::Ready, pb::TaskState::Scheduled, pb::TaskState::Running, pb::TaskState::RetryWait];
-    let drain_deadline = Instant::now() + Duration::from_secs(180);
+    // Let every acknowledged task finish: wait as long as tasks keep
+    // finishing; give up only when nothing has finished for STALL_AFTER.
+    let drain_started = Instant::now();
+    let mut last_left = usize::MAX;
+    let mut last_progress = Instant::now();
     loop {
-        let mut left = 0;
-        for s in pending_states {
-            left += list_all(client, Some(s)).await?.len();
+        let left = pending_count(client).await?;
+        if left == 0 {
+            break;
         }
-        if left == 0 || Instant::now() > drain_deadline {
+        if left < last_left {
+            last_left = left;
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() > STALL_AFTER {
+            println!("drain: no task finished for {STALL_AFTER:?} with {left} still pending: execution stalled");
+            history.log(json!({"event": "drain_stalled", "pending": left}));
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let drain = drain_started.elapsed();
+    println!("drain: {:.1}s after the faults ended", drain.as_secs_f64());
+    let delayed = delayed.await.unwrap_or_default();
     stop_workers.cancel();
     for w in workers {
         let _ = w.await;
     }
 
     let calls = std::mem::take(&mut *calls.lock().unwrap_or_else(|p| p.into_inner()));
-    check(args, client, &acked, records, &faults, &calls, history).await
+    let starts = starts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let load = Load { acked: &acked, delayed: &delayed, starts: &starts, faults: &faults, calls: &calls, drain };
+    check(args, client, &load, records, history).await
 }
 
-async fn list_all(client: &Client, state: Option<pb::TaskState>) -> Result<Vec<pb::Task>, CliError> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let req = pb::ListTasksRequest {
-            callback: CALLBACK.into(),
-            state: state.map_or(0, |s| s as i32),
-            limit: 10_000,
-            after_id: after,
-            allow_stale: false,
-        };
-        let page = client
-            .call(0, |i| {
-                let req = req.clone();
-                async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }
-            })
-            .await
-            .map_err(|s| CliError(format!("listing tasks: {}", status_message(&s))))?;
-        out.extend(page.tasks);
-        if page.next_after == 0 {
-            return Ok(out);
-        }
-        after = page.next_after;
-    }
+/// No task finished for this long while some are pending: stalled.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// Tasks of the checked callbacks not yet finished (pending or running),
+/// from the leader's queues.
+async fn pending_count(client: &Client) -> Result<usize, CliError> {
+    let r = client
+        .call_idempotent(0, |i| async move {
+            Ok(client.scheduler(i)?.list_callbacks(pb::ListCallbacksRequest { allow_stale: false }).await?.into_inner())
+        })
+        .await
+        .map_err(|s| CliError(format!("listing callbacks: {}", status_message(&s))))?;
+    Ok(r.callbacks
+        .iter()
+        .filter(|c| c.settings.as_ref().is_some_and(|s| s.name == CALLBACK || s.name == DELAYED_CALLBACK))
+        .map(|c| c.running as usize + c.queues.iter().map(|q| (q.ready + q.scheduled) as usize).sum::<usize>())
+        .sum())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn check(
-    args: &ChaosArgs,
-    client: &Client,
-    acked: &HashMap<String, u64>,
-    records: &Path,
-    faults: &[Fault],
-    calls: &[Call],
-    history: &History,
-) -> Result<(), CliError> {
-    let mut violations: Vec<String> = Vec::new();
-    let all = list_all(client, None).await?;
-    let by_id: HashMap<u64, &pb::Task> = all.iter().map(|t| (t.id, t)).collect();
-
-    // 1. Nothing acknowledged is lost.
-    let lost: Vec<u64> = acked.values().filter(|id| !by_id.contains_key(id)).copied().collect();
-    if !lost.is_empty() {
-        violations.push(format!(
-            "LOST: {} acknowledged task(s) missing, e.g. {:?}",
-            lost.len(),
-            &lost[..lost.len().min(10)]
-        ));
-    }
-    // Idempotency: one task per key.
-    let mut keys: HashMap<&str, u64> = HashMap::new();
-    for t in &all {
-        if let Some(prev) = keys.insert(t.idempotency_key.as_str(), t.id) {
-            violations.push(format!("DUPLICATE: key {:?} has tasks {prev} and {}", t.idempotency_key, t.id));
-        }
-    }
-    // 2. At-least-once: every task ran to a terminal state (success here).
-    let unfinished: Vec<u64> =
-        all.iter().filter(|t| t.state != pb::TaskState::Succeeded as i32).map(|t| t.id).collect();
-    if !unfinished.is_empty() {
-        violations.push(format!(
-            "NOT FINISHED: {} task(s) not succeeded, e.g. {:?}",
-            unfinished.len(),
-            &unfinished[..unfinished.len().min(10)]
-        ));
-    }
-    // 3. Never concurrently, and no stale completion accepted.
-    let runs = crate::invariants::runs(records).map_err(CliError)?;
-    for v in crate::invariants::overlaps(&runs) {
-        violations.push(format!("OVERLAP: {v}"));
-    }
-    let mut stale_accepted = 0;
-    for t in &all {
-        if t.state == pb::TaskState::Succeeded as i32 {
-            let final_run = runs.get(&t.id).and_then(|r| r.iter().find(|r| r.token == t.fencing_token));
-            if !final_run.is_some_and(|r| r.ended) {
-                stale_accepted += 1;
-                violations.push(format!(
-                    "STALE: task {} succeeded with token {} but that run did not finish",
-                    t.id, t.fencing_token
-                ));
-            }
-        }
-    }
-    let reruns = runs.values().filter(|r| r.len() > 1).count();
-    // 4. Replicas converge.
-    let digests = converge(client, args.nodes).await;
-    match &digests {
-        Ok(d) if d.values().collect::<HashSet<_>>().len() == 1 => {}
-        Ok(d) => violations.push(format!("DIVERGED: replica digests differ: {d:?}")),
-        Err(e) => violations.push(format!("DIVERGED: {e}")),
-    }
-    // 5. Unavailability seen by clients, per fault kind.
-    let mut windows: BTreeMap<String, f64> = BTreeMap::new();
-    for call in calls.iter().filter(|c| !c.ok || c.end.duration_since(c.start) > Duration::from_millis(500)) {
-        let secs = call.end.duration_since(call.start).as_secs_f64();
-        let kind = faults
-            .iter()
-            .find(|f| call.start <= f.end + Duration::from_secs(2) && call.end >= f.start)
-            .map_or("none".to_string(), |f| f.kind.clone());
-        let w = windows.entry(kind).or_insert(0.0);
-        *w = w.max(secs);
-    }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for f in faults {
-        *counts.entry(f.kind.as_str()).or_default() += 1;
-    }
-    let summary = json!({
-        "faults": counts,
-        "longest_unavailability_s": windows,
-        "acknowledged": acked.len(),
-        "tasks": all.len(),
-        "lost": lost.len(),
-        "unfinished": unfinished.len(),
-        "overlaps": crate::invariants::overlaps(&runs).len(),
-        "stale_accepted": stale_accepted,
-        "reruns": reruns,
-        "digests": digests.as_ref().ok(),
-        "violations": violations,
-    });
-    history.log(json!({"event": "summary", "summary": summary.clone()}));
-    let _ = std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap_or_default());
-    println!("faults injected: {counts:?}");
-    println!("longest unavailability seen by clients (s): {windows:?}");
-    println!(
-        "acknowledged {} | tasks {} | lost {} | unfinished {} | overlapping runs {} | stale completions accepted {stale_accepted} | tasks re-run {reruns}",
-        acked.len(),
-        all.len(),
-        lost.len(),
-        unfinished.len(),
-        crate::invariants::overlaps(&runs).len()
-    );
-    match &digests {
-        Ok(d) => println!("replica digests: {d:?}"),
-        Err(e) => println!("replica digests: {e}"),
-    }
-    if violations.is_empty() {
-        println!("chaos: PASS");
-        Ok(())
-    } else {
-        for v in &violations {
-            eprintln!("VIOLATION {v}");
-        }
-        Err(CliError(format!("chaos: FAIL, {} violation(s); history kept in {}", violations.len(), args.out.display())))
-    }
+/// What the run did, for the checks.
+struct Load<'a> {
+    acked: &'a HashMap<String, u64>,
+    delayed: &'a [u64],
+    starts: &'a HashMap<u64, u64>,
+    faults: &'a [Fault],
+    calls: &'a [Call],
+    drain: Duration,
 }
 
-/// Wait until every node reports the same applied index, then compare
-/// their state digests.
-async fn converge(client: &Client, nodes: u32) -> Result<BTreeMap<u64, String>, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut got = BTreeMap::new();
-        for (i, _) in client.endpoints().iter().enumerate().take(nodes as usize) {
-            let mut c = match client.cluster(i) {
-                Ok(c) => c,
-                Err(e) => return Err(e.message().to_string()),
-            };
-            if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(5), c.digest(pb::DigestRequest {})).await {
-                let d = d.into_inner();
-                got.insert(i as u64 + 1, (d.applied_index, d.digest));
-            }
-        }
-        let indexes: HashSet<u64> = got.values().map(|(a, _)| *a).collect();
-        if got.len() == nodes as usize && indexes.len() == 1 {
-            return Ok(got.into_iter().map(|(k, (_, d))| (k, d)).collect());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("replicas did not reach one applied index within 60s: {got:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}

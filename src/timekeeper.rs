@@ -1,0 +1,121 @@
+//! The timekeeper: samples the voters' wall clocks for the
+//! [`ProposerClock`]'s reference, and keeps a node whose own clock is wrong
+//! from leading.
+//!
+//! Every second it asks each other voter for its wall clock (the `Clock`
+//! RPC, over the node's shared channels) and records the offset with the
+//! round trip split in half. From the samples, the clock computes the
+//! reference (the median of the voters' clocks). When a majority agrees on
+//! it and this node's own clock is off by more than `--max-clock-offset`:
+//! - it logs a warning (once per change) and reports itself skewed in
+//!   `NodeStatus`;
+//! - it stops starting elections (`elect(false)`), so it does not take
+//!   over when a leader fails; it still votes;
+//! - if it leads, it hands leadership to the voter that is most up to date
+//!   among those whose clocks agree with the reference.
+//!
+//! Rule: a node leads only if its clock is within the bound of a
+//! majority's median, or if no majority agrees at all (then no clock can be
+//! called wrong, and availability wins). Replicated time does not depend on
+//! the leader's clock in any case (see [`crate::clock`]).
+
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{ClockSample, ProposerClock, Reference};
+use crate::net::ChannelPool;
+use crate::pb;
+use crate::raft::Raft;
+
+/// How often the clocks are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait for one sample.
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Whether a node whose view of the reference is `r` has a wrong clock.
+pub fn is_skewed(r: &Reference, max_offset: Duration) -> bool {
+    r.trusted && r.own_offset_ms().unsigned_abs() > max_offset.as_millis() as u64
+}
+
+/// Sample one peer's clock.
+async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option<ClockSample> {
+    let channel = pool.get(addr).ok()?;
+    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    let sent = Instant::now();
+    let sent_wall = clock.wall().now_ms();
+    let mut req = tonic::Request::new(pb::ClockRequest {});
+    req.set_timeout(SAMPLE_TIMEOUT);
+    let reply = tokio::time::timeout(SAMPLE_TIMEOUT, client.clock(req)).await.ok()?.ok()?.into_inner();
+    Some(ClockSample::new(sent, sent_wall, Instant::now(), reply.unix_ms))
+}
+
+/// Run until `stop`.
+#[tracing::instrument(name = "timekeeper", skip_all, fields(node_id = me))]
+pub async fn run(me: u64, raft: Raft, pool: ChannelPool, clock: ProposerClock, stop: CancellationToken) {
+    let mut skewed = false;
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let m = raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        clock.set_voters(voters.clone());
+        let probes = membership.nodes().filter(|(id, _)| **id != me).map(|(id, node)| {
+            let (pool, clock, addr, id) = (&pool, &clock, node.addr.clone(), *id);
+            async move { (id, sample(pool, clock, &addr).await) }
+        });
+        for (id, s) in futures::future::join_all(probes).await {
+            if let Some(s) = s {
+                clock.record(id, s);
+            }
+        }
+        let Some(reference) = clock.reference() else { continue };
+        let now_skewed = is_skewed(&reference, clock.max_offset());
+        if now_skewed != skewed {
+            skewed = now_skewed;
+            if skewed {
+                tracing::warn!(
+                    offset_ms = reference.own_offset_ms(),
+                    max_offset_ms = clock.max_offset().as_millis() as u64,
+                    "this node's wall clock is off the cluster's median: it will not lead until it is fixed"
+                );
+            } else {
+                tracing::info!(offset_ms = reference.own_offset_ms(), "this node's wall clock agrees with the cluster again");
+            }
+            raft.runtime_config().elect(!skewed);
+        }
+        if skewed && m.current_leader == Some(me) {
+            hand_over(me, &raft, &clock, &m).await;
+        }
+    }
+}
+
+/// A skewed leader hands leadership to the most up-to-date voter whose
+/// clock agrees with the reference.
+async fn hand_over(me: u64, raft: &Raft, clock: &ProposerClock, m: &crate::raft::RaftMetrics) {
+    let samples = clock.samples();
+    let Some(reference) = clock.reference() else { return };
+    let bound = clock.max_offset().as_millis() as i64;
+    let progress = m.replication.clone().unwrap_or_default();
+    let target = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != me)
+        .filter(|v| samples.get(v).is_some_and(|s| (s.offset_ms - reference.median_offset_ms).abs() <= bound))
+        .max_by_key(|v| progress.get(v).cloned().flatten().map(|l| l.index));
+    let Some(to) = target else {
+        tracing::warn!("no voter with a good clock to hand leadership to; staying leader");
+        return;
+    };
+    tracing::warn!(to, "handing leadership over: this node's wall clock is wrong");
+    if let Err(e) = raft.trigger().transfer_leader(to).await {
+        tracing::warn!(to, error = %e, "leadership hand-over failed; will retry");
+    }
+}

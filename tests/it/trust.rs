@@ -1,0 +1,263 @@
+//! The guarantees that were once broken, each with the test that would
+//! have caught it: replicas that agree however they batch apply, retries
+//! that cannot duplicate, assignments that never reached a worker, status
+//! codes a client can act on, and a clean shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::harness::*;
+use crate::proxy::{Mode, Proxy};
+use drover::client::Client;
+use drover::pb;
+use drover::worker::{TaskContext, TaskResult, Worker};
+
+/// Wait until every node reports the same applied index, then return each
+/// node's state digest.
+async fn converged_digests(c: &TestCluster) -> BTreeMap<u64, String> {
+    wait_until(Duration::from_secs(60), "every replica at one applied index", || async {
+        let mut got = BTreeMap::new();
+        for n in &c.nodes {
+            let mut cluster = c.client_of(n.id).cluster(0).ok()?;
+            let d = cluster.digest(pb::DigestRequest {}).await.ok()?.into_inner();
+            got.insert(n.id, (d.applied_index, d.digest));
+        }
+        let first = got.values().next()?.0;
+        got.values().all(|(i, _)| *i == first).then(|| got.into_iter().map(|(k, (_, d))| (k, d)).collect())
+    })
+    .await
+}
+
+fn dead_letters(callback: &str) -> pb::DeadLetterRequest {
+    pb::DeadLetterRequest { target: Some(pb::dead_letter_request::Target::Callback(callback.into())) }
+}
+
+/// Replicas must not diverge however each cuts the log into apply batches.
+/// Workers fail every task into the dead-letter queue while clients keep
+/// redriving and purging it by callback and scheduling the purged keys
+/// again: the operations whose apply once read RocksDB instead of the batch
+/// being applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_agree_while_dead_letters_are_redriven_purged_and_rescheduled() {
+    let c = TestCluster::start(3, &[]).await;
+    let client = Arc::new(c.client());
+    let mut settings = callback("dlq", 2_000);
+    settings.max_attempts = 1;
+    register(&client, settings).await;
+
+    let stop_worker = CancellationToken::new();
+    let worker = Worker::builder(c.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>())
+        .id("failing")
+        .handle("dlq", 32, |_ctx: TaskContext| async { TaskResult::retry("always fails") })
+        .run(stop_worker.clone());
+    let worker = tokio::spawn(worker);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    // Schedulers cycling over a few keys: purged keys come back as new tasks.
+    for c_id in 0..2usize {
+        let (client, stop) = (client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let mut s = spec("dlq", b"x");
+                s.idempotency_key = format!("k{}", (i * 2 + c_id) % 40);
+                let _ = client.schedule(c_id, s).await;
+                i += 1;
+            }
+        }));
+    }
+    // Redrive and purge by callback, through every node.
+    for (op, pause) in [(0usize, 7u64), (1, 11)] {
+        let (client, stop) = (client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let req = dead_letters("dlq");
+                let _ = client
+                    .call(i, |n| {
+                        let req = req.clone();
+                        let client = &client;
+                        async move {
+                            let mut s = client.scheduler(n)?;
+                            let r = if op == 0 {
+                                s.redrive_dead_letters(req).await?
+                            } else {
+                                s.purge_dead_letters(req).await?
+                            };
+                            Ok(r.into_inner())
+                        }
+                    })
+                    .await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(12 * scale() as u64)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.expect("load task");
+    }
+    stop_worker.cancel();
+    worker.await.expect("worker task").expect("worker");
+
+    let digests = converged_digests(&c).await;
+    let distinct: std::collections::HashSet<&String> = digests.values().collect();
+    assert_eq!(distinct.len(), 1, "replicas diverged: {digests:?}");
+    // The workload did what it is for.
+    let tasks = list(&client, "dlq", pb::TaskState::Unspecified).await;
+    assert!(!tasks.is_empty(), "no tasks left at all: the test did not exercise anything");
+}
+
+/// Schedule through `proxy` first (which applies the request but loses the
+/// reply), then fail over: exactly one task per request must exist.
+async fn one_task_despite_a_lost_reply(mode: Mode, batch: bool, user_key: bool) {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let proxy = Proxy::start(c.node(leader).addr.clone()).await;
+    let others: Vec<String> = c.nodes.iter().filter(|n| n.id != leader).map(|n| n.addr.clone()).collect();
+    let mut endpoints = vec![proxy.addr.clone()];
+    endpoints.extend(others);
+    let mut client = Client::new(endpoints);
+    client.attempt_timeout = Duration::from_millis(1500);
+    // Open the connection through the proxy before it starts losing replies.
+    get(&client, 0, 1, true).await.expect_err("no task yet");
+    proxy.set(mode);
+
+    let callback = format!("lost-{}-{}", if batch { "batch" } else { "one" }, if user_key { "key" } else { "nokey" });
+    let make = |i: usize| {
+        let mut s = spec(&callback, format!("{i}").as_bytes());
+        if user_key {
+            s.idempotency_key = format!("user-key-{i}");
+        }
+        s
+    };
+    let replies: Vec<pb::ScheduleResponse> = if batch {
+        client.schedule_batch(0, (0..5).map(make).collect()).await.expect("batch").results
+    } else {
+        vec![client.schedule(0, make(0)).await.expect("schedule")]
+    };
+    // The first attempt was applied (through the proxy); the retry found it.
+    assert!(replies.iter().all(|r| !r.created), "{mode:?}: the retry created a task: {replies:?}");
+    proxy.set(Mode::Pass);
+    let all = list(&c.client(), &callback, pb::TaskState::Unspecified).await;
+    assert_eq!(all.len(), replies.len(), "{mode:?}: one task per request, got {all:?}");
+    if !user_key {
+        assert!(
+            all.iter().all(|t| t.idempotency_key.starts_with(drover::client::GENERATED_KEY_PREFIX)),
+            "tasks without a key get a generated one"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_whose_reply_is_lost_is_retried_without_a_duplicate() {
+    one_task_despite_a_lost_reply(Mode::HoldReplies, false, false).await;
+    one_task_despite_a_lost_reply(Mode::ResetOnReply, false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_whose_reply_is_lost_is_retried_without_duplicates() {
+    one_task_despite_a_lost_reply(Mode::ResetOnReply, true, false).await;
+    one_task_despite_a_lost_reply(Mode::HoldReplies, true, true).await;
+}
+
+/// An assignment that cannot be handed to its worker (its stream is full)
+/// is released at once, and the attempt does not count: with one attempt
+/// allowed, the task must not go to the dead-letter queue without running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undelivered_assignment_is_released_without_costing_an_attempt() {
+    // One message of buffer per worker stream, so that a worker that does
+    // not read its stream overflows it at once.
+    let c = TestCluster::start(3, &["--worker-buffer", "1"]).await;
+    let client = c.client();
+    let mut settings = callback("stuck", 60_000);
+    settings.max_attempts = 1;
+    register(&client, settings).await;
+    let leader = c.leader().await;
+    let big = vec![7u8; 512 * 1024];
+    let ids: Vec<u64> = {
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            ids.push(schedule(&client, 0, spec("stuck", &big)).await.expect("schedule").task_id);
+        }
+        ids
+    };
+    // A raw worker that says hello, keeps heartbeating, and never reads.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let hello = pb::WorkerMessage {
+        msg: Some(pb::worker_message::Msg::Hello(pb::Hello {
+            worker_id: "never-reads".into(),
+            callbacks: vec![pb::CallbackCredits { callback: "stuck".into(), concurrency: 6 }],
+            running: vec![],
+        })),
+    };
+    tx.send(hello).await.expect("hello");
+    let mut raw = pb::worker_client::WorkerClient::new(c.client_of(leader).channel(0).expect("channel"));
+    let _stream = raw.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("connect");
+    let beat = tokio::spawn(async move {
+        for seq in 1.. {
+            let hb = pb::Heartbeat { seq, tasks: vec![] };
+            if tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(hb)) }).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    // Some assignment could not be queued: it went back to pending with its
+    // attempt count restored, long before its 60 s lease would lapse.
+    let released = wait_until(Duration::from_secs(20), "an undelivered assignment to be released", || async {
+        for id in &ids {
+            let t = get(&client, 0, *id, true).await.ok()?;
+            let ran = t.history.iter().any(|h| h.state == pb::TaskState::Running as i32);
+            if ran && t.state != pb::TaskState::Running as i32 {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await;
+    beat.abort();
+    assert_eq!(released.attempts, 0, "the undelivered attempt was counted: {released:?}");
+    assert!(
+        [pb::TaskState::Ready as i32, pb::TaskState::Running as i32].contains(&released.state),
+        "released task is neither pending nor re-assigned: {released:?}"
+    );
+    let dead = list(&client, "stuck", pb::TaskState::Dead).await;
+    assert!(dead.is_empty(), "tasks went to the dead-letter queue without running: {dead:?}");
+}
+
+/// A request over the transport's size limit gets RESOURCE_EXHAUSTED, as
+/// gRPC specifies (tonic's own answer is OUT_OF_RANGE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_request_gets_resource_exhausted() {
+    let c = TestCluster::start(1, &[]).await;
+    let channel = c.client_of(1).channel(0).expect("channel");
+    let mut raw = pb::scheduler_client::SchedulerClient::new(channel).max_encoding_message_size(usize::MAX);
+    let tasks = vec![spec("big", &vec![0u8; 1 << 20]); 66];
+    let err = raw.schedule_batch(pb::ScheduleBatchRequest { tasks }).await.expect_err("over 64 MiB");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+}
+
+/// SIGTERM to every node at once: every node exits cleanly and logs no
+/// ERROR (the leader's hand-over meets peers that are stopping too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_every_node_at_once_logs_no_error() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    for i in 0..20 {
+        schedule(&client, i, spec("calm", b"x")).await.expect("schedule");
+    }
+    c.stop_all();
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(errors.is_empty(), "node {} logged errors on a clean shutdown:\n{}", n.id, errors.join("\n"));
+    }
+}
