@@ -29,9 +29,8 @@ fn schedule_command(n: usize, stamp: u64) -> Command {
 fn apply(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open_db(dir.path()).expect("db");
-    let mut index = LiveIndex::load(&db).expect("index");
     let mut applier = Applier::load(&db).expect("applier");
-    index.apply(IndexOp::PutCallback(CallbackConfig::with_defaults("bench")));
+    applier.callbacks.insert("bench".into(), CallbackConfig::with_defaults("bench"));
     let mut g = c.benchmark_group("apply");
     g.throughput(Throughput::Elements(100));
     let mut log_index = 1;
@@ -39,7 +38,7 @@ fn apply(c: &mut Criterion) {
         b.iter_batched(
             || schedule_command(100, 1_000),
             |cmd| {
-                let mut batch = ApplyBatch::new(&db, &index);
+                let mut batch = ApplyBatch::new(&db);
                 let r = applier.apply(&mut batch, log_index, &cmd).expect("apply");
                 applier.write_counters(&mut batch).expect("counters");
                 let (wb, ops, _) = batch.finish().expect("finish");

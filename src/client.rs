@@ -62,12 +62,6 @@ pub struct Client {
     pub attempt_timeout: Duration,
 }
 
-/// Whether a failed call may succeed at another node or a bit later.
-pub fn is_retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown)
-        || (status.code() == Code::DeadlineExceeded && status.message().contains("timed out"))
-}
-
 impl Client {
     pub fn new(endpoints: Vec<String>) -> Self {
         // An attempt normally answers within the server's leader wait (3 s)

@@ -194,14 +194,7 @@ impl ProposerClock {
     pub fn new(me: u64, wall: WallClock, max_offset: Duration, applied: watch::Receiver<Applied>) -> Self {
         let floor = *applied.borrow();
         let model = TimeModel::new(floor.now_ms, floor.at);
-        ProposerClock {
-            me,
-            wall,
-            max_offset,
-            applied,
-            model: Arc::new(Mutex::new(model)),
-            cluster: Arc::default(),
-        }
+        ProposerClock { me, wall, max_offset, applied, model: Arc::new(Mutex::new(model)), cluster: Arc::default() }
     }
 
     /// This process's wall clock.
@@ -244,13 +237,34 @@ impl ProposerClock {
         self.cluster.lock().unwrap_or_else(|p| p.into_inner()).samples.clone()
     }
 
+    /// Whether replicated time is established: a command was stamped
+    /// before (it is in the state machine), or a majority of voters' clocks
+    /// were sampled (a new cluster starts from their median).
+    pub fn established(&self) -> bool {
+        self.applied.borrow().now_ms > 0 || self.reference().is_some()
+    }
+
+    /// Wait until [`ProposerClock::established`], at most `timeout`.
+    pub async fn wait_established(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.established() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Replicated time now, on this node.
     pub fn now_ms(&self) -> u64 {
         let now = Instant::now();
         let applied = *self.applied.borrow();
+        // A new cluster (nothing stamped yet) starts from the median even if
+        // the clocks disagree; after that only a trusted reference steers.
         let reference_ms = self
             .reference()
-            .filter(|r| r.trusted)
+            .filter(|r| r.trusted || applied.now_ms == 0)
             .map(|r| self.wall.now_ms().saturating_add_signed(r.median_offset_ms));
         let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
         model.at(now, Some((applied.now_ms, applied.at)), reference_ms)
@@ -280,7 +294,7 @@ mod tests {
         // Seen from a good node: peer 3 is an hour ahead.
         let s: HashMap<u64, ClockSample> = [(2, sample(10, now)), (3, sample(HOUR, now))].into();
         let r = reference(1, &[1, 2, 3], &s, now, bound).unwrap();
-        assert_eq!((r.median_offset_ms, r.trusted), (0, true));
+        assert_eq!((r.median_offset_ms, r.trusted), (10, true), "the median of 0, 10 and an hour");
         // Seen from the bad node itself: the others are an hour behind it.
         let s: HashMap<u64, ClockSample> = [(1, sample(-HOUR, now)), (2, sample(-HOUR + 10, now))].into();
         let r = reference(3, &[1, 2, 3], &s, now, bound).unwrap();

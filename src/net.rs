@@ -114,7 +114,6 @@ fn is_connect_failure(mut e: &(dyn std::error::Error + 'static)) -> bool {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

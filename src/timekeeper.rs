@@ -31,6 +31,9 @@ use crate::raft::Raft;
 
 /// How often the clocks are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often while too few voters have been sampled (a new or restarted
+/// node): replicated time of a new cluster waits for the first samples.
+const SAMPLE_EVERY_AT_START: Duration = Duration::from_millis(100);
 /// Longest wait for one sample.
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -55,12 +58,11 @@ async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option
 #[tracing::instrument(name = "timekeeper", skip_all, fields(node_id = me))]
 pub async fn run(me: u64, raft: Raft, pool: ChannelPool, clock: ProposerClock, stop: CancellationToken) {
     let mut skewed = false;
-    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let every = if clock.reference().is_some() { SAMPLE_EVERY } else { SAMPLE_EVERY_AT_START };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(every) => {}
         }
         let m = raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership().clone();
@@ -86,7 +88,10 @@ pub async fn run(me: u64, raft: Raft, pool: ChannelPool, clock: ProposerClock, s
                     "this node's wall clock is off the cluster's median: it will not lead until it is fixed"
                 );
             } else {
-                tracing::info!(offset_ms = reference.own_offset_ms(), "this node's wall clock agrees with the cluster again");
+                tracing::info!(
+                    offset_ms = reference.own_offset_ms(),
+                    "this node's wall clock agrees with the cluster again"
+                );
             }
             raft.runtime_config().elect(!skewed);
         }

@@ -141,6 +141,7 @@ where
                         _ => return Err(s),
                     },
                 }
+            }
         };
         if retry {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -30,9 +30,23 @@ impl SchedulerService {
         SchedulerService { ctx }
     }
 
+    /// Leader only: wait until replicated time is established (a new
+    /// cluster samples its voters' clocks first), then stamp.
+    async fn stamp(&self) -> Result<u64, ApiError> {
+        if !self.ctx.clock.wait_established(self.ctx.config.leader_wait).await {
+            return Err(ApiError::Unavailable {
+                message: "this new cluster has not sampled a majority of its nodes' clocks yet; nothing was written"
+                    .into(),
+                leader: None,
+                retry_after_ms: 200,
+            });
+        }
+        Ok(self.ctx.clock.stamp())
+    }
+
     /// Leader only: stamp and propose one operation.
     async fn write(&self, operation: Operation) -> Result<CommandResponse, ApiError> {
-        let cmd = Command { stamped_at_ms: self.ctx.clock.stamp(), operation };
+        let cmd = Command { stamped_at_ms: self.stamp().await?, operation };
         match propose(&self.ctx, cmd).await? {
             CommandResponse::Rejected(r) => Err(r.into()),
             other => Ok(other),
@@ -41,7 +55,7 @@ impl SchedulerService {
 
     /// Leader only: stamp, resolve and propose one Schedule command.
     async fn schedule_local(&self, tasks: Vec<ValidTask>) -> Result<Vec<ScheduleOutcome>, ApiError> {
-        let stamp = self.ctx.clock.stamp();
+        let stamp = self.stamp().await?;
         let expected = tasks.len();
         let operation = Operation::Schedule {
             tasks: tasks.into_iter().map(|t| t.resolve(stamp)).collect(),

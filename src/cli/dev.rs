@@ -164,7 +164,9 @@ async fn settled_status(client: &Client) -> Result<pb::ClusterStatusResponse, to
     let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let s = client
-            .call_idempotent(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
+            .call_idempotent(0, |i| async move {
+                Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
+            })
             .await?;
         let agreed = s
             .members

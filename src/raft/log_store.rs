@@ -69,7 +69,9 @@ fn range_start(range: &impl RangeBounds<u64>) -> u64 {
 
 /// Run RocksDB work that may take milliseconds (a synced write, a scan, a
 /// write that meets a stall) on a blocking thread, off the async runtime.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, io::Error> + Send + 'static) -> Result<T, io::Error> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, io::Error> + Send + 'static,
+) -> Result<T, io::Error> {
     tokio::task::spawn_blocking(work).await.map_err(io::Error::other)?
 }
 

@@ -52,7 +52,8 @@ impl StateMachine {
         let applier = Applier::load(&db)?;
         let live = Arc::new(std::sync::Mutex::new(LiveIndex::load(&db)?));
         let applied = read_last_applied(&db)?.map(|l| l.index).unwrap_or(0);
-        let (applied_tx, applied_rx) = watch::channel(Applied { index: applied, now_ms: applier.now_ms, at: std::time::Instant::now() });
+        let (applied_tx, applied_rx) =
+            watch::channel(Applied { index: applied, now_ms: applier.now_ms, at: std::time::Instant::now() });
         Ok((StateMachine { db, applier, index: live, snapshots, applied_tx }, applied_rx))
     }
 
@@ -68,7 +69,7 @@ type Reply = (openraft::storage::ApplyResponder<TypeConfig>, CommandResponse);
 struct Written {
     applier: Applier,
     replies: Vec<(usize, CommandResponse)>,
-    index_ops: Vec<crate::store::IndexOp>,
+    index_ops: Vec<crate::store::index::IndexOp>,
     /// Set after an import: the live index rebuilt from disk.
     reloaded: Option<LiveIndex>,
     last_applied: LogId,

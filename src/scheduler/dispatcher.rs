@@ -53,9 +53,18 @@ pub enum Proposal {
         dropped: Vec<Planned>,
         result: Result<Vec<Result<Leased, Rejection>>, String>,
     },
-    Released { items: Vec<(u64, u64)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
-    Completed { batch: Vec<(SessionId, Completion)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
-    Expired { items: Vec<(u64, u64)>, result: Result<Vec<Result<TaskState, Rejection>>, String> },
+    Released {
+        items: Vec<(u64, u64)>,
+        result: Result<Vec<Result<TaskState, Rejection>>, String>,
+    },
+    Completed {
+        batch: Vec<(SessionId, Completion)>,
+        result: Result<Vec<Result<TaskState, Rejection>>, String>,
+    },
+    Expired {
+        items: Vec<(u64, u64)>,
+        result: Result<Vec<Result<TaskState, Rejection>>, String>,
+    },
 }
 
 /// A lease as the leader tracks it, on its own monotonic clock.

@@ -9,7 +9,7 @@ use rocksdb::{WriteBatch, DB};
 
 use super::callback::{splitmix64, CallbackConfig};
 use super::command::*;
-use super::index::{running_of, IndexOp, LiveIndex};
+use super::index::{running_of, IndexOp};
 use super::task::{Task, TaskState};
 use super::{cf, get_u64, keys, StoreError};
 use crate::encoding;
@@ -123,7 +123,12 @@ impl<'a> ApplyBatch<'a> {
                 ids.insert(id);
             }
         }
-        ids.extend(self.tasks.iter().filter(|(_, t)| t.as_ref().is_some_and(|t| t.state == TaskState::Dead)).map(|(id, _)| *id));
+        ids.extend(
+            self.tasks
+                .iter()
+                .filter(|(_, t)| t.as_ref().is_some_and(|t| t.state == TaskState::Dead))
+                .map(|(id, _)| *id),
+        );
         Ok(ids.into_iter().collect())
     }
 
@@ -448,8 +453,12 @@ impl Applier {
     }
 
     /// Move a failed attempt to retry-wait, or to dead when out of attempts.
-    fn fail_retriable(&self, b: &ApplyBatch<'_>, t: &mut Task, error: String, floor_ms: u64) {
-        let config = self.callbacks.get(&t.callback).cloned().unwrap_or_else(|| CallbackConfig::with_defaults(t.callback.clone()));
+    fn fail_retriable(&self, t: &mut Task, error: String, floor_ms: u64) {
+        let config = self
+            .callbacks
+            .get(&t.callback)
+            .cloned()
+            .unwrap_or_else(|| CallbackConfig::with_defaults(t.callback.clone()));
         t.last_error = Some(clip(error, MAX_ERROR_BYTES));
         if t.attempts >= config.max_attempts {
             t.transition(TaskState::Dead, self.now_ms);
@@ -486,14 +495,14 @@ impl Applier {
                 t.transition(TaskState::Succeeded, self.now_ms);
             }
             Outcome::Retry { error, retry_after_ms } => {
-                self.fail_retriable(b, &mut t, error.clone(), retry_after_ms.unwrap_or(0));
+                self.fail_retriable(&mut t, error.clone(), retry_after_ms.unwrap_or(0));
             }
             Outcome::Fatal { error } => {
                 t.last_error = Some(clip(error.clone(), MAX_ERROR_BYTES));
                 t.transition(TaskState::Failed, self.now_ms);
             }
             // A cancellation nobody asked for (the worker shut down): retry.
-            Outcome::Cancelled => self.fail_retriable(b, &mut t, "the worker cancelled the run".into(), 0),
+            Outcome::Cancelled => self.fail_retriable(&mut t, "the worker cancelled the run".into(), 0),
         }
         let state = t.state;
         b.save(Some(&before), t)?;
@@ -509,7 +518,7 @@ impl Applier {
         if t.cancel_requested {
             t.transition(TaskState::Cancelled, self.now_ms);
         } else {
-            self.fail_retriable(b, &mut t, e.reason.clone(), 0);
+            self.fail_retriable(&mut t, e.reason.clone(), 0);
         }
         let state = t.state;
         b.save(Some(&before), t)?;

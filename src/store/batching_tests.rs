@@ -58,10 +58,7 @@ enum AbstractTarget {
 }
 
 fn target() -> impl Strategy<Value = AbstractTarget> {
-    prop_oneof![
-        (1..=MAX_ID).prop_map(AbstractTarget::Task),
-        (0..CALLBACKS.len()).prop_map(AbstractTarget::Callback),
-    ]
+    prop_oneof![(1..=MAX_ID).prop_map(AbstractTarget::Task), (0..CALLBACKS.len()).prop_map(AbstractTarget::Callback),]
 }
 
 fn abstract_command() -> impl Strategy<Value = Abstract> {
@@ -108,10 +105,8 @@ impl Replica {
     /// machine does: one write, then the index changes.
     fn apply(&mut self, entries: &[(u64, Command)]) -> Vec<CommandResponse> {
         let mut batch = ApplyBatch::new(&self.db);
-        let replies = entries
-            .iter()
-            .map(|(index, cmd)| self.applier.apply(&mut batch, *index, cmd).expect("apply"))
-            .collect();
+        let replies =
+            entries.iter().map(|(index, cmd)| self.applier.apply(&mut batch, *index, cmd).expect("apply")).collect();
         self.applier.write_counters(&mut batch).expect("counters");
         let (write, ops, reload) = batch.finish().expect("finish");
         self.db.write(write).expect("write");
@@ -180,7 +175,10 @@ fn import_records(first_id: u64, dead: bool, key: usize, callback: usize) -> Ope
         records.push((keys::pending(name, 0, 0, first_id), Vec::new()));
     }
     Operation::Import {
-        records: records.into_iter().map(|(k, v)| (serde_bytes::ByteBuf::from(k), serde_bytes::ByteBuf::from(v))).collect(),
+        records: records
+            .into_iter()
+            .map(|(k, v)| (serde_bytes::ByteBuf::from(k), serde_bytes::ByteBuf::from(v)))
+            .collect(),
     }
 }
 
@@ -310,7 +308,12 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
             replies.extend(replica.apply(&entries[*start..end]));
         }
         prop_assert_eq!(&replies, &reference_replies, "replies differ with batches starting at {:?}", starts);
-        prop_assert_eq!(replica.digest(), expected_digest, "state digests differ with batches starting at {:?}", starts);
+        prop_assert_eq!(
+            replica.digest(),
+            expected_digest,
+            "state digests differ with batches starting at {:?}",
+            starts
+        );
         prop_assert_eq!(&replica.index, &reference.index, "live indexes differ with batches starting at {:?}", starts);
     }
     Ok(())
@@ -318,7 +321,8 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
 
 #[test]
 fn apply_is_independent_of_batch_boundaries() {
-    let seed: u64 = std::env::var("DROVER_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 =
+        std::env::var("DROVER_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let cases: u32 = std::env::var("DROVER_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());

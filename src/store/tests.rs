@@ -203,7 +203,11 @@ fn the_lifecycle_is_a_compare_and_set_on_state_and_token() {
         sm.complete(1002, 1, lease.fencing_token, Outcome::Success { result: b"ok".to_vec() }),
         Ok(TaskState::Succeeded)
     );
-    assert!(sm.complete(1003, 1, lease.fencing_token, Outcome::Success { result: b"again".to_vec() }).is_err());
+    // A repeat (a lost ack) is accepted and changes nothing.
+    assert_eq!(
+        sm.complete(1003, 1, lease.fencing_token, Outcome::Success { result: b"again".to_vec() }),
+        Ok(TaskState::Succeeded)
+    );
     assert_eq!(TaskStore::new(sm.db.clone()).result(1).unwrap().as_deref(), Some(&b"ok"[..]));
     assert!(sm.index.running_task(1).is_none());
     let t = sm.task(1);
@@ -281,8 +285,16 @@ fn cancel_is_immediate_when_pending_and_deferred_when_running() {
         sm.complete(1001, 2, lease.fencing_token, Outcome::Success { result: vec![] }),
         Ok(TaskState::Cancelled)
     );
-    assert!(matches!(
+    assert_eq!(
         sm.run(1002, Operation::Cancel { task_id: 2 }),
+        CommandResponse::CancelRequested { state: TaskState::Cancelled },
+        "cancelling a cancelled task again is not an error"
+    );
+    sm.schedule(1003, vec![new_task("a", 0, None)]);
+    let l3 = sm.assign(1003, 3).unwrap();
+    sm.complete(1004, 3, l3.fencing_token, Outcome::Success { result: vec![] }).unwrap();
+    assert!(matches!(
+        sm.run(1005, Operation::Cancel { task_id: 3 }),
         CommandResponse::Rejected(Rejection::FailedPrecondition(_))
     ));
     assert!(matches!(

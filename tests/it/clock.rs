@@ -64,19 +64,7 @@ async fn a_skewed_node_moves_no_task(offset: &str) {
     let env: HashMap<u64, Vec<(String, String)>> = [(skewed, faketime(offset))].into();
     let mut c = TestCluster::start_with_env(3, &[], env).await;
     let ep = endpoints(&c);
-    // The skewed node is found and named.
-    wait_until(Duration::from_secs(20), "cluster status to name the skewed node", || async {
-        let (ok, out, _) = cli(&ep, &["cluster", "status"]);
-        (ok && out.contains(&format!("node {skewed}'s wall clock"))).then_some(())
-    })
-    .await;
-    let status = status_json(&ep);
-    let members = status["members"].as_array().expect("members");
-    for m in members {
-        let skewed_here = m["id"].as_u64() == Some(skewed);
-        assert_eq!(m["clock_skewed"].as_bool(), Some(skewed_here), "{m}");
-    }
-
+    register(&c.client(), callback("timed", 5_000)).await;
     // Record when (by the real clock) each task starts.
     let started: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let stop = CancellationToken::new();
@@ -136,6 +124,18 @@ async fn a_skewed_node_moves_no_task(offset: &str) {
     assert!(last_run_at > 0);
     eprintln!("clock offset {offset}: delayed tasks started late by {lateness:?} ms");
     assert!(!leader_is(&c, skewed).await, "the skewed node leads at the end");
+    // The skewed node is found and named.
+    wait_until(Duration::from_secs(20), "cluster status to name the skewed node", || async {
+        let (ok, out, _) = cli(&ep, &["cluster", "status"]);
+        (ok && out.contains(&format!("node {skewed}'s wall clock"))).then_some(())
+    })
+    .await;
+    let status = status_json(&ep);
+    let members = status["members"].as_array().expect("members");
+    for m in members {
+        let skewed_here = m["id"].as_u64() == Some(skewed);
+        assert_eq!(m["clock_skewed"].as_bool(), Some(skewed_here), "{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

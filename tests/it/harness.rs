@@ -174,7 +174,11 @@ impl TestCluster {
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    assert!(status.success(), "node {id} exited with {status} on SIGTERM; log:\n{}", self.log_tail(*id));
+                    assert!(
+                        status.success(),
+                        "node {id} exited with {status} on SIGTERM; log:\n{}",
+                        self.log_tail(*id)
+                    );
                     break;
                 }
                 if std::time::Instant::now() > deadline {

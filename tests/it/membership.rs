@@ -141,7 +141,13 @@ async fn backup_and_restore_round_trip_keeps_every_task() {
         (list(&client, "keep", pb::TaskState::Succeeded).await.len() >= 50).then_some(())
     })
     .await;
-    w.kill();
+    // Stop the worker gracefully (its completions are applied before it
+    // exits), then wait until nothing runs: the states are final.
+    w.terminate();
+    wait_until(Duration::from_secs(30), "no task to be running", || async {
+        list(&client, "keep", pb::TaskState::Running).await.is_empty().then_some(())
+    })
+    .await;
     let before = list(&client, "keep", pb::TaskState::Unspecified).await;
     let file = s.path().join("backup.snap");
     let (ok, out, err) = cli(&endpoints(&c), &["admin", "backup", "--out", file.to_str().unwrap()]);

@@ -160,7 +160,9 @@ pub struct CpuMeter {
 
 async fn cluster_cpu_seconds(client: &Client) -> Option<f64> {
     let s = client
-        .call_idempotent(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
+        .call_idempotent(0, |i| async move {
+            Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
+        })
         .await
         .ok()?;
     let mut total = 0.0;

@@ -154,7 +154,9 @@ pub async fn failover(
 
 async fn node_stats(client: &Client) -> Result<pb::ClusterStatusResponse, CliError> {
     client
-        .call_idempotent(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
+        .call_idempotent(0, |i| async move {
+            Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
+        })
         .await
         .map_err(|s| CliError(status_message(&s)))
 }

@@ -24,8 +24,13 @@ pub(super) async fn list_all(client: &Client, callback: &str) -> Result<Vec<pb::
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let req =
-            pb::ListTasksRequest { callback: callback.into(), state: 0, limit: 10_000, after_id: after, allow_stale: false };
+        let req = pb::ListTasksRequest {
+            callback: callback.into(),
+            state: 0,
+            limit: 10_000,
+            after_id: after,
+            allow_stale: false,
+        };
         let page = client
             .call_idempotent(0, |i| {
                 let req = req.clone();

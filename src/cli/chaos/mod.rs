@@ -6,7 +6,7 @@
 //! checks every guarantee and fails loudly on any violation, keeping the
 //! history for inspection.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,11 +20,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_duration, status_message, CliError};
-use check::check;
 use crate::client::Client;
 use crate::pb;
 use crate::worker::builtin::Builtin;
 use crate::worker::{TaskContext, Worker};
+use check::check;
 
 mod check;
 
@@ -251,9 +251,8 @@ async fn dead_letter_churn(client: Arc<Client>, stop: CancellationToken, history
         let _ = client.schedule(i as usize, spec).await;
         if i % 10 == 5 || i % 15 == 0 {
             let redrive = i % 10 == 5;
-            let req = pb::DeadLetterRequest {
-                target: Some(pb::dead_letter_request::Target::Callback(DLQ_CALLBACK.into())),
-            };
+            let req =
+                pb::DeadLetterRequest { target: Some(pb::dead_letter_request::Target::Callback(DLQ_CALLBACK.into())) };
             // Not idempotent: retried only where it certainly applied nothing.
             let r = client
                 .call(i as usize, |n| {
@@ -261,7 +260,11 @@ async fn dead_letter_churn(client: Arc<Client>, stop: CancellationToken, history
                     let client = &client;
                     async move {
                         let mut s = client.scheduler(n)?;
-                        let r = if redrive { s.redrive_dead_letters(req).await? } else { s.purge_dead_letters(req).await? };
+                        let r = if redrive {
+                            s.redrive_dead_letters(req).await?
+                        } else {
+                            s.purge_dead_letters(req).await?
+                        };
                         Ok(r.into_inner())
                     }
                 })
@@ -487,4 +490,3 @@ struct Load<'a> {
     calls: &'a [Call],
     drain: Duration,
 }
-
