@@ -125,18 +125,29 @@ pub fn reference(
 
 /// The deterministic core: replicated time as a function of the monotonic
 /// clock, the applied floor and the reference. Pure, for tests.
+///
+/// Kept in microseconds as an offset from this node's monotonic clock, so
+/// that calling it often loses nothing to rounding: between adjustments,
+/// replicated time advances exactly with the monotonic clock.
 #[derive(Debug, Clone)]
 pub struct TimeModel {
-    /// Replicated time at `anchor_at`.
-    anchor_ms: u64,
-    anchor_at: Instant,
-    /// The last value handed out: nothing later is lower.
+    /// The monotonic origin of `offset_us`.
+    origin: Instant,
+    /// Replicated time in µs minus µs since `origin`.
+    offset_us: i128,
+    /// When the slew budget was last spent.
+    last_update: Instant,
+    /// The last value handed out, ms: nothing later is lower.
     last_ms: u64,
+}
+
+fn micros(d: Duration) -> i128 {
+    d.as_micros() as i128
 }
 
 impl TimeModel {
     pub fn new(start_ms: u64, at: Instant) -> TimeModel {
-        TimeModel { anchor_ms: start_ms, anchor_at: at, last_ms: start_ms }
+        TimeModel { origin: at, offset_us: start_ms as i128 * 1000, last_update: at, last_ms: start_ms }
     }
 
     /// Replicated time at `now`.
@@ -146,26 +157,28 @@ impl TimeModel {
     ///   the time since gives a lower bound on real time);
     /// - `reference_ms`: the cluster's reference time now, if trusted.
     pub fn at(&mut self, now: Instant, floor: Option<(u64, Instant)>, reference_ms: Option<u64>) -> u64 {
-        let since_anchor = now.saturating_duration_since(self.anchor_at);
-        let mut est = self.anchor_ms.saturating_add(since_anchor.as_millis() as u64);
+        let mono_us = micros(now.saturating_duration_since(self.origin));
+        let mut est_us = mono_us + self.offset_us;
         if let Some((ms, at)) = floor {
-            est = est.max(ms.saturating_add(now.saturating_duration_since(at).as_millis() as u64));
+            let floor_us = ms as i128 * 1000 + micros(now.saturating_duration_since(at));
+            est_us = est_us.max(floor_us);
         }
         if let Some(r) = reference_ms {
-            let budget = (since_anchor.as_millis() as u64).saturating_mul(SLEW_PER_SEC) / 1000;
-            if r > est.saturating_add(STEP_MS) {
-                est = r;
-            } else if r > est {
-                est += (r - est).min(budget);
+            let r_us = r as i128 * 1000;
+            let dt_us = micros(now.saturating_duration_since(self.last_update));
+            let budget_us = dt_us * SLEW_PER_SEC as i128 / 1000;
+            let err_us = r_us - est_us;
+            if err_us > STEP_MS as i128 * 1000 {
+                est_us = r_us;
             } else {
-                est -= (est - r).min(budget);
+                est_us += err_us.clamp(-budget_us, budget_us);
             }
         }
-        let est = est.max(self.last_ms);
-        self.anchor_ms = est;
-        self.anchor_at = now;
-        self.last_ms = est;
-        est
+        self.last_update = now;
+        self.offset_us = est_us - mono_us;
+        let ms = u64::try_from(est_us.max(0) / 1000).unwrap_or(u64::MAX).max(self.last_ms);
+        self.last_ms = ms;
+        ms
     }
 }
 
@@ -346,6 +359,18 @@ mod tests {
     }
 
     #[test]
+    fn frequent_calls_lose_nothing_to_rounding() {
+        let t0 = Instant::now();
+        let mut m = TimeModel::new(5_000, t0);
+        let mut v = 0;
+        for i in 1..=10_000u64 {
+            // Every 100 µs for 1 s, with a reference in step with real time.
+            v = m.at(t0 + Duration::from_micros(100 * i), None, Some(5_000 + i / 10));
+        }
+        assert!((5_999..=6_000).contains(&v), "{v}");
+    }
+
+    #[test]
     fn a_reference_far_ahead_is_stepped_to_and_a_near_one_slewed_to() {
         let t0 = Instant::now();
         let mut m = TimeModel::new(1_000, t0);
@@ -377,8 +402,9 @@ mod tests {
                 let reference = offset.map(|o| (real + o as i128).max(0) as u64);
                 let v = m.at(now, None, reference);
                 prop_assert!(v >= prev, "went back: {prev} -> {v}");
-                let slewed = prev + dt + dt * SLEW_PER_SEC / 1000;
-                let allowed = match reference { Some(r) => slewed.max(r), None => prev + dt };
+                // +1: values are whole ms of a µs-precise model.
+                let slewed = prev + dt + dt * SLEW_PER_SEC / 1000 + 1;
+                let allowed = match reference { Some(r) => slewed.max(r), None => prev + dt + 1 };
                 prop_assert!(v <= allowed, "ran ahead: {prev} + {dt} ms -> {v} (allowed {allowed})");
                 prev = v;
             }
