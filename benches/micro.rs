@@ -10,8 +10,9 @@ use std::collections::HashSet;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use drover::domain::{CallbackConfig, Command, NewTask, Operation};
 use drover::store::index::{IndexOp, LiveIndex};
-use drover::store::{keys, open_db, Applier, ApplyBatch, CallbackConfig, Command, NewTask, Operation};
+use drover::store::{keys, open_db, Applier, ApplyBatch};
 
 fn schedule_command(n: usize, stamp: u64) -> Command {
     let tasks = (0..n)

@@ -48,6 +48,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod domain;
 pub mod encoding;
 pub mod invariants;
 pub mod net;

@@ -19,9 +19,10 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::{Command, Operation};
 use crate::node::NodeContext;
 use crate::raft::snapshot;
-use crate::store::{keys, Command, Operation};
+use crate::store::keys;
 
 const PENDING: &str = "restore/backup.snap";
 /// Bytes of records per `Import` entry.

@@ -52,9 +52,9 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::store::Rejection> for ApiError {
-    fn from(r: crate::store::Rejection) -> Self {
-        use crate::store::Rejection;
+impl From<crate::domain::Rejection> for ApiError {
+    fn from(r: crate::domain::Rejection) -> Self {
+        use crate::domain::Rejection;
         match r {
             Rejection::NotFound(m) => ApiError::NotFound(m),
             Rejection::InvalidArgument(m) => ApiError::InvalidArgument(m),

@@ -15,11 +15,11 @@ use openraft::async_runtime::WatchReceiver;
 use tonic::Request;
 
 use super::ApiError;
+use crate::domain::{Command, CommandResponse, Operation};
 use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::raft::{ClientWriteError, Node, RaftError};
-use crate::store::{Command, CommandResponse, Operation};
 
 /// How long an address gets to answer before `AddLearner` gives up on it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -22,10 +22,10 @@ use std::time::Duration;
 pub use error::ApiError;
 use tonic::transport::Channel;
 
+use crate::domain::{Command, CommandResponse};
 use crate::node::{NodeContext, Route};
 use crate::pb;
 use crate::raft::{ClientWriteError, RaftError};
-use crate::store::{Command, CommandResponse};
 
 /// Metadata key set on forwarded requests: a forwarded request is never
 /// forwarded again (no loops); the receiver answers `UNAVAILABLE` with a
@@ -181,7 +181,7 @@ pub(crate) async fn propose(ctx: &NodeContext, cmd: Command) -> Result<CommandRe
         });
     }
     if ctx.restoring.load(std::sync::atomic::Ordering::Acquire)
-        && !matches!(cmd.operation, crate::store::Operation::Import { .. })
+        && !matches!(cmd.operation, crate::domain::Operation::Import { .. })
     {
         return Err(ApiError::Unavailable {
             message: "this cluster is importing a backup; writes resume when it is done".into(),

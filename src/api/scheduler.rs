@@ -6,11 +6,11 @@ use tonic::{Request, Response, Status};
 
 use super::validate::{self, ValidTask};
 use super::{is_forwarded, mark_forwarded, on_leader, propose, ApiError};
+use crate::domain::{CallbackConfig, Command, CommandResponse, Operation, ScheduleOutcome, Target, Task, TaskState};
 use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
 use crate::raft::ReadPolicy;
-use crate::store::{CallbackConfig, Command, CommandResponse, Operation, ScheduleOutcome, Target, Task, TaskState};
 
 /// Largest page of `ListTasks`.
 const MAX_PAGE: u32 = 10_000;

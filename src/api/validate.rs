@@ -4,8 +4,8 @@
 
 use super::ApiError;
 use crate::config::Limits;
+use crate::domain::NewTask;
 use crate::pb;
-use crate::store::NewTask;
 
 /// Highest priority (0 is the lowest and the default).
 pub const MAX_PRIORITY: u32 = 9;

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::{parse_duration, status_message, Cli, CliError};
 use crate::api::scheduler::state_to_pb;
+use crate::domain::TaskState;
 use crate::pb;
-use crate::store::TaskState;
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {

@@ -11,8 +11,8 @@ use openraft::entry::RaftEntry;
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, EntryPayload, LogId, Membership, Node, StoredMembership, Vote};
+use crate::domain::Command;
 use crate::encoding::{decode, encode, CodecError};
-use crate::store::Command;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogIdRecord {

@@ -21,7 +21,7 @@ pub mod state_machine;
 
 use std::sync::Arc;
 
-use crate::store::{Command, CommandResponse};
+use crate::domain::{Command, CommandResponse};
 
 openraft::declare_raft_types!(
     /// Drover's Raft type configuration.

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotDir, SnapshotFile};
 use super::{codec, Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::domain::CommandResponse;
 use crate::store::index::{self, LiveIndex, SharedIndex};
-use crate::store::{cf, keys, Applier, ApplyBatch, CommandResponse, StoreError};
+use crate::store::{cf, keys, Applier, ApplyBatch, StoreError};
 
 /// What the rest of the node learns from apply: the replicated clock and the
 /// applied index, published after each batch is written.

@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 use super::session::Session;
 use super::{lease_grace, Msg, SessionId};
 use crate::api::propose;
+use crate::domain::{Command, CommandResponse, Completion, Expiry, Leased, Operation, Outcome, Rejection, TaskState};
 use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::server_message::Msg as Out;
 use crate::raft::ServerState;
 use crate::store::index::{self, RunningTask};
-use crate::store::{Command, CommandResponse, Completion, Expiry, Leased, Operation, Outcome, Rejection, TaskState};
 
 /// Most tasks proposed in one `Assign` entry.
 const MAX_ASSIGN_BATCH: usize = 1024;
@@ -711,7 +711,7 @@ async fn propose_assignments(ctx: NodeContext, planned: Vec<Planned>, workers: V
     for ((p, worker), row) in planned.into_iter().zip(workers).zip(read) {
         match row {
             Some((attempts_seen, payload)) => {
-                assignments.push(crate::store::Assignment { task_id: p.task_id, worker, attempts_seen });
+                assignments.push(crate::domain::Assignment { task_id: p.task_id, worker, attempts_seen });
                 payloads.push(payload);
                 kept.push(p);
             }
@@ -735,7 +735,7 @@ fn new_lease(rt: &RunningTask, from: Instant, index: &index::LiveIndex) -> Lease
     let config = index
         .callback(&rt.callback)
         .cloned()
-        .unwrap_or_else(|| crate::store::CallbackConfig::with_defaults(rt.callback.clone()));
+        .unwrap_or_else(|| crate::domain::CallbackConfig::with_defaults(rt.callback.clone()));
     let lease = Duration::from_millis(config.lease_ms);
     Lease {
         token: rt.fencing_token,

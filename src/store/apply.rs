@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 
-use super::callback::{splitmix64, CallbackConfig};
-use super::command::*;
 use super::index::{running_of, IndexOp};
-use super::task::{Task, TaskState};
 use super::{cf, get_u64, keys, StoreError};
+use crate::domain::callback::{splitmix64, CallbackConfig};
+use crate::domain::command::*;
+use crate::domain::{Task, TaskState};
 use crate::encoding;
 
 /// Largest result kept per task, bytes.

@@ -28,6 +28,7 @@ use rocksdb::DB;
 
 use super::index::LiveIndex;
 use super::*;
+use crate::domain::*;
 
 const CALLBACKS: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];

@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::DB;
 
-use super::callback::CallbackConfig;
-use super::task::{Task, TaskState};
 use super::{cf, keys, StoreError};
+use crate::domain::{CallbackConfig, Task, TaskState};
 use crate::encoding;
 
 /// Number of priority levels (0..=9).

@@ -1,9 +1,6 @@
 //! The task store: drover's state machine data on RocksDB.
 //!
 //! - [`keys`]: every RocksDB key and column family.
-//! - [`command`]: the replicated commands and their replies.
-//! - [`task`]: the task row.
-//! - [`callback`]: callback settings and retry backoff.
 //! - [`apply`]: the deterministic apply logic ([`Applier`]), which turns a
 //!   run of commands into one RocksDB `WriteBatch`. It never reads a clock.
 //! - [`index`]: the in-memory live index (callbacks, queues, running tasks)
@@ -11,11 +8,8 @@
 //! - [`TaskStore`]: reads (any thread, any time).
 
 pub mod apply;
-pub mod callback;
-pub mod command;
 pub mod index;
 pub mod keys;
-pub mod task;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,10 +17,9 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 pub use apply::{Applier, ApplyBatch};
-pub use callback::CallbackConfig;
-pub use command::*;
 pub use index::{LiveIndex, SharedIndex};
-pub use task::{Task, TaskState};
+
+use crate::domain::{Task, TaskState};
 
 use crate::encoding::{self, CodecError};
 
@@ -69,6 +62,16 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StoreError> {
     log.set_write_buffer_size(64 << 20);
     let mut sm = Options::default();
     sm.set_write_buffer_size(64 << 20);
+    // Apply looks up keys that mostly do not exist (a new idempotency key,
+    // every schedule): a bloom filter answers those misses from memory
+    // instead of reading every level.
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    sm.set_block_based_table_factory(&table);
+    sm.set_memtable_prefix_bloom_ratio(0.1);
+    sm.set_memtable_whole_key_filtering(true);
     sm.set_compression_per_level(&[
         rocksdb::DBCompressionType::None,
         rocksdb::DBCompressionType::None,

@@ -3,6 +3,7 @@
 
 use super::index::LiveIndex;
 use super::*;
+use crate::domain::*;
 
 struct Sm {
     _dir: tempfile::TempDir,
