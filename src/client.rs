@@ -11,10 +11,10 @@
 //!   and writes that carry an idempotency key;
 //! - anything else is final.
 //!
-//! Every `Schedule` and `ScheduleBatch` this client sends is idempotent: a
-//! task without a key gets a generated one ([`generated_key`]), sent with
-//! the first attempt and reused by every retry, so a retry after an unknown
-//! outcome returns the first task instead of creating a second.
+//! Every `Schedule` and `ScheduleBatch` this client sends is idempotent: it
+//! carries a request id ([`new_request_id`]), sent with the first attempt
+//! and reused by every retry; the cluster answers a repeat with the first
+//! answer, so a retry after an unknown outcome never creates a second task.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,13 +28,9 @@ use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::scheduler_client::SchedulerClient;
 
-/// Prefix of the idempotency keys client libraries generate for tasks
-/// scheduled without one. Users' own keys should not start with it.
-pub const GENERATED_KEY_PREFIX: &str = "drover-auto-";
-
-/// A fresh generated idempotency key: the prefix and 128 random bits in hex.
-pub fn generated_key() -> String {
-    format!("{GENERATED_KEY_PREFIX}{:032x}", rand::random::<u128>())
+/// A fresh request id: 128 random bits.
+pub fn new_request_id() -> Vec<u8> {
+    rand::random::<[u8; 16]>().to_vec()
 }
 
 pub use crate::net::{classify, Failure};
@@ -117,18 +113,15 @@ impl Client {
         self.call_with(start, |s| is_retryable(s, true), call).await
     }
 
-    /// Schedule one task. A task without an idempotency key gets a
-    /// generated one, so that a retry after an unknown outcome returns the
-    /// first task instead of creating a second.
+    /// Schedule one task, under a fresh request id reused by every retry:
+    /// a retry after an unknown outcome returns the first answer instead
+    /// of creating a second task.
     pub async fn schedule(
         &self,
         start: usize,
-        mut spec: crate::pb::TaskSpec,
+        spec: crate::pb::TaskSpec,
     ) -> Result<crate::pb::ScheduleResponse, Status> {
-        if spec.idempotency_key.is_empty() {
-            spec.idempotency_key = generated_key();
-        }
-        let req = crate::pb::ScheduleRequest { task: Some(spec) };
+        let req = crate::pb::ScheduleRequest { task: Some(spec), request_id: new_request_id() };
         self.call_with(
             self.write_start(start),
             |s| is_retryable(s, true),
@@ -140,17 +133,14 @@ impl Client {
         .await
     }
 
-    /// Schedule a batch (one Raft entry), preferring the known leader. Tasks
-    /// without a key get generated ones, as in [`Client::schedule`].
+    /// Schedule a batch (one Raft entry), preferring the known leader,
+    /// under a request id as in [`Client::schedule`].
     pub async fn schedule_batch(
         &self,
         start: usize,
-        mut tasks: Vec<crate::pb::TaskSpec>,
+        tasks: Vec<crate::pb::TaskSpec>,
     ) -> Result<crate::pb::ScheduleBatchResponse, Status> {
-        for t in tasks.iter_mut().filter(|t| t.idempotency_key.is_empty()) {
-            t.idempotency_key = generated_key();
-        }
-        let req = crate::pb::ScheduleBatchRequest { tasks };
+        let req = crate::pb::ScheduleBatchRequest { tasks, request_id: new_request_id() };
         self.call_with(
             self.write_start(start),
             |s| is_retryable(s, true),

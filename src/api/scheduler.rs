@@ -6,7 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::validate::{self, ValidTask};
 use super::{is_forwarded, mark_forwarded, on_leader, propose, ApiError};
-use crate::domain::{CallbackConfig, Command, CommandResponse, Operation, ScheduleOutcome, Target, Task, TaskState};
+use crate::domain::{
+    CallbackConfig, Command, CommandResponse, Operation, RequestId, ScheduleOutcome, Target, Task, TaskState,
+};
 use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
@@ -53,17 +55,25 @@ impl SchedulerService {
         }
     }
 
-    /// Leader only: stamp, resolve and propose one Schedule command.
-    async fn schedule_local(&self, tasks: Vec<ValidTask>) -> Result<Vec<ScheduleOutcome>, ApiError> {
+    /// Leader only: stamp, resolve and propose one Schedule command. The
+    /// flag says whether the answer is a replay of an earlier attempt's.
+    async fn schedule_local(
+        &self,
+        tasks: Vec<ValidTask>,
+        request_id: Option<RequestId>,
+    ) -> Result<(Vec<ScheduleOutcome>, bool), ApiError> {
         let stamp = self.stamp().await?;
         let expected = tasks.len();
-        let operation = Operation::Schedule {
-            tasks: tasks.into_iter().map(|t| t.resolve(stamp)).collect(),
-            auto_register: self.ctx.config.auto_register,
+        let tasks = tasks.into_iter().map(|t| t.resolve(stamp)).collect();
+        let auto_register = self.ctx.config.auto_register;
+        let operation = match request_id {
+            Some(request_id) => Operation::ScheduleRequest { request_id, tasks, auto_register },
+            None => Operation::Schedule { tasks, auto_register },
         };
         let cmd = Command { stamped_at_ms: stamp, operation };
         match propose(&self.ctx, cmd).await? {
-            CommandResponse::Scheduled(outcomes) if outcomes.len() == expected => Ok(outcomes),
+            CommandResponse::Scheduled(outcomes) if outcomes.len() == expected => Ok((outcomes, false)),
+            CommandResponse::Replayed(outcomes) if outcomes.len() == expected => Ok((outcomes, true)),
             CommandResponse::Rejected(r) => Err(r.into()),
             other => Err(ApiError::internal(format!("unexpected state machine reply {other}"))),
         }
@@ -149,7 +159,7 @@ impl SchedulerService {
 }
 
 pub fn outcome_to_pb(o: ScheduleOutcome) -> pb::ScheduleResponse {
-    pb::ScheduleResponse { task_id: o.task_id, created: o.created }
+    pb::ScheduleResponse { task_id: o.task_id, created: o.created, replayed: false }
 }
 
 pub fn state_to_pb(s: TaskState) -> pb::TaskState {
@@ -279,9 +289,11 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         let spec =
             request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
         let task = validate::task_spec(spec, &self.ctx.config.limits, self.ctx.clock.stamp())?;
+        let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, schedule, |req| {
             let _ = &req;
-            self.schedule_local(vec![task.clone()]).await.map(|mut o| outcome_to_pb(o.remove(0)))
+            let (mut outcomes, replayed) = self.schedule_local(vec![task.clone()], request_id).await?;
+            Ok(pb::ScheduleResponse { replayed, ..outcome_to_pb(outcomes.remove(0)) })
         })
     }
 
@@ -290,10 +302,14 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleBatchRequest>,
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
         let tasks = validate::batch(request.get_ref().tasks.clone(), &self.ctx.config.limits, self.ctx.clock.stamp())?;
+        let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, schedule_batch, |req| {
             let _ = &req;
-            let outcomes = self.schedule_local(tasks.clone()).await?;
-            Ok(pb::ScheduleBatchResponse { results: outcomes.into_iter().map(outcome_to_pb).collect() })
+            let (outcomes, replayed) = self.schedule_local(tasks.clone(), request_id).await?;
+            Ok(pb::ScheduleBatchResponse {
+                results: outcomes.into_iter().map(|o| pb::ScheduleResponse { replayed, ..outcome_to_pb(o) }).collect(),
+                replayed,
+            })
         })
     }
 

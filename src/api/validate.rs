@@ -124,6 +124,21 @@ pub fn task_spec(spec: pb::TaskSpec, limits: &Limits, now_ms: u64) -> Result<Val
     })
 }
 
+/// A request id: absent (empty) or exactly 16 bytes.
+pub fn request_id(bytes: &[u8]) -> Result<Option<crate::domain::RequestId>, ApiError> {
+    match bytes.len() {
+        0 => Ok(None),
+        16 => {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(bytes);
+            Ok(Some(crate::domain::RequestId(id)))
+        }
+        n => Err(ApiError::InvalidArgument(format!(
+            "request_id is {n} bytes; it must be empty or 16 random bytes, the same in every retry"
+        ))),
+    }
+}
+
 pub fn batch(specs: Vec<pb::TaskSpec>, limits: &Limits, now_ms: u64) -> Result<Vec<ValidTask>, ApiError> {
     if specs.is_empty() {
         return Err(ApiError::InvalidArgument("batch is empty: send at least one task".into()));

@@ -52,6 +52,46 @@ pub enum Operation {
     /// was full or gone): back to pending at once, and the attempt does not
     /// count, since the task never ran.
     Release { leases: Vec<Expiry> },
+    /// `Schedule` under a client's request id: a repeat of the id (within
+    /// [`REQUEST_ID_WINDOW_MS`]) gets the first answer again and creates
+    /// nothing, so a client may retry any schedule whose outcome it does
+    /// not know.
+    ScheduleRequest { request_id: RequestId, tasks: Vec<NewTask>, auto_register: bool },
+}
+
+impl Operation {
+    /// Roughly how much work applying this is: the number of tasks or
+    /// records it touches (a redrive or purge by callback counts as many).
+    pub fn weight(&self) -> usize {
+        match self {
+            Operation::Schedule { tasks, .. } | Operation::ScheduleRequest { tasks, .. } => tasks.len(),
+            Operation::Assign { assignments } => assignments.len(),
+            Operation::Complete { completions } => completions.len(),
+            Operation::Expire { leases } | Operation::Release { leases } => leases.len(),
+            Operation::Import { records } => records.len().max(1_000),
+            Operation::Redrive { target: Target::Callback(_) } | Operation::Purge { target: Target::Callback(_) } => {
+                1_000
+            }
+            _ => 1,
+        }
+    }
+}
+
+/// A client's name for one request, the same in all its retries: 16 random
+/// bytes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub [u8; 16]);
+
+/// How long (replicated time) a request id is remembered: far longer than
+/// any client retries.
+pub const REQUEST_ID_WINDOW_MS: u64 = 24 * 3_600_000;
+
+/// What the state machine remembers of a request id: when it was first
+/// applied and what it answered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub at_ms: u64,
+    pub outcomes: Vec<ScheduleOutcome>,
 }
 
 /// Which dead tasks a DLQ operation touches.
@@ -156,6 +196,8 @@ pub enum CommandResponse {
     /// The command was not applied (it changes nothing). This is a business
     /// outcome, never a storage failure.
     Rejected(Rejection),
+    /// A repeated request id: the first answer, again; nothing was created.
+    Replayed(Vec<ScheduleOutcome>),
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +230,9 @@ impl std::fmt::Display for Command {
             Operation::Purge { target } => write!(f, "purge {target:?} @{at}"),
             Operation::RetireNode { node_id } => write!(f, "retire node {node_id} @{at}"),
             Operation::Import { records } => write!(f, "import {} record(s) @{at}", records.len()),
+            Operation::ScheduleRequest { tasks, .. } => {
+                write!(f, "schedule {} task(s) (request id) @{at}", tasks.len())
+            }
             Operation::Release { leases } => write!(f, "release {} undelivered assignment(s) @{at}", leases.len()),
         }
     }
@@ -204,6 +249,7 @@ impl std::fmt::Display for CommandResponse {
             CommandResponse::CancelRequested { state } => write!(f, "cancel requested, now {state:?}"),
             CommandResponse::Count(n) => write!(f, "{n} task(s)"),
             CommandResponse::Rejected(r) => write!(f, "rejected: {r}"),
+            CommandResponse::Replayed(o) => write!(f, "replayed {} task(s)", o.len()),
         }
     }
 }

@@ -66,6 +66,10 @@ impl StateMachine {
 
 type Reply = (openraft::storage::ApplyResponder<TypeConfig>, CommandResponse);
 
+/// Apply batches touching at most this many tasks run inline (see
+/// `apply_batch`).
+const INLINE_WEIGHT: usize = 64;
+
 /// What one applied batch changed, once it is written.
 struct Written {
     applier: Applier,
@@ -135,9 +139,24 @@ impl StateMachine {
         let db = self.db.clone();
         // Moved out and back: an error here is fatal to Raft anyway.
         let applier = std::mem::take(&mut self.applier);
-        let written = tokio::task::spawn_blocking(move || apply_entries(&db, applier, &entries))
-            .await
-            .map_err(io::Error::other)??;
+        // Small batches (the steady state of single writes) apply inline:
+        // microseconds of memtable work, less than a thread hop costs. Big
+        // ones (large batches, imports, purges by callback) go to a
+        // blocking thread so that they never stall the async runtime.
+        let weight: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(cmd) => cmd.operation.weight(),
+                _ => 1,
+            })
+            .sum();
+        let written = if weight <= INLINE_WEIGHT {
+            apply_entries(&db, applier, &entries)?
+        } else {
+            tokio::task::spawn_blocking(move || apply_entries(&db, applier, &entries))
+                .await
+                .map_err(io::Error::other)??
+        };
         self.applier = written.applier;
         {
             let mut live = index::lock(&self.index);

@@ -40,8 +40,8 @@ pub struct Applier {
 /// in this batch or an earlier one: otherwise replicas that cut the log into
 /// different batches would diverge. The only reads of RocksDB are in
 /// [`ApplyBatch::task`], [`ApplyBatch::idempotent_task`] and
-/// [`ApplyBatch::dead_ids`], and each consults the overlay of this batch
-/// first. Keys that apply never reads back (payloads, results, queue and
+/// [`ApplyBatch::dead_ids`] and [`ApplyBatch::request`], and each consults
+/// the overlay of this batch first. Keys that apply never reads back (payloads, results, queue and
 /// by-state index entries, retired ids) go straight into the write batch.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
@@ -51,6 +51,8 @@ pub struct ApplyBatch<'a> {
     /// Idempotency keys changed in this batch (`None`: deleted), written at
     /// the end.
     idempotency: HashMap<Vec<u8>, Option<u64>>,
+    /// Request ids recorded in this batch, written at the end.
+    requests: HashMap<RequestId, RequestRecord>,
     /// Index changes, applied after the write succeeds.
     pub index_ops: Vec<IndexOp>,
     /// Raw records were imported: rebuild the live index from disk.
@@ -64,6 +66,7 @@ impl<'a> ApplyBatch<'a> {
             batch: WriteBatch::default(),
             tasks: HashMap::new(),
             idempotency: HashMap::new(),
+            requests: HashMap::new(),
             index_ops: Vec::new(),
             reload_index: false,
         }
@@ -87,6 +90,17 @@ impl<'a> ApplyBatch<'a> {
             return Ok(*id);
         }
         match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, key)? {
+            Some(v) => Ok(Some(encoding::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What a request id answered, as of the commands applied so far.
+    fn request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        if let Some(r) = self.requests.get(id) {
+            return Ok(Some(r.clone()));
+        }
+        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, keys::request(&id.0))? {
             Some(v) => Ok(Some(encoding::decode(&v)?)),
             None => Ok(None),
         }
@@ -204,6 +218,9 @@ impl<'a> ApplyBatch<'a> {
                 None => self.batch.delete_cf(sm, key),
             }
         }
+        for (id, record) in &self.requests {
+            self.batch.put_cf(sm, keys::request(&id.0), encoding::encode(record));
+        }
         Ok((self.batch, self.index_ops, self.reload_index))
     }
 }
@@ -289,6 +306,9 @@ impl Applier {
                 let results = leases.iter().map(|e| self.release(b, e)).collect::<Result<_, _>>()?;
                 Ok(CommandResponse::Transitioned(results))
             }
+            Operation::ScheduleRequest { request_id, tasks, auto_register } => {
+                self.schedule_request(b, index, *request_id, tasks, *auto_register)
+            }
         }
     }
 
@@ -323,6 +343,10 @@ impl Applier {
                 b.tasks.insert(id, Some(task));
             } else if keys::is_idempotency(k) {
                 b.set_idempotency(k.to_vec(), Some(encoding::decode(v)?));
+            } else if keys::is_request(k) {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&k[1..]);
+                b.requests.insert(RequestId(id), encoding::decode(v)?);
             } else if keys::is_callback(k) {
                 let config: CallbackConfig = encoding::decode(v)?;
                 self.callbacks.insert(config.name.clone(), config);
@@ -393,6 +417,30 @@ impl Applier {
             outcomes.push(ScheduleOutcome { task_id: id, created: true });
         }
         Ok(CommandResponse::Scheduled(outcomes))
+    }
+
+    /// A schedule under a request id: the first time, schedule and remember
+    /// the answer; a repeat within the window gets that answer again.
+    fn schedule_request(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        index: u64,
+        request_id: RequestId,
+        tasks: &[NewTask],
+        auto_register: bool,
+    ) -> Result<CommandResponse, StoreError> {
+        if let Some(seen) = b.request(&request_id)? {
+            if self.now_ms.saturating_sub(seen.at_ms) <= REQUEST_ID_WINDOW_MS {
+                return Ok(CommandResponse::Replayed(seen.outcomes));
+            }
+        }
+        let response = self.schedule(b, index, tasks, auto_register)?;
+        // Only a schedule that happened is remembered: a rejected request
+        // changed nothing, and its retry is judged afresh.
+        if let CommandResponse::Scheduled(outcomes) = &response {
+            b.requests.insert(request_id, RequestRecord { at_ms: self.now_ms, outcomes: outcomes.clone() });
+        }
+        Ok(response)
     }
 
     fn register(&mut self, b: &mut ApplyBatch<'_>, config: &CallbackConfig) -> Result<CommandResponse, StoreError> {

@@ -40,7 +40,7 @@ const MAX_ID: u64 = 12;
 #[derive(Debug, Clone)]
 enum Abstract {
     Register { callback: usize, max_attempts: u32 },
-    Schedule { tasks: Vec<(usize, Option<usize>, u64)>, auto_register: bool },
+    Schedule { tasks: Vec<(usize, Option<usize>, u64)>, auto_register: bool, request: Option<u8> },
     Assign { ids: Vec<u64>, stale_attempts: bool },
     Complete { id: u64, stale: bool, outcome: u8 },
     Expire { id: u64, stale: bool },
@@ -68,9 +68,10 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
         1 => (0..CALLBACKS.len(), 1u32..=3).prop_map(|(callback, max_attempts)| Abstract::Register { callback, max_attempts }),
         5 => (
             prop::collection::vec((0..CALLBACKS.len(), prop::option::of(0..KEYS.len()), prop_oneof![Just(0u64), 1u64..3000]), 1..4),
-            any::<bool>()
+            any::<bool>(),
+            prop::option::of(0u8..3),
         )
-            .prop_map(|(tasks, auto_register)| Abstract::Schedule { tasks, auto_register }),
+            .prop_map(|(tasks, auto_register, request)| Abstract::Schedule { tasks, auto_register, request }),
         5 => (prop::collection::vec(id.clone(), 1..4), prop::bool::weighted(0.1))
             .prop_map(|(ids, stale_attempts)| Abstract::Assign { ids, stale_attempts }),
         5 => (id.clone(), prop::bool::weighted(0.1), 0u8..5).prop_map(|(id, stale, outcome)| Abstract::Complete { id, stale, outcome }),
@@ -206,8 +207,8 @@ fn concretise(r: &Replica, a: &Abstract) -> Operation {
         Abstract::Register { callback, max_attempts } => {
             Operation::RegisterCallback(callback_config(*callback, *max_attempts))
         }
-        Abstract::Schedule { tasks, auto_register } => Operation::Schedule {
-            tasks: tasks
+        Abstract::Schedule { tasks, auto_register, request } => {
+            let tasks = tasks
                 .iter()
                 .map(|(callback, key, run_at_ms)| NewTask {
                     callback: CALLBACKS[*callback].into(),
@@ -216,9 +217,14 @@ fn concretise(r: &Replica, a: &Abstract) -> Operation {
                     run_at_ms: *run_at_ms,
                     idempotency_key: key.map(|k| KEYS[k].to_string()),
                 })
-                .collect(),
-            auto_register: *auto_register,
-        },
+                .collect();
+            match request {
+                Some(r) => {
+                    Operation::ScheduleRequest { request_id: RequestId([*r; 16]), tasks, auto_register: *auto_register }
+                }
+                None => Operation::Schedule { tasks, auto_register: *auto_register },
+            }
+        }
         Abstract::Assign { ids, stale_attempts } => Operation::Assign {
             assignments: ids
                 .iter()

@@ -41,6 +41,7 @@ const SM_RESULT: u8 = b'R';
 const SM_BY_STATE: u8 = b'S';
 const SM_CALLBACK: u8 = b'C';
 const SM_RETIRED: u8 = b'N';
+const SM_REQUEST: u8 = b'D';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -190,6 +191,19 @@ pub fn retired_id(key: &[u8]) -> Option<u64> {
         Some((&SM_RETIRED, rest)) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
         _ => None,
     }
+}
+
+/// A client request id seen by `ScheduleRequest`, with what it answered.
+pub fn request(id: &[u8; 16]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = SM_REQUEST;
+    k[1..].copy_from_slice(id);
+    k
+}
+
+/// Whether `key` is a [`request`] key.
+pub fn is_request(key: &[u8]) -> bool {
+    key.first() == Some(&SM_REQUEST) && key.len() == 17
 }
 
 /// Keys that describe Raft's applied state rather than application data:

@@ -58,17 +58,23 @@ async fn bad_requests_get_clear_errors_with_the_right_codes() {
             (pb::TaskSpec { when: Some(pb::task_spec::When::RunAtUnixMs(u64::MAX / 2)), ..spec("ok", b"") }, "away"),
         ];
         for (s, expect) in cases {
-            let err = sched.schedule(pb::ScheduleRequest { task: Some(s.clone()) }).await.expect_err("must be refused");
+            let err = sched
+                .schedule(pb::ScheduleRequest { task: Some(s.clone()), ..Default::default() })
+                .await
+                .expect_err("must be refused");
             assert_eq!(err.code(), Code::InvalidArgument, "{s:?}: {err:?}");
             assert!(err.message().contains(expect), "{:?} should mention {expect:?}", err.message());
         }
-        let err = sched.schedule(pb::ScheduleRequest { task: None }).await.unwrap_err();
+        let err = sched.schedule(pb::ScheduleRequest { task: None, ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        let err =
-            sched.schedule_batch(pb::ScheduleBatchRequest { tasks: vec![spec("ok", b""); 11] }).await.unwrap_err();
+        let err = sched
+            .schedule_batch(pb::ScheduleBatchRequest { tasks: vec![spec("ok", b""); 11], ..Default::default() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("limit is 10"), "{}", err.message());
-        let err = sched.schedule_batch(pb::ScheduleBatchRequest { tasks: vec![] }).await.unwrap_err();
+        let err =
+            sched.schedule_batch(pb::ScheduleBatchRequest { tasks: vec![], ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         let err = sched
             .get_task(pb::GetTaskRequest { task_id: 999_999, allow_stale: false, include_payload: false })
@@ -88,7 +94,11 @@ async fn a_batch_is_one_entry_and_all_of_it_lands() {
     let before = c.node_status(leader).await.unwrap().last_log_index;
     let mut sched = c.client_of(leader).scheduler(0).unwrap();
     let tasks: Vec<_> = (0..1000).map(|i| spec("batch", format!("{i}").as_bytes())).collect();
-    let reply = sched.schedule_batch(pb::ScheduleBatchRequest { tasks }).await.expect("batch of 1000").into_inner();
+    let reply = sched
+        .schedule_batch(pb::ScheduleBatchRequest { tasks, ..Default::default() })
+        .await
+        .expect("batch of 1000")
+        .into_inner();
     assert_eq!(reply.results.len(), 1000);
     let ids: std::collections::BTreeSet<u64> = reply.results.iter().map(|r| r.task_id).collect();
     assert_eq!(ids.len(), 1000, "distinct ids");

@@ -95,7 +95,7 @@ async fn killing_the_leader_while_workers_run_still_ends_every_task_succeeded() 
     let total = 300usize;
     for _ in 0..3 {
         let tasks = (0..100).map(|_| spec("batch", b"40")).collect();
-        sched.schedule_batch(pb::ScheduleBatchRequest { tasks }).await.expect("batch");
+        sched.schedule_batch(pb::ScheduleBatchRequest { tasks, ..Default::default() }).await.expect("batch");
     }
     wait_until(Duration::from_secs(30), "some tasks to finish", || async {
         (list(&client, "batch", pb::TaskState::Succeeded).await.len() >= 30).then_some(())
@@ -314,7 +314,12 @@ async fn higher_priority_runs_first_and_delayed_tasks_never_run_early() {
     let s = Scratch::new();
     register(&client, callback("prio", 5000)).await;
     let tasks: Vec<pb::TaskSpec> = (0..30).map(|i| pb::TaskSpec { priority: i % 10, ..spec("prio", b"") }).collect();
-    client.scheduler(0).unwrap().schedule_batch(pb::ScheduleBatchRequest { tasks }).await.unwrap();
+    client
+        .scheduler(0)
+        .unwrap()
+        .schedule_batch(pb::ScheduleBatchRequest { tasks, ..Default::default() })
+        .await
+        .unwrap();
     let delayed =
         schedule(&client, 0, pb::TaskSpec { when: Some(pb::task_spec::When::DelayMs(1500)), ..spec("prio", b"") })
             .await
@@ -353,7 +358,7 @@ async fn a_backlog_in_one_callback_does_not_hold_up_another_and_limits_hold() {
     let mut sched = client.scheduler(0).unwrap();
     for _ in 0..5 {
         let tasks = (0..1000).map(|_| spec("bulk", b"100")).collect();
-        sched.schedule_batch(pb::ScheduleBatchRequest { tasks }).await.unwrap();
+        sched.schedule_batch(pb::ScheduleBatchRequest { tasks, ..Default::default() }).await.unwrap();
     }
     let eps = endpoints(&c);
     let ra = record_arg(&rec);
