@@ -162,7 +162,7 @@ impl Client {
 
     /// Remember the leader a reply names (a follower forwarded the call).
     fn learn<T>(&self, response: tonic::Response<T>) -> T {
-        if let Some((_, addr)) = crate::api::error::leader_hint_in(response.metadata()) {
+        if let Some((_, addr)) = crate::net::leader_hint_in(response.metadata()) {
             if let Some(i) = self.endpoints.iter().position(|e| *e == addr) {
                 self.leader.store(i, Ordering::Relaxed);
             }

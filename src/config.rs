@@ -55,6 +55,59 @@ impl Default for RaftTuning {
     }
 }
 
+/// A client's per-attempt timeout (`drover::client`): a node that does not
+/// answer within it is given up on and the next one tried.
+pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Every request-level timeout of a node, in one place. Their order is
+/// checked by [`NodeConfig::validate`]: a proposal gives up before the
+/// follower that forwarded it stops waiting for the leader, which gives up
+/// before a client's attempt does. Whoever times out first is the one
+/// closest to the work, and no caller waits on a request nobody is doing.
+///
+/// ```text
+///   propose_timeout (2.5 s) < forward_timeout (3 s) < CLIENT_ATTEMPT_TIMEOUT (4 s)
+///   quorum_silence = 2 x election timeout (0.6 s)
+/// ```
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How long a request waits for a leader to be elected before it fails
+    /// with `UNAVAILABLE`. Default 3 s.
+    pub leader_wait: Duration,
+    /// Longest a proposal waits for its commit before the caller is told
+    /// the outcome is unknown. Default 2.5 s; below `forward_timeout`.
+    pub propose_timeout: Duration,
+    /// Longest a follower waits for the leader to answer a forwarded
+    /// request. Default 3 s; below the client's attempt timeout.
+    pub forward_timeout: Duration,
+    /// A leader that has not heard from a quorum for this long fails writes
+    /// at once (it is likely cut off). Always twice the election timeout.
+    pub quorum_silence: Duration,
+    /// Upper bound on one membership change (add, promote, remove). 15 s.
+    pub membership_change: Duration,
+    /// How long an address gets to answer before `add-node` gives up. 2 s.
+    pub probe: Duration,
+    /// At shutdown: the wait for a leadership hand-over (2 s), then for open
+    /// connections to close (5 s).
+    pub hand_over: Duration,
+    pub drain: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            leader_wait: Duration::from_secs(3),
+            propose_timeout: Duration::from_millis(2_500),
+            forward_timeout: Duration::from_secs(3),
+            quorum_silence: Duration::from_millis(600),
+            membership_change: Duration::from_secs(15),
+            probe: Duration::from_secs(2),
+            hand_over: Duration::from_secs(2),
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -73,11 +126,7 @@ pub struct NodeConfig {
     pub bootstrap: bool,
     pub limits: Limits,
     pub raft: RaftTuning,
-    /// How long a request waits for a leader to be elected before it fails
-    /// with `UNAVAILABLE`. Default 3 s.
-    pub leader_wait: Duration,
-    /// Upper bound on a proposal's wait for commit. Default 10 s.
-    pub propose_timeout: Duration,
+    pub timing: Timing,
     /// Schedule against unregistered callbacks by registering them with
     /// default settings (otherwise `NOT_FOUND`). Default off.
     pub auto_register: bool,
@@ -107,8 +156,7 @@ impl NodeConfig {
             bootstrap: false,
             limits: Limits::default(),
             raft: RaftTuning::default(),
-            leader_wait: Duration::from_secs(3),
-            propose_timeout: Duration::from_secs(10),
+            timing: Timing::default(),
             auto_register: false,
             priority_aging: Duration::from_secs(10),
             worker_buffer: 4096,
@@ -149,6 +197,19 @@ impl NodeConfig {
         if r.heartbeat_ms == 0 || r.election_timeout_ms < 3 * r.heartbeat_ms {
             return Err("the election timeout must be at least 3 heartbeat periods".into());
         }
+        let t = &self.timing;
+        if t.quorum_silence != Duration::from_millis(2 * r.election_timeout_ms) {
+            return Err("the quorum-silence bound must be twice the election timeout (use set_election_timeout)".into());
+        }
+        if t.propose_timeout >= t.forward_timeout || t.forward_timeout >= CLIENT_ATTEMPT_TIMEOUT {
+            return Err(format!(
+                "timeouts must nest: propose ({:?}) < forward ({:?}) < client attempt ({CLIENT_ATTEMPT_TIMEOUT:?})",
+                t.propose_timeout, t.forward_timeout
+            ));
+        }
+        if t.leader_wait < Duration::from_millis(2 * r.election_timeout_ms) {
+            return Err("the leader wait must cover at least one election (twice the election timeout)".into());
+        }
         if self.priority_aging.is_zero() {
             return Err("--priority-aging must be positive".into());
         }
@@ -156,6 +217,12 @@ impl NodeConfig {
             return Err("--snapshot-every must be positive".into());
         }
         Ok(())
+    }
+
+    /// Set the election timeout and what follows from it.
+    pub fn set_election_timeout(&mut self, d: Duration) {
+        self.raft.election_timeout_ms = d.as_millis() as u64;
+        self.timing.quorum_silence = d * 2;
     }
 
     /// The address this node tells others to use.
@@ -201,8 +268,11 @@ mod tests {
         c.peers = vec![(1, "a:1".into()), (1, "b:2".into())];
         assert!(c.validate().is_err());
         let mut c = NodeConfig::new(1, "127.0.0.1:1", "/tmp/x");
-        c.raft.election_timeout_ms = 100;
-        assert!(c.validate().is_err());
+        c.set_election_timeout(Duration::from_millis(100));
+        assert!(c.validate().is_err(), "under 3 heartbeats");
+        let mut c = NodeConfig::new(1, "127.0.0.1:1", "/tmp/x");
+        c.timing.propose_timeout = Duration::from_secs(10);
+        assert!(c.validate().unwrap_err().contains("nest"), "a proposal outliving the forward is refused");
         assert!(NodeConfig::new(0, "x:1", "/tmp/x").validate().is_err());
         assert!(NodeConfig::new(1, "x:1", "/tmp/x").validate().is_ok());
     }

@@ -46,18 +46,16 @@
 pub mod api;
 pub mod cli;
 pub mod client;
-pub mod clock;
 pub mod config;
+pub mod consensus;
 pub mod domain;
 pub mod encoding;
 pub mod invariants;
 pub mod net;
 pub mod node;
 pub mod raft;
-pub mod restore;
 pub mod scheduler;
 pub mod store;
-pub mod timekeeper;
 pub mod worker;
 
 /// Generated protobuf types.

@@ -12,6 +12,19 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+/// Metadata key naming the leader (`ID=HOST:PORT`): on `UNAVAILABLE` from
+/// a follower, and on replies a follower forwarded.
+pub const LEADER_HINT: &str = "x-drover-leader";
+/// Metadata key carrying a suggested retry delay in milliseconds.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// Read the leader hint from response or status metadata.
+pub fn leader_hint_in(md: &tonic::metadata::MetadataMap) -> Option<(u64, String)> {
+    let v = md.get(LEADER_HINT)?.to_str().ok()?;
+    let (id, addr) = v.split_once('=')?;
+    Some((id.parse().ok()?, addr.to_string()))
+}
+
 /// Largest gRPC message drover sends or accepts (a full `ScheduleBatch`, a
 /// Raft append of large entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

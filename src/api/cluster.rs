@@ -1,135 +1,141 @@
 //! The `Cluster` service: what operators see of Raft.
 
+use std::path::PathBuf;
 use std::time::Duration;
-
-use openraft::async_runtime::WatchReceiver;
-use openraft::Instant as _;
 
 use tonic::{Request, Response, Status};
 
-use super::{is_forwarded, mark_forwarded, membership, on_leader, ApiError};
-use crate::node::NodeContext;
+use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::membership::{self, Membership};
+use super::ApiError;
+use crate::consensus::clock::ProposerClock;
+use crate::consensus::timekeeper;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
-use crate::raft::{index_of, role_name};
+use crate::store::TaskStore;
 
 /// How long the leader waits for each member's own status.
 const MEMBER_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 pub struct ClusterService {
-    ctx: NodeContext,
+    pub forward: Forwarder,
+    pub membership: Membership,
+    pub store: TaskStore,
+    pub clock: ProposerClock,
+    /// The node's data dir (status shows its size; backups are built in it).
+    pub data_dir: PathBuf,
 }
 
 impl ClusterService {
-    pub fn new(ctx: NodeContext) -> Self {
-        ClusterService { ctx }
-    }
-
     fn node_status(&self) -> Result<pb::NodeStatusResponse, ApiError> {
-        let m = self.ctx.raft.metrics().borrow_watched().clone();
-        let is_voter = m.membership_config.membership().voter_ids().any(|id| id == self.ctx.id);
-        let reference = self.ctx.clock.reference();
+        let v = self.forward.consensus.view();
+        let reference = self.clock.reference();
         Ok(pb::NodeStatusResponse {
-            id: self.ctx.id,
-            role: role_name(m.state, is_voter).to_string(),
-            term: m.current_term,
-            leader_id: m.current_leader.unwrap_or(0),
-            has_leader: m.current_leader.is_some(),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            committed_index: index_of(m.local_committed.as_ref()),
-            applied_index: index_of(m.last_applied.as_ref()),
-            snapshot_index: index_of(m.snapshot.as_ref()),
-            purged_index: index_of(m.purged.as_ref()),
-            task_count: self.ctx.store.task_count()?,
-            cpu_seconds: crate::node::process_cpu_seconds(),
-            rss_bytes: crate::node::process_rss_bytes(),
-            disk_bytes: dir_size(&self.ctx.config.data_dir),
-            snapshot_at_unix_ms: newest_snapshot_ms(&self.ctx.config.data_dir.join("snapshots")),
+            id: v.id,
+            role: v.role.to_string(),
+            term: v.term,
+            leader_id: v.leader.unwrap_or(0),
+            has_leader: v.leader.is_some(),
+            last_log_index: v.last_log_index,
+            committed_index: v.committed_index,
+            applied_index: v.applied_index,
+            snapshot_index: v.snapshot_index,
+            purged_index: v.purged_index,
+            task_count: self.store.task_count()?,
+            cpu_seconds: process::cpu_seconds(),
+            rss_bytes: process::rss_bytes(),
+            disk_bytes: dir_size(&self.data_dir),
+            snapshot_at_unix_ms: newest_snapshot_ms(&self.data_dir.join("snapshots")),
             clock_offset_ms: reference.map(|r| r.own_offset_ms()),
-            clock_skewed: reference.is_some_and(|r| crate::timekeeper::is_skewed(&r, self.ctx.clock.max_offset())),
-            replicated_now_unix_ms: self.ctx.clock.now_ms(),
-            max_clock_offset_ms: self.ctx.clock.max_offset().as_millis() as u64,
+            clock_skewed: reference.is_some_and(|r| timekeeper::is_skewed(&r, self.clock.max_offset())),
+            replicated_now_unix_ms: self.clock.now_ms(),
+            max_clock_offset_ms: self.clock.max_offset().as_millis() as u64,
         })
     }
 
     /// Leader only: membership, replication progress and each member's own
     /// view.
     async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ApiError> {
-        let m = self.ctx.raft.metrics().borrow_watched().clone();
-        if m.current_leader != Some(self.ctx.id) {
+        let v = self.forward.consensus.view();
+        if v.leader != Some(v.id) {
             return Err(ApiError::Unavailable {
                 message: "leadership moved".into(),
                 leader: None,
                 retry_after_ms: 100,
             });
         }
-        let membership = m.membership_config.membership().clone();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let last = m.last_log_index.unwrap_or(0);
-        let mut members = Vec::new();
-        let mut probes = Vec::new();
-        for (id, node) in membership.nodes() {
-            let (id, addr) = (*id, node.addr.clone());
-            let ctx = self.ctx.clone();
-            probes.push(async move {
-                if id == ctx.id {
+        let probes = v.addrs.iter().map(|(id, addr)| {
+            let (id, addr) = (*id, addr.clone());
+            async move {
+                if id == v.id {
                     return (id, Ok(None));
                 }
-                let channel = match ctx.pool.get(&addr) {
-                    Ok(c) => c,
-                    Err(e) => return (id, Err(e.to_string())),
-                };
-                let mut req = Request::new(pb::NodeStatusRequest {});
-                req.set_timeout(MEMBER_PROBE_TIMEOUT);
-                let mut client = ClusterClient::new(channel);
-                let call = client.node_status(req);
-                match tokio::time::timeout(MEMBER_PROBE_TIMEOUT, call).await {
-                    Ok(Ok(r)) => (id, Ok(Some(r.into_inner()))),
-                    Ok(Err(s)) => (id, Err(s.message().to_string())),
-                    Err(_) => (id, Err(format!("no answer within {MEMBER_PROBE_TIMEOUT:?}"))),
-                }
-            });
-        }
+                (id, self.probe(&addr).await.map(Some))
+            }
+        });
         let results = futures::future::join_all(probes).await;
-        for ((id, node), (_, probe)) in membership.nodes().zip(results) {
-            let matched = if *id == self.ctx.id {
-                Some(last)
-            } else {
-                m.replication.as_ref().and_then(|r| r.get(id)).map(|l| index_of(l.as_ref()))
-            };
-            let last_contact_ms = if *id == self.ctx.id {
-                Some(0)
-            } else {
-                m.heartbeat
-                    .as_ref()
-                    .and_then(|h| h.get(id))
-                    .and_then(|t| t.as_ref())
-                    .map(|t| t.elapsed().as_millis() as u64)
-            };
+        let mut members = Vec::new();
+        for (id, probe) in results {
             let (reachable, status, error) = match probe {
                 Ok(None) => (true, Some(self.node_status()?), String::new()),
                 Ok(Some(s)) => (true, Some(s), String::new()),
                 Err(e) => (false, None, e),
             };
             members.push(pb::MemberStatus {
-                id: *id,
-                addr: node.addr.clone(),
-                voter: voters.contains(id),
+                id,
+                addr: v.addrs.get(&id).cloned().unwrap_or_default(),
+                voter: v.voters.contains(&id),
                 reachable,
                 status,
-                lag: matched.map(|x| last.saturating_sub(x)),
+                lag: v.matched.get(&id).copied().flatten().map(|x| v.last_log_index.saturating_sub(x)),
                 error,
-                last_contact_ms,
+                last_contact_ms: v.last_contact_ms.get(&id).copied().flatten(),
             });
         }
         Ok(pb::ClusterStatusResponse {
-            leader_id: self.ctx.id,
-            term: m.current_term,
-            last_log_index: last,
-            committed_index: index_of(m.local_committed.as_ref()),
+            leader_id: v.id,
+            term: v.term,
+            last_log_index: v.last_log_index,
+            committed_index: v.committed_index,
             members,
-            quorum_ack_ms: m.last_quorum_acked.as_ref().map(|t| t.elapsed().as_millis() as u64),
+            quorum_ack_ms: v.quorum_ack_ms,
         })
+    }
+
+    /// One member's own status.
+    async fn probe(&self, addr: &str) -> Result<pb::NodeStatusResponse, String> {
+        let channel = self.forward.pool.get(addr).map_err(|e| e.to_string())?;
+        let mut req = Request::new(pb::NodeStatusRequest {});
+        req.set_timeout(MEMBER_PROBE_TIMEOUT);
+        match tokio::time::timeout(MEMBER_PROBE_TIMEOUT, ClusterClient::new(channel).node_status(req)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(s.message().to_string()),
+            Err(_) => Err(format!("no answer within {MEMBER_PROBE_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// This process's resources, from /proc (Linux; zero elsewhere).
+mod process {
+    /// CPU time (user + system) of this process in seconds.
+    pub fn cpu_seconds() -> f64 {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+        // Fields after the command name (which may contain spaces) start after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after ')'.
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100).max(1) as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    /// Resident set size of this process in bytes.
+    pub fn rss_bytes() -> u64 {
+        let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+        let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let page =
+            nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096).max(1) as u64;
+        pages * page
     }
 }
 
@@ -163,10 +169,10 @@ macro_rules! leader_rpc {
     ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
         let forwarded = is_forwarded(&$request);
         let $req = $request.into_inner();
-        let from = $self.ctx.id;
-        let reply =
-            on_leader(
-                &$self.ctx,
+        let from = $self.forward.consensus.id();
+        let reply = $self
+            .forward
+            .on_leader(
                 forwarded,
                 || async { $local },
                 |ch| {
@@ -183,6 +189,13 @@ macro_rules! leader_rpc {
 
 type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
+impl ClusterService {
+    /// The tonic service, with drover's message size limits.
+    pub fn into_server(self) -> pb::cluster_server::ClusterServer<Self> {
+        pb::cluster_server::ClusterServer::new(self)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     type BackupStream = BackupStream;
@@ -191,46 +204,45 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, add_learner, |req| membership::add_learner(&self.ctx, req.id, req.addr.clone())
-            .await)
+        leader_rpc!(self, request, add_learner, |req| self.membership.add_learner(req.id, req.addr.clone()).await)
     }
 
     async fn promote_voter(
         &self,
         request: Request<pb::PromoteVoterRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, promote_voter, |req| membership::promote(&self.ctx, req.id).await)
+        leader_rpc!(self, request, promote_voter, |req| self.membership.promote(req.id).await)
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, remove_node, |req| membership::remove(&self.ctx, req.id).await)
+        leader_rpc!(self, request, remove_node, |req| self.membership.remove(req.id).await)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, transfer_leader, |req| membership::transfer_leader(&self.ctx, req.to).await)
+        leader_rpc!(self, request, transfer_leader, |req| self.membership.transfer_leader(req.to).await)
     }
 
     async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
-        let (_, rx) = membership::backup(&self.ctx).await?;
+        let (_, rx) = membership::backup(&self.store, &self.data_dir.join("snapshots")).await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn digest(&self, _request: Request<pb::DigestRequest>) -> Result<Response<pb::DigestResponse>, Status> {
-        let store = self.ctx.store.clone();
-        let (applied_index, digest) = tokio::task::spawn_blocking(move || store.digest())
+        let store = self.store.clone();
+        let (applied_index, digest) = tokio::task::spawn_blocking(move || crate::raft::snapshot::digest(&store))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::from(ApiError::from(e)))?;
         Ok(Response::new(pb::DigestResponse {
             applied_index,
             digest: format!("{digest:016x}"),
-            task_count: self.ctx.store.task_count().map_err(ApiError::from)?,
+            task_count: self.store.task_count().map_err(ApiError::from)?,
         }))
     }
 
@@ -239,19 +251,20 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let forwarded = is_forwarded(&request);
-        let from = self.ctx.id;
-        let status = on_leader(
-            &self.ctx,
-            forwarded,
-            || self.cluster_status(),
-            |ch| async move {
-                Ok(ClusterClient::new(ch)
-                    .status(mark_forwarded(Request::new(pb::ClusterStatusRequest {}), from))
-                    .await?
-                    .into_inner())
-            },
-        )
-        .await?;
+        let from = self.forward.consensus.id();
+        let status = self
+            .forward
+            .on_leader(
+                forwarded,
+                || self.cluster_status(),
+                |ch| async move {
+                    Ok(ClusterClient::new(ch)
+                        .status(mark_forwarded(Request::new(pb::ClusterStatusRequest {}), from))
+                        .await?
+                        .into_inner())
+                },
+            )
+            .await?;
         Ok(Response::new(status))
     }
 
@@ -263,6 +276,9 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
-        Ok(Response::new(pb::ClockResponse { node_id: self.ctx.id, unix_ms: self.ctx.clock.wall().now_ms() }))
+        Ok(Response::new(pb::ClockResponse {
+            node_id: self.forward.consensus.id(),
+            unix_ms: self.clock.wall().now_ms(),
+        }))
     }
 }

@@ -2,10 +2,8 @@
 
 use tonic::{Code, Status};
 
-/// Metadata key carrying the leader's id and address on `UNAVAILABLE`.
-pub const LEADER_HINT: &str = "x-drover-leader";
-/// Metadata key carrying a suggested retry delay in milliseconds.
-pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+use crate::consensus::{ConsensusError, Peer};
+pub use crate::net::{LEADER_HINT, RETRY_AFTER_MS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,7 +18,7 @@ pub enum ApiError {
     /// No leader is known, or the leader is unreachable: retry later, at
     /// this or another node. The write was not applied.
     #[error("{message}")]
-    Unavailable { message: String, leader: Option<(u64, String)>, retry_after_ms: u64 },
+    Unavailable { message: String, leader: Option<Peer>, retry_after_ms: u64 },
     /// The outcome is unknown: the write may still commit. Retry with the
     /// same idempotency key.
     #[error("{0}")]
@@ -43,6 +41,21 @@ impl ApiError {
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<ConsensusError> for ApiError {
+    fn from(e: ConsensusError) -> Self {
+        match e {
+            ConsensusError::NotLeader { message, leader } => {
+                ApiError::Unavailable { message, leader, retry_after_ms: 200 }
+            }
+            ConsensusError::Unavailable { message, retry_after_ms } => {
+                ApiError::Unavailable { message, leader: None, retry_after_ms }
+            }
+            ConsensusError::OutcomeUnknown(m) => ApiError::Timeout(m),
+            ConsensusError::Refused(m) => ApiError::FailedPrecondition(m),
+        }
     }
 }
 
@@ -79,8 +92,8 @@ impl From<ApiError> for Status {
                 if let Ok(v) = retry_after_ms.to_string().parse() {
                     md.insert(RETRY_AFTER_MS, v);
                 }
-                if let Some((id, addr)) = leader {
-                    if let Ok(v) = format!("{id}={addr}").parse() {
+                if let Some(p) = leader {
+                    if let Ok(v) = format!("{}={}", p.id, p.addr).parse() {
                         md.insert(LEADER_HINT, v);
                     }
                 }
@@ -88,16 +101,4 @@ impl From<ApiError> for Status {
             }
         }
     }
-}
-
-/// Read the leader hint back from a status (client side).
-pub fn leader_hint(status: &Status) -> Option<(u64, String)> {
-    leader_hint_in(status.metadata())
-}
-
-/// Read the leader hint from response or status metadata.
-pub fn leader_hint_in(md: &tonic::metadata::MetadataMap) -> Option<(u64, String)> {
-    let v = md.get(LEADER_HINT)?.to_str().ok()?;
-    let (id, addr) = v.split_once('=')?;
-    Some((id.parse().ok()?, addr.to_string()))
 }

@@ -9,72 +9,50 @@
 //! - never down to zero voters.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::async_runtime::WatchReceiver;
 use tonic::Request;
 
 use super::ApiError;
+use crate::consensus::clock::ProposerClock;
+use crate::consensus::Consensus;
 use crate::domain::{Command, CommandResponse, Operation};
-use crate::node::NodeContext;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
-use crate::raft::{ClientWriteError, Node, RaftError};
+use crate::store::TaskStore;
 
-/// How long an address gets to answer before `AddLearner` gives up on it.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Upper bound on one membership change.
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn membership_reply(ctx: &NodeContext) -> pb::MembershipResponse {
-    let m = ctx.raft.metrics().borrow_watched().clone();
-    let membership = m.membership_config.membership();
-    pb::MembershipResponse {
-        voters: membership.voter_ids().collect(),
-        learners: membership.learner_ids().collect(),
-        leader_id: m.current_leader.unwrap_or(0),
-    }
+/// What membership changes need.
+#[derive(Clone)]
+pub struct Membership {
+    pub consensus: Consensus,
+    pub store: TaskStore,
+    pub clock: ProposerClock,
+    /// Serialises membership changes made through this node. A tokio mutex:
+    /// held across the change's awaits.
+    pub admin: Arc<tokio::sync::Mutex<()>>,
 }
 
-fn change_error(e: RaftError<ClientWriteError>) -> ApiError {
-    match e {
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ApiError::FailedPrecondition(format!(
-            "membership change refused: {c} (one change at a time; wait for the previous one to finish)"
-        )),
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::Unavailable {
-            message: "leadership moved during the change; retry".into(),
-            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            retry_after_ms: 200,
-        },
-        other => ApiError::unavailable(format!("membership change failed: {other}")),
-    }
-}
-
-async fn bounded<T>(
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, RaftError<ClientWriteError>>>,
-) -> Result<T, ApiError> {
-    match tokio::time::timeout(CHANGE_TIMEOUT, f).await {
-        Ok(r) => r.map_err(change_error),
-        Err(_) => Err(ApiError::Timeout(format!(
-            "{what} did not commit within {CHANGE_TIMEOUT:?}; check `drover cluster status`"
-        ))),
+impl Membership {
+    fn reply(&self) -> pb::MembershipResponse {
+        let v = self.consensus.view();
+        pb::MembershipResponse { voters: v.voters, learners: v.learners, leader_id: v.leader.unwrap_or(0) }
     }
 }
 
 /// Check that a node answers at `addr` and is node `id`.
-async fn probe(ctx: &NodeContext, id: u64, addr: &str) -> Result<(), ApiError> {
+async fn probe(timeout: Duration, id: u64, addr: &str) -> Result<(), ApiError> {
     let channel = crate::net::endpoint(addr)
         .map_err(|e| ApiError::InvalidArgument(format!("address {addr:?} is not HOST:PORT: {e}")))?
-        .connect_timeout(PROBE_TIMEOUT);
-    let status = tokio::time::timeout(PROBE_TIMEOUT, async {
+        .connect_timeout(timeout);
+    let status = tokio::time::timeout(timeout, async {
         let channel = channel.connect().await.map_err(|e| e.to_string())?;
         let mut req = Request::new(pb::NodeStatusRequest {});
-        req.set_timeout(PROBE_TIMEOUT);
+        req.set_timeout(timeout);
         ClusterClient::new(channel).node_status(req).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
     })
     .await
-    .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))
+    .map_err(|_| format!("no answer within {timeout:?}"))
     .and_then(|r| r)
     .map_err(|e| {
         ApiError::FailedPrecondition(format!(
@@ -84,115 +62,95 @@ async fn probe(ctx: &NodeContext, id: u64, addr: &str) -> Result<(), ApiError> {
     if status.id != id {
         return Err(ApiError::FailedPrecondition(format!("the node at {addr} is node {}, not node {id}", status.id)));
     }
-    let _ = ctx;
     Ok(())
 }
 
-pub async fn add_learner(ctx: &NodeContext, id: u64, addr: String) -> Result<pb::MembershipResponse, ApiError> {
-    if id == 0 {
-        return Err(ApiError::InvalidArgument("node ids are positive integers".into()));
-    }
-    let _guard = ctx.admin.lock().await;
-    if ctx.store.is_retired(id)? {
-        return Err(ApiError::FailedPrecondition(format!(
-            "node id {id} was removed from this cluster and cannot be reused: give the new node a new id"
-        )));
-    }
-    let current = ctx.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).cloned();
-    match current {
-        Some(n) if n.addr == addr => return Ok(membership_reply(ctx)),
-        Some(n) => {
+impl Membership {
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<pb::MembershipResponse, ApiError> {
+        if id == 0 {
+            return Err(ApiError::InvalidArgument("node ids are positive integers".into()));
+        }
+        let _guard = self.admin.lock().await;
+        if self.store.is_retired(id)? {
             return Err(ApiError::FailedPrecondition(format!(
-                "node {id} is already a member at {}; remove it first, or use a new id",
-                n.addr
-            )))
-        }
-        None => {}
-    }
-    probe(ctx, id, &addr).await?;
-    bounded("adding the learner", ctx.raft.add_learner(id, Node { addr }, false)).await?;
-    Ok(membership_reply(ctx))
-}
-
-pub async fn promote(ctx: &NodeContext, id: u64) -> Result<pb::MembershipResponse, ApiError> {
-    let _guard = ctx.admin.lock().await;
-    let m = ctx.raft.metrics().borrow_watched().membership_config.membership().clone();
-    if m.voter_ids().any(|v| v == id) {
-        return Ok(membership_reply(ctx));
-    }
-    if !m.learner_ids().any(|l| l == id) {
-        return Err(ApiError::NotFound(format!("node {id} is not a learner of this cluster: add it first")));
-    }
-    let change: openraft::ChangeMembers<u64, Node> = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-    bounded("promoting the learner", ctx.raft.change_membership(change, true)).await?;
-    Ok(membership_reply(ctx))
-}
-
-pub async fn remove(ctx: &NodeContext, id: u64) -> Result<pb::MembershipResponse, ApiError> {
-    let _guard = ctx.admin.lock().await;
-    let m = ctx.raft.metrics().borrow_watched().membership_config.membership().clone();
-    let voters: BTreeSet<u64> = m.voter_ids().collect();
-    let is_voter = voters.contains(&id);
-    if !is_voter && !m.learner_ids().any(|l| l == id) {
-        return Err(ApiError::NotFound(format!("node {id} is not a member of this cluster")));
-    }
-    if is_voter && voters.len() == 1 {
-        return Err(ApiError::FailedPrecondition(format!(
-            "node {id} is the last voter: removing it would leave no quorum; add another voter first"
-        )));
-    }
-    // Retire the id first: from now on it is refused, whatever happens next.
-    let cmd = Command { stamped_at_ms: ctx.clock.stamp(), operation: Operation::RetireNode { node_id: id } };
-    match super::propose(ctx, cmd).await? {
-        CommandResponse::None => {}
-        other => return Err(ApiError::internal(format!("unexpected reply {other}"))),
-    }
-    let change: openraft::ChangeMembers<u64, Node> = if is_voter {
-        openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-    } else {
-        openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-    };
-    // retain = false: a removed voter does not linger as a learner.
-    bounded("removing the node", ctx.raft.change_membership(change, false)).await?;
-    Ok(membership_reply(ctx))
-}
-
-pub async fn transfer_leader(ctx: &NodeContext, to: u64) -> Result<pb::MembershipResponse, ApiError> {
-    let m = ctx.raft.metrics().borrow_watched().clone();
-    if !m.membership_config.membership().voter_ids().any(|v| v == to) {
-        return Err(ApiError::NotFound(format!("node {to} is not a voter of this cluster")));
-    }
-    if m.current_leader == Some(to) {
-        return Ok(membership_reply(ctx));
-    }
-    ctx.raft.trigger().transfer_leader(to).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let mut metrics = ctx.raft.metrics();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if metrics.borrow_watched().current_leader == Some(to) {
-            return Ok(membership_reply(ctx));
-        }
-        if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
-            return Err(ApiError::Timeout(format!(
-                "node {to} did not take over within 10s; see `drover cluster status`"
+                "node id {id} was removed from this cluster and cannot be reused: give the new node a new id"
             )));
         }
+        let view = self.consensus.view();
+        match view.addrs.get(&id) {
+            Some(a) if *a == addr => return Ok(self.reply()),
+            Some(a) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {id} is already a member at {a}; remove it first, or use a new id"
+                )))
+            }
+            None => {}
+        }
+        probe(self.consensus.timing().probe, id, &addr).await?;
+        self.consensus.add_learner(id, addr).await?;
+        Ok(self.reply())
+    }
+
+    pub async fn promote(&self, id: u64) -> Result<pb::MembershipResponse, ApiError> {
+        let _guard = self.admin.lock().await;
+        let view = self.consensus.view();
+        if view.voters.contains(&id) {
+            return Ok(self.reply());
+        }
+        if !view.learners.contains(&id) {
+            return Err(ApiError::NotFound(format!("node {id} is not a learner of this cluster: add it first")));
+        }
+        self.consensus.add_voters(BTreeSet::from([id])).await?;
+        Ok(self.reply())
+    }
+
+    pub async fn remove(&self, id: u64) -> Result<pb::MembershipResponse, ApiError> {
+        let _guard = self.admin.lock().await;
+        let view = self.consensus.view();
+        let voters: BTreeSet<u64> = view.voters.iter().copied().collect();
+        let is_voter = voters.contains(&id);
+        if !is_voter && !view.learners.contains(&id) {
+            return Err(ApiError::NotFound(format!("node {id} is not a member of this cluster")));
+        }
+        if is_voter && voters.len() == 1 {
+            return Err(ApiError::FailedPrecondition(format!(
+                "node {id} is the last voter: removing it would leave no quorum; add another voter first"
+            )));
+        }
+        // Retire the id first: from now on it is refused, whatever happens next.
+        let cmd = Command { stamped_at_ms: self.clock.stamp(), operation: Operation::RetireNode { node_id: id } };
+        match self.consensus.propose(cmd).await? {
+            CommandResponse::None => {}
+            other => return Err(ApiError::internal(format!("unexpected reply {other}"))),
+        }
+        self.consensus.remove(id, is_voter).await?;
+        Ok(self.reply())
+    }
+
+    pub async fn transfer_leader(&self, to: u64) -> Result<pb::MembershipResponse, ApiError> {
+        let view = self.consensus.view();
+        if !view.voters.contains(&to) {
+            return Err(ApiError::NotFound(format!("node {to} is not a voter of this cluster")));
+        }
+        if view.leader != Some(to) {
+            self.consensus.transfer_leader(to, Duration::from_secs(10)).await?;
+        }
+        Ok(self.reply())
     }
 }
 
 /// Stream a consistent copy of this node's state machine: a snapshot file
 /// built from one RocksDB point-in-time view, in 1 MiB chunks.
 pub async fn backup(
-    ctx: &NodeContext,
+    store: &TaskStore,
+    snapshot_dir: &std::path::Path,
 ) -> Result<(u64, tokio::sync::mpsc::Receiver<Result<pb::BackupChunk, tonic::Status>>), ApiError> {
-    let db = ctx.db.clone();
-    let dir = ctx.config.data_dir.join("snapshots");
-    let path = dir.join(format!("backup-{:016x}.tmp", rand::random::<u64>()));
+    let path = snapshot_dir.join(format!("backup-{:016x}.tmp", rand::random::<u64>()));
     let build_path = path.clone();
-    let meta = tokio::task::spawn_blocking(move || crate::raft::snapshot::build(&db, &build_path))
+    let store = store.clone();
+    let applied = tokio::task::spawn_blocking(move || crate::raft::snapshot::build_backup(&store, &build_path))
         .await
         .map_err(ApiError::internal)??;
-    let applied = meta.last_log_id.map(|l| l.index).unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;

@@ -4,21 +4,31 @@
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::validate::{self, ValidTask};
-use super::{is_forwarded, mark_forwarded, on_leader, propose, ApiError};
-use crate::domain::{
-    CallbackConfig, Command, CommandResponse, Operation, RequestId, ScheduleOutcome, Target, Task, TaskState,
+use super::convert::{
+    outcome_to_pb, settings_from_pb, settings_to_pb, state_from_pb, state_to_pb, target_from_pb, task_to_pb,
 };
-use crate::node::NodeContext;
+use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::validate::{self, ValidTask};
+use super::ApiError;
+use crate::config::Limits;
+use crate::consensus::clock::ProposerClock;
+use crate::domain::{CallbackConfig, Command, CommandResponse, Operation, RequestId, ScheduleOutcome, TaskState};
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
-use crate::raft::ReadPolicy;
+use crate::store::{SharedIndex, TaskStore};
 
 /// Largest page of `ListTasks`.
 const MAX_PAGE: u32 = 10_000;
 
 pub struct SchedulerService {
-    ctx: NodeContext,
+    pub forward: Forwarder,
+    pub store: TaskStore,
+    pub index: SharedIndex,
+    pub clock: ProposerClock,
+    pub limits: Limits,
+    /// Accept tasks for unregistered callbacks (carried in the command, so
+    /// that every replica decides alike).
+    pub auto_register: bool,
 }
 
 fn client(ch: Channel) -> SchedulerClient<Channel> {
@@ -28,14 +38,10 @@ fn client(ch: Channel) -> SchedulerClient<Channel> {
 }
 
 impl SchedulerService {
-    pub fn new(ctx: NodeContext) -> Self {
-        SchedulerService { ctx }
-    }
-
     /// Leader only: wait until replicated time is established (a new
     /// cluster samples its voters' clocks first), then stamp.
     async fn stamp(&self) -> Result<u64, ApiError> {
-        if !self.ctx.clock.wait_established(self.ctx.config.leader_wait).await {
+        if !self.clock.wait_established(self.forward.consensus.timing().leader_wait).await {
             return Err(ApiError::Unavailable {
                 message: "this new cluster has not sampled a majority of its nodes' clocks yet; nothing was written"
                     .into(),
@@ -43,13 +49,13 @@ impl SchedulerService {
                 retry_after_ms: 200,
             });
         }
-        Ok(self.ctx.clock.stamp())
+        Ok(self.clock.stamp())
     }
 
     /// Leader only: stamp and propose one operation.
     async fn write(&self, operation: Operation) -> Result<CommandResponse, ApiError> {
         let cmd = Command { stamped_at_ms: self.stamp().await?, operation };
-        match propose(&self.ctx, cmd).await? {
+        match self.forward.consensus.propose(cmd).await? {
             CommandResponse::Rejected(r) => Err(r.into()),
             other => Ok(other),
         }
@@ -65,13 +71,13 @@ impl SchedulerService {
         let stamp = self.stamp().await?;
         let expected = tasks.len();
         let tasks = tasks.into_iter().map(|t| t.resolve(stamp)).collect();
-        let auto_register = self.ctx.config.auto_register;
+        let auto_register = self.auto_register;
         let operation = match request_id {
             Some(request_id) => Operation::ScheduleRequest { request_id, tasks, auto_register },
             None => Operation::Schedule { tasks, auto_register },
         };
         let cmd = Command { stamped_at_ms: stamp, operation };
-        match propose(&self.ctx, cmd).await? {
+        match self.forward.consensus.propose(cmd).await? {
             CommandResponse::Scheduled(outcomes) if outcomes.len() == expected => Ok((outcomes, false)),
             CommandResponse::Replayed(outcomes) if outcomes.len() == expected => Ok((outcomes, true)),
             CommandResponse::Rejected(r) => Err(r.into()),
@@ -82,27 +88,14 @@ impl SchedulerService {
     /// Leader only: wait until this node may serve a linearizable read
     /// (ReadIndex confirmed by a quorum, and applied up to it).
     async fn linearizable(&self) -> Result<(), ApiError> {
-        match self.ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(crate::raft::RaftError::APIError(e)) => match e {
-                openraft::error::LinearizableReadError::ForwardToLeader(f) => Err(ApiError::Unavailable {
-                    message: "leadership moved".into(),
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                    retry_after_ms: 0,
-                }),
-                openraft::error::LinearizableReadError::QuorumNotEnough(_) => Err(ApiError::unavailable(
-                    "this node cannot reach a quorum to confirm the read is current; retry, or read with --stale",
-                )),
-            },
-            Err(e) => Err(ApiError::unavailable(format!("this node's Raft has stopped: {e}"))),
-        }
+        Ok(self.forward.consensus.read_index().await?)
     }
 
     fn read_task(&self, id: u64, include_payload: bool) -> Result<pb::Task, ApiError> {
-        let task = self.ctx.store.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
-        let result = if task.state == TaskState::Succeeded { self.ctx.store.result(id)? } else { None };
-        let payload = if include_payload { self.ctx.store.payload(id)? } else { None };
-        Ok(task_to_pb(task, self.ctx.clock.stamp(), result, payload))
+        let task = self.store.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
+        let result = if task.state == TaskState::Succeeded { self.store.result(id)? } else { None };
+        let payload = if include_payload { self.store.payload(id)? } else { None };
+        Ok(task_to_pb(task, self.clock.stamp(), result, payload))
     }
 
     fn list_local(&self, req: &pb::ListTasksRequest) -> Result<pb::ListTasksResponse, ApiError> {
@@ -117,8 +110,8 @@ impl SchedulerService {
             n => n,
         } as usize;
         let callback = (!req.callback.is_empty()).then_some(req.callback.as_str());
-        let now = self.ctx.clock.stamp();
-        let tasks = self.ctx.store.list(callback, state, req.after_id, limit, now)?;
+        let now = self.clock.stamp();
+        let tasks = self.store.list(callback, state, req.after_id, limit, now)?;
         let next_after = if tasks.len() == limit { tasks.last().map_or(0, |t| t.id) } else { 0 };
         Ok(pb::ListTasksResponse {
             tasks: tasks.into_iter().map(|t| task_to_pb(t, now, None, None)).collect(),
@@ -127,9 +120,9 @@ impl SchedulerService {
     }
 
     fn callbacks_local(&self) -> Result<pb::ListCallbacksResponse, ApiError> {
-        let now = self.ctx.clock.stamp();
+        let now = self.clock.stamp();
         let configs: Vec<(CallbackConfig, Vec<pb::QueueDepth>, u64)> = {
-            let index = crate::store::index::lock(&self.ctx.index);
+            let index = crate::store::index::lock(&self.index);
             index
                 .callbacks()
                 .map(|c| {
@@ -151,98 +144,10 @@ impl SchedulerService {
         };
         let mut callbacks = Vec::with_capacity(configs.len());
         for (config, queues, running) in configs {
-            let dead = self.ctx.store.list(Some(&config.name), Some(TaskState::Dead), 0, usize::MAX, now)?.len() as u64;
+            let dead = self.store.list(Some(&config.name), Some(TaskState::Dead), 0, usize::MAX, now)?.len() as u64;
             callbacks.push(pb::CallbackInfo { settings: Some(settings_to_pb(&config)), queues, running, dead });
         }
         Ok(pb::ListCallbacksResponse { callbacks })
-    }
-}
-
-pub fn outcome_to_pb(o: ScheduleOutcome) -> pb::ScheduleResponse {
-    pb::ScheduleResponse { task_id: o.task_id, created: o.created, replayed: false }
-}
-
-pub fn state_to_pb(s: TaskState) -> pb::TaskState {
-    match s {
-        TaskState::Scheduled => pb::TaskState::Scheduled,
-        TaskState::Ready => pb::TaskState::Ready,
-        TaskState::Running => pb::TaskState::Running,
-        TaskState::RetryWait => pb::TaskState::RetryWait,
-        TaskState::Succeeded => pb::TaskState::Succeeded,
-        TaskState::Failed => pb::TaskState::Failed,
-        TaskState::Dead => pb::TaskState::Dead,
-        TaskState::Cancelled => pb::TaskState::Cancelled,
-    }
-}
-
-pub fn state_from_pb(s: pb::TaskState) -> TaskState {
-    match s {
-        pb::TaskState::Unspecified | pb::TaskState::Scheduled => TaskState::Scheduled,
-        pb::TaskState::Ready => TaskState::Ready,
-        pb::TaskState::Running => TaskState::Running,
-        pb::TaskState::RetryWait => TaskState::RetryWait,
-        pb::TaskState::Succeeded => TaskState::Succeeded,
-        pb::TaskState::Failed => TaskState::Failed,
-        pb::TaskState::Dead => TaskState::Dead,
-        pb::TaskState::Cancelled => TaskState::Cancelled,
-    }
-}
-
-pub fn task_to_pb(t: Task, now_ms: u64, result: Option<Vec<u8>>, payload: Option<Vec<u8>>) -> pb::Task {
-    pb::Task {
-        id: t.id,
-        callback: t.callback.clone(),
-        state: state_to_pb(t.display_state(now_ms)) as i32,
-        priority: u32::from(t.priority),
-        run_at_unix_ms: t.run_at_ms,
-        created_at_unix_ms: t.created_at_ms,
-        attempts: t.attempts,
-        payload_size: t.payload_size,
-        idempotency_key: t.idempotency_key.unwrap_or_default(),
-        created_index: t.created_index,
-        fencing_token: t.fencing_token,
-        worker: t.worker.unwrap_or_default(),
-        last_error: t.last_error.unwrap_or_default(),
-        result,
-        cancel_requested: t.cancel_requested,
-        history: t
-            .history
-            .iter()
-            .map(|h| pb::TaskTransition { state: state_to_pb(h.state) as i32, at_unix_ms: h.at_ms, attempt: h.attempt })
-            .collect(),
-        payload,
-    }
-}
-
-pub fn settings_to_pb(c: &CallbackConfig) -> pb::CallbackSettings {
-    pb::CallbackSettings {
-        name: c.name.clone(),
-        max_attempts: c.max_attempts,
-        lease_ms: c.lease_ms,
-        timeout_ms: c.timeout_ms,
-        concurrency: c.concurrency,
-        backoff_initial_ms: c.backoff_initial_ms,
-        backoff_max_ms: c.backoff_max_ms,
-    }
-}
-
-fn settings_from_pb(s: pb::CallbackSettings) -> CallbackConfig {
-    CallbackConfig {
-        name: s.name,
-        max_attempts: s.max_attempts,
-        lease_ms: s.lease_ms,
-        timeout_ms: s.timeout_ms,
-        concurrency: s.concurrency,
-        backoff_initial_ms: s.backoff_initial_ms,
-        backoff_max_ms: s.backoff_max_ms,
-    }
-}
-
-fn target_from_pb(req: &pb::DeadLetterRequest) -> Result<Target, ApiError> {
-    match &req.target {
-        Some(pb::dead_letter_request::Target::TaskId(id)) => Ok(Target::Task(*id)),
-        Some(pb::dead_letter_request::Target::Callback(c)) if !c.is_empty() => Ok(Target::Callback(c.clone())),
-        _ => Err(ApiError::InvalidArgument("name a task id or a callback".into())),
     }
 }
 
@@ -251,36 +156,41 @@ macro_rules! leader_rpc {
     ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
         let forwarded = is_forwarded(&$request);
         let $req = $request.into_inner();
-        let from = $self.ctx.id;
-        let reply = on_leader(
-            &$self.ctx,
-            forwarded,
-            || async { $local },
-            |ch| {
-                let r = $req.clone();
-                async move { Ok(client(ch).$method(mark_forwarded(Request::new(r), from)).await?.into_inner()) }
-            },
-        )
-        .await?;
-        Ok(with_leader_hint(&$self.ctx, reply))
+        let from = $self.forward.consensus.id();
+        let reply = $self
+            .forward
+            .on_leader(
+                forwarded,
+                || async { $local },
+                |ch| {
+                    let r = $req.clone();
+                    async move { Ok(client(ch).$method(mark_forwarded(Request::new(r), from)).await?.into_inner()) }
+                },
+            )
+            .await?;
+        Ok(with_leader_hint(&$self.forward.consensus, reply))
     }};
 }
 
 /// Wrap a reply; a follower that forwarded names the leader in
 /// `x-drover-leader`, so clients can send the next write there directly.
-fn with_leader_hint<T>(ctx: &NodeContext, reply: T) -> Response<T> {
-    use openraft::async_runtime::WatchReceiver;
+pub(super) fn with_leader_hint<T>(consensus: &crate::consensus::Consensus, reply: T) -> Response<T> {
     let mut response = Response::new(reply);
-    let metrics = ctx.raft.metrics();
-    let m = metrics.borrow_watched();
-    if let Some(id) = m.current_leader.filter(|id| *id != ctx.id) {
-        if let Some(node) = m.membership_config.membership().get_node(&id) {
-            if let Ok(v) = format!("{id}={}", node.addr).parse() {
-                response.metadata_mut().insert(super::error::LEADER_HINT, v);
-            }
+    if let Some(leader) = consensus.leadership().leader.filter(|p| p.id != consensus.id()) {
+        if let Ok(v) = format!("{}={}", leader.id, leader.addr).parse() {
+            response.metadata_mut().insert(crate::net::LEADER_HINT, v);
         }
     }
     response
+}
+
+impl SchedulerService {
+    /// The tonic service, with drover's message size limits.
+    pub fn into_server(self) -> pb::scheduler_server::SchedulerServer<Self> {
+        pb::scheduler_server::SchedulerServer::new(self)
+            .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+    }
 }
 
 #[tonic::async_trait]
@@ -288,7 +198,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     async fn schedule(&self, request: Request<pb::ScheduleRequest>) -> Result<Response<pb::ScheduleResponse>, Status> {
         let spec =
             request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
-        let task = validate::task_spec(spec, &self.ctx.config.limits, self.ctx.clock.stamp())?;
+        let task = validate::task_spec(spec, &self.limits, self.clock.stamp())?;
         let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, schedule, |req| {
             let _ = &req;
@@ -301,7 +211,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::ScheduleBatchRequest>,
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
-        let tasks = validate::batch(request.get_ref().tasks.clone(), &self.ctx.config.limits, self.ctx.clock.stamp())?;
+        let tasks = validate::batch(request.get_ref().tasks.clone(), &self.limits, self.clock.stamp())?;
         let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, schedule_batch, |req| {
             let _ = &req;
@@ -360,7 +270,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .settings
             .clone()
             .ok_or_else(|| ApiError::InvalidArgument("request has no settings".into()))?;
-        validate::callback_name(&settings.name, &self.ctx.config.limits)?;
+        validate::callback_name(&settings.name, &self.limits)?;
         let config = settings_from_pb(settings);
         config.validate().map_err(ApiError::InvalidArgument)?;
         leader_rpc!(self, request, register_callback, |req| {

@@ -10,24 +10,23 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::validate;
-use crate::node::NodeContext;
+use crate::config::Limits;
+use crate::domain::{Completion, Outcome};
 use crate::pb;
 use crate::pb::worker_message::Msg as In;
-use crate::scheduler::Msg;
+use crate::scheduler::protocol::{FromWorker, Heartbeat, Hello, TaskRef, ToWorker};
+use crate::scheduler::{Msg, Scheduler};
 
 pub struct WorkerService {
-    ctx: NodeContext,
-}
-
-impl WorkerService {
-    pub fn new(ctx: NodeContext) -> Self {
-        WorkerService { ctx }
-    }
+    pub scheduler: Scheduler,
+    pub limits: Limits,
+    /// Messages buffered per worker stream.
+    pub buffer: usize,
 }
 
 type ServerStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
 
-fn check_hello(hello: &pb::Hello, ctx: &NodeContext) -> Result<(), Status> {
+fn check_hello(hello: &pb::Hello, limits: &Limits) -> Result<(), Status> {
     if hello.worker_id.is_empty() || hello.worker_id.len() > 256 {
         return Err(Status::invalid_argument("worker_id must be 1 to 256 bytes"));
     }
@@ -35,7 +34,7 @@ fn check_hello(hello: &pb::Hello, ctx: &NodeContext) -> Result<(), Status> {
         return Err(Status::invalid_argument("a worker must serve at least one callback"));
     }
     for c in &hello.callbacks {
-        validate::callback_name(&c.callback, &ctx.config.limits).map_err(Status::from)?;
+        validate::callback_name(&c.callback, limits).map_err(Status::from)?;
         if c.concurrency == 0 || c.concurrency > 100_000 {
             return Err(Status::invalid_argument(format!(
                 "concurrency for {:?} must be between 1 and 100000",
@@ -44,6 +43,15 @@ fn check_hello(hello: &pb::Hello, ctx: &NodeContext) -> Result<(), Status> {
         }
     }
     Ok(())
+}
+
+impl WorkerService {
+    /// The tonic service, with drover's message size limits.
+    pub fn into_server(self) -> pb::worker_server::WorkerServer<Self> {
+        pb::worker_server::WorkerServer::new(self)
+            .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+    }
 }
 
 #[tonic::async_trait]
@@ -61,17 +69,17 @@ impl pb::worker_server::Worker for WorkerService {
             Some(Err(s)) => return Err(s),
             None => return Err(Status::invalid_argument("empty stream: send Hello first")),
         };
-        check_hello(&hello, &self.ctx)?;
-        let (tx, rx) = mpsc::channel(self.ctx.config.worker_buffer);
+        check_hello(&hello, &self.limits)?;
+        let (tx, rx) = mpsc::channel(self.buffer);
         let (reply_tx, reply_rx) = oneshot::channel();
-        let scheduler = self.ctx.scheduler.clone();
-        if !scheduler.send(Msg::Connect { hello, tx, reply: reply_tx }).await {
+        let scheduler = self.scheduler.clone();
+        if !scheduler.send(Msg::Connect { hello: hello_from_pb(hello), tx, reply: reply_tx }).await {
             return Err(Status::unavailable("this node is shutting down"));
         }
         let session = match reply_rx.await {
             Ok(Ok(session)) => session,
-            Ok(Err(redirect)) => {
-                let msg = pb::ServerMessage { msg: Some(pb::server_message::Msg::Redirect(redirect)) };
+            Ok(Err(leader)) => {
+                let msg = to_pb(ToWorker::Redirect(leader));
                 let once = futures::stream::once(async move { Ok(msg) });
                 return Ok(Response::new(Box::pin(once)));
             }
@@ -81,23 +89,85 @@ impl pb::worker_server::Worker for WorkerService {
         tokio::spawn(async move {
             while let Some(item) = inbound.next().await {
                 let msg = match item {
-                    Ok(pb::WorkerMessage { msg: Some(In::Heartbeat(heartbeat)) }) => {
-                        Msg::Heartbeat { session, heartbeat, received: Instant::now() }
-                    }
-                    Ok(pb::WorkerMessage { msg: Some(In::Completion(completion)) }) => {
-                        Msg::Completion { session, completion }
-                    }
-                    Ok(pb::WorkerMessage { msg: Some(In::Drain(_)) }) => Msg::Drain { session },
+                    Ok(pb::WorkerMessage { msg: Some(In::Heartbeat(hb)) }) => FromWorker::Heartbeat(Heartbeat {
+                        seq: hb.seq,
+                        tasks: hb.tasks.into_iter().map(task_ref).collect(),
+                    }),
+                    Ok(pb::WorkerMessage { msg: Some(In::Completion(c)) }) => FromWorker::Completion(completion(c)),
+                    Ok(pb::WorkerMessage { msg: Some(In::Drain(_)) }) => FromWorker::Drain,
                     Ok(_) => continue,
                     Err(_) => break,
                 };
-                if !scheduler.send(msg).await {
+                if !scheduler.send(Msg::FromWorker { session, msg, received: Instant::now() }).await {
                     return;
                 }
             }
             scheduler.send(Msg::Disconnect { session }).await;
         });
-        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx).map(|m| Ok(to_pb(m)));
         Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+fn task_ref(r: pb::TaskRef) -> TaskRef {
+    TaskRef { task_id: r.task_id, fencing_token: r.fencing_token }
+}
+
+fn ref_to_pb(r: TaskRef) -> pb::TaskRef {
+    pb::TaskRef { task_id: r.task_id, fencing_token: r.fencing_token }
+}
+
+fn hello_from_pb(h: pb::Hello) -> Hello {
+    Hello {
+        worker_id: h.worker_id,
+        credits: h.callbacks.into_iter().map(|c| (c.callback, c.concurrency)).collect(),
+        running: h.running.into_iter().map(task_ref).collect(),
+    }
+}
+
+fn completion(c: pb::Completion) -> Completion {
+    use pb::completion::Outcome as O;
+    let outcome = match c.outcome {
+        Some(O::Success(result)) => Outcome::Success { result },
+        Some(O::Retry(f)) => {
+            Outcome::Retry { error: f.error, retry_after_ms: (f.retry_after_ms > 0).then_some(f.retry_after_ms) }
+        }
+        Some(O::Fatal(f)) => Outcome::Fatal { error: f.error },
+        Some(O::Cancelled(_)) => Outcome::Cancelled,
+        None => Outcome::Retry { error: "worker sent a completion without an outcome".into(), retry_after_ms: None },
+    };
+    Completion { task_id: c.task_id, fencing_token: c.fencing_token, outcome }
+}
+
+fn to_pb(m: ToWorker) -> pb::ServerMessage {
+    use pb::server_message::Msg as Out;
+    let msg = match m {
+        ToWorker::Welcome { node_id, heartbeat_interval_ms } => {
+            Out::Welcome(pb::Welcome { node_id, heartbeat_interval_ms })
+        }
+        ToWorker::Assignment(a) => Out::Assignment(pb::Assignment {
+            task_id: a.task_id,
+            callback: a.callback,
+            payload: a.payload,
+            attempt: a.attempt,
+            fencing_token: a.fencing_token,
+            lease_ms: a.lease_ms,
+            timeout_ms: a.timeout_ms,
+            priority: u32::from(a.priority),
+        }),
+        ToWorker::HeartbeatAck { seq, renewed, lost } => Out::HeartbeatAck(pb::HeartbeatAck {
+            seq,
+            renewed: renewed.into_iter().map(ref_to_pb).collect(),
+            lost: lost.into_iter().map(ref_to_pb).collect(),
+        }),
+        ToWorker::CompletionAck { task_id, fencing_token, accepted, reason } => {
+            Out::CompletionAck(pb::CompletionAck { task_id, fencing_token, accepted, reason })
+        }
+        ToWorker::Cancel(r) => Out::Cancel(ref_to_pb(r)),
+        ToWorker::Redirect(leader) => Out::Redirect(match leader {
+            Some(p) => pb::Redirect { leader_id: p.id, leader_addr: p.addr },
+            None => pb::Redirect::default(),
+        }),
+    };
+    pb::ServerMessage { msg: Some(msg) }
 }

@@ -34,7 +34,7 @@ pub async fn run(cli: &Cli, cmd: &AdminCommand) -> Result<(), CliError> {
     match cmd {
         AdminCommand::Backup { out } => backup(cli, out).await,
         AdminCommand::Restore { input, data_dir } => {
-            crate::restore::prepare(input, data_dir).map_err(CliError)?;
+            crate::node::restore::prepare(input, data_dir).map_err(CliError)?;
             if cli.json {
                 println!("{}", json!({ "data_dir": data_dir, "ready": true }));
             } else {

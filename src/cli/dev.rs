@@ -143,7 +143,8 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
         if let Some(child) = &n.child {
             if let Some(pid) = child.id() {
                 // SAFETY: sending a signal to our own child process.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }
         }
     }

@@ -100,7 +100,8 @@ impl LocalCluster {
         for n in &mut self.nodes {
             if let Some(pid) = n.child.as_ref().and_then(|c| c.id()) {
                 // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }
         }
         for n in &mut self.nodes {

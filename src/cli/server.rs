@@ -81,7 +81,7 @@ impl ServerArgs {
         c.limits.max_payload_bytes = self.max_payload;
         c.limits.max_batch = self.max_batch;
         c.raft.heartbeat_ms = self.heartbeat.as_millis() as u64;
-        c.raft.election_timeout_ms = self.election_timeout.as_millis() as u64;
+        c.set_election_timeout(self.election_timeout);
         c.raft.snapshot_every = self.snapshot_every;
         c.raft.logs_to_keep = self.logs_to_keep;
         c.auto_register = self.auto_register;

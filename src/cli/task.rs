@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{parse_duration, status_message, Cli, CliError};
-use crate::api::scheduler::state_to_pb;
+use crate::api::convert::state_to_pb;
 use crate::domain::TaskState;
 use crate::pb;
 

@@ -52,6 +52,51 @@ pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError
 
 pub use openraft::ReadPolicy;
 
+/// Why Raft could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("openraft: {0}")]
+    Raft(String),
+}
+
+/// What a started Raft node hands the layers above.
+pub struct Started {
+    pub raft: Raft,
+    /// The scheduler's in-memory view, kept by apply.
+    pub index: crate::store::SharedIndex,
+    /// What has been applied (index and replicated time).
+    pub applied: tokio::sync::watch::Receiver<crate::store::Applied>,
+    /// Snapshot files, which the Raft service receives into.
+    pub snapshots: snapshot::SnapshotDir,
+}
+
+/// Open the state machine and the log on `db` and start this node's Raft,
+/// talking to peers over `pool`.
+pub async fn start(
+    id: NodeId,
+    tuning: &crate::config::RaftTuning,
+    db: Arc<rocksdb::DB>,
+    data_dir: &std::path::Path,
+    pool: crate::net::ChannelPool,
+) -> Result<Started, StartError> {
+    let snapshot_dir = data_dir.join("snapshots");
+    let (state_machine, applied) = state_machine::StateMachine::open(db.clone(), snapshot_dir.clone())?;
+    let index = state_machine.index();
+    let log_store = log_store::LogStore::new(db)?;
+    let network = network::Network { node_id: id, pool };
+    let config = raft_config(tuning).map_err(StartError::Config)?;
+    let raft =
+        Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
+    let snapshots = snapshot::SnapshotDir::open(snapshot_dir)?;
+    Ok(Started { raft, index, applied, snapshots })
+}
+
 /// Build openraft's config from drover's node config.
 pub fn raft_config(tuning: &crate::config::RaftTuning) -> Result<Arc<RaftConfig>, String> {
     let config = RaftConfig {
@@ -69,20 +114,4 @@ pub fn raft_config(tuning: &crate::config::RaftTuning) -> Result<Arc<RaftConfig>
     };
     let config = config.validate().map_err(|e| e.to_string())?;
     Ok(Arc::new(config))
-}
-
-/// The log index of a log id, 0 for none.
-pub fn index_of(log_id: Option<&LogId>) -> u64 {
-    log_id.map(|l| l.index).unwrap_or(0)
-}
-
-/// Role of a node in human words.
-pub fn role_name(state: ServerState, is_voter: bool) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Candidate => "candidate",
-        ServerState::Shutdown => "shutdown",
-        ServerState::Follower | ServerState::Learner if !is_voter => "learner",
-        ServerState::Follower | ServerState::Learner => "follower",
-    }
 }

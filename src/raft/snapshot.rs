@@ -156,6 +156,23 @@ fn write_record(out: &mut impl Write, crc: &mut crc32fast::Hasher, key: &[u8], v
 /// Stream the state machine, as of one RocksDB snapshot, into `path`.
 /// Returns the meta read from the same RocksDB snapshot, so data and meta
 /// always agree. Blocking: run it on a blocking thread.
+/// A backup: a snapshot file of the state machine at `path`; returns the
+/// applied index it holds.
+pub fn build_backup(store: &crate::store::TaskStore, path: &Path) -> Result<u64, StoreError> {
+    Ok(build(store.db(), path)?.last_log_id.map(|l| l.index).unwrap_or(0))
+}
+
+/// The state machine's digest and the applied index it is at: replicas at
+/// the same applied index must agree.
+pub fn digest(store: &crate::store::TaskStore) -> Result<(u64, u64), StoreError> {
+    let (applied, hash) = store.digest()?;
+    let applied = match applied {
+        Some(v) => super::codec::decode_log_id(&v)?.index,
+        None => 0,
+    };
+    Ok((applied, hash))
+}
+
 pub fn build(db: &DB, path: &Path) -> Result<SnapshotMeta, StoreError> {
     let sm = cf(db, keys::CF_SM)?;
     let view = db.snapshot();

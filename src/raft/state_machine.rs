@@ -18,20 +18,7 @@ use super::snapshot::{self, SnapshotDir, SnapshotFile};
 use super::{codec, Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::domain::CommandResponse;
 use crate::store::index::{self, LiveIndex, SharedIndex};
-use crate::store::{cf, keys, Applier, ApplyBatch, StoreError};
-
-/// What the rest of the node learns from apply: the replicated clock and the
-/// applied index, published after each batch is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    pub index: u64,
-    /// Replicated time as of that index.
-    pub now_ms: u64,
-    /// When this node applied it (its monotonic clock). The stamp was made
-    /// no later, so `now_ms` plus the time since is a lower bound on
-    /// replicated time now.
-    pub at: std::time::Instant,
-}
+use crate::store::{cf, keys, Applied, Applier, ApplyBatch, StoreError};
 
 /// The state machine. Owned by openraft's state-machine worker.
 pub struct StateMachine {

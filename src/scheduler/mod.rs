@@ -17,20 +17,42 @@
 //! over, so a failover can only lengthen a lease, never cut it short. See
 //! DESIGN.md, "Leases and fencing".
 
+mod assign;
 pub mod dispatcher;
+mod leases;
+pub mod protocol;
 mod session;
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::pb;
+use crate::consensus::clock::ProposerClock;
+use crate::consensus::{Consensus, Peer};
+use crate::store::{SharedIndex, TaskStore};
+pub use dispatcher::Dispatcher;
+use protocol::{FromWorker, Hello, ToWorker};
 
 /// Session id, unique per node run.
 pub type SessionId = u64;
 
 /// The outbound half of a worker's stream.
-pub type SessionTx = mpsc::Sender<Result<pb::ServerMessage, tonic::Status>>;
+pub type SessionTx = mpsc::Sender<ToWorker>;
+
+/// What the dispatcher needs, and nothing more.
+#[derive(Clone)]
+pub struct Deps {
+    pub consensus: Consensus,
+    /// Task rows and payloads (reads).
+    pub store: TaskStore,
+    /// Callbacks, queues and running tasks, kept by apply.
+    pub index: SharedIndex,
+    pub clock: ProposerClock,
+    /// A waiting task gains one priority level per this much waiting.
+    pub priority_aging: Duration,
+    /// Wakes the dispatcher when something is applied.
+    pub applied: tokio::sync::watch::Receiver<crate::store::Applied>,
+}
 
 /// Leader-side slack added to every lease before it is expired: covers the
 /// one-way delay of the first grant and scheduling jitter. The worker
@@ -41,25 +63,18 @@ pub fn lease_grace(lease: Duration) -> Duration {
 
 /// Messages to the dispatcher.
 pub enum Msg {
-    /// A worker's first message. The reply is its session id, or a
-    /// redirect when this node does not lead.
+    /// A worker's first message. The reply is its session id, or where the
+    /// leader is when this node does not lead.
     Connect {
-        hello: pb::Hello,
+        hello: Hello,
         tx: SessionTx,
-        reply: oneshot::Sender<Result<SessionId, pb::Redirect>>,
+        reply: oneshot::Sender<Result<SessionId, Option<Peer>>>,
     },
-    Heartbeat {
+    /// Anything later on a worker's stream, with when it arrived.
+    FromWorker {
         session: SessionId,
-        heartbeat: pb::Heartbeat,
+        msg: FromWorker,
         received: Instant,
-    },
-    Completion {
-        session: SessionId,
-        completion: pb::Completion,
-    },
-    /// The worker takes no more tasks (graceful shutdown).
-    Drain {
-        session: SessionId,
     },
     Disconnect {
         session: SessionId,

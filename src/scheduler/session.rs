@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::protocol::{Hello, ToWorker};
 use super::SessionTx;
-use crate::pb;
 
 pub struct Session {
     pub worker_id: String,
@@ -27,10 +27,10 @@ pub struct Session {
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
 impl Session {
-    pub fn new(hello: &pb::Hello, tx: SessionTx) -> Self {
+    pub fn new(hello: &Hello, tx: SessionTx) -> Self {
         Session {
             worker_id: hello.worker_id.clone(),
-            credits: hello.callbacks.iter().map(|c| (c.callback.clone(), c.concurrency)).collect(),
+            credits: hello.credits.iter().cloned().collect(),
             running: HashMap::new(),
             reserved: HashMap::new(),
             tx,
@@ -66,8 +66,9 @@ impl Session {
         }
     }
 
-    /// Queue a message; false if the stream is gone or hopelessly behind.
-    pub fn send(&self, msg: pb::server_message::Msg) -> bool {
-        self.tx.try_send(Ok(pb::ServerMessage { msg: Some(msg) })).is_ok()
+    /// Queue a message; false if the stream is gone or its buffer is full
+    /// (then the message was not queued at all).
+    pub fn send(&self, msg: ToWorker) -> bool {
+        self.tx.try_send(msg).is_ok()
     }
 }

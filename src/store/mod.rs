@@ -23,6 +23,19 @@ use crate::domain::{Task, TaskState};
 
 use crate::encoding::{self, CodecError};
 
+/// What the rest of the node learns from apply: the replicated clock and
+/// the applied index, published after each batch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    /// Replicated time as of that index.
+    pub now_ms: u64,
+    /// When this node applied it (its monotonic clock). The stamp was made
+    /// no later, so `now_ms` plus the time since is a lower bound on
+    /// replicated time now.
+    pub at: std::time::Instant,
+}
+
 /// Storage-layer errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,6 +122,19 @@ pub struct TaskStore {
 impl TaskStore {
     pub fn new(db: Arc<DB>) -> Self {
         TaskStore { db }
+    }
+
+    /// Make everything written durable (a WAL sync) and stop RocksDB's
+    /// background work, so that process exit cannot race it.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let synced = self.db.flush_wal(true);
+        self.db.cancel_all_background_work(true);
+        Ok(synced?)
+    }
+
+    /// The RocksDB underneath, for the Raft layer (snapshots, digests).
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Task>, StoreError> {
@@ -208,14 +234,12 @@ impl TaskStore {
     }
 
     /// 64-bit FNV-1a over every state machine key and value, from one
-    /// point-in-time view, with the applied index of that view.
-    pub fn digest(&self) -> Result<(u64, u64), StoreError> {
+    /// point-in-time view, with that view's raw last-applied record (the
+    /// Raft layer decodes it).
+    pub fn digest(&self) -> Result<(Option<Vec<u8>>, u64), StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
         let view = self.db.snapshot();
-        let applied = match view.get_cf(sm, keys::SM_LAST_APPLIED)? {
-            Some(v) => crate::raft::codec::decode_log_id(&v)?.index,
-            None => 0,
-        };
+        let applied = view.get_cf(sm, keys::SM_LAST_APPLIED)?;
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for item in view.iterator_cf(sm, rocksdb::IteratorMode::Start) {
             let (k, v) = item?;

@@ -12,6 +12,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -39,11 +41,19 @@ struct GroupGuard {
     armed: bool,
 }
 
+impl GroupGuard {
+    /// Signal the whole group (ignoring a group that is already gone).
+    fn signal(&self, sig: Signal) {
+        if self.pgid > 0 {
+            let _ = killpg(Pid::from_raw(self.pgid), sig);
+        }
+    }
+}
+
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if self.armed && self.pgid > 0 {
-            // SAFETY: signalling a process group we created.
-            unsafe { libc::killpg(self.pgid, libc::SIGKILL) };
+        if self.armed {
+            self.signal(Signal::SIGKILL);
         }
     }
 }
@@ -100,16 +110,15 @@ impl ShellHandler {
         let status = tokio::select! {
             s = child.wait() => s,
             _ = ctx.cancel.cancelled() => {
-                // SAFETY: signalling the process group we created.
-                unsafe { libc::killpg(guard.pgid, libc::SIGTERM) };
+                guard.signal(Signal::SIGTERM);
                 if tokio::time::timeout(self.kill_grace, child.wait()).await.is_err() {
-                    unsafe { libc::killpg(guard.pgid, libc::SIGKILL) };
+                    guard.signal(Signal::SIGKILL);
                 }
                 return TaskResult::retry("stopped: the task was cancelled or timed out");
             }
         };
         // The command is done; kill any children it left in its group.
-        unsafe { libc::killpg(guard.pgid, libc::SIGKILL) };
+        guard.signal(Signal::SIGKILL);
         guard.armed = false;
         let output = match stdout {
             Some(h) => h.await.unwrap_or_default(),

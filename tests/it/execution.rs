@@ -125,7 +125,7 @@ async fn a_paused_worker_never_overlaps_the_rerun_and_its_late_result_is_dropped
     );
     let id = schedule(&client, 0, spec("slow", b"3000")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
-    a.signal(libc::SIGSTOP);
+    a.signal(Signal::SIGSTOP);
     let _b = WorkerProc::start(
         &endpoints(&c),
         s.path("b.log"),
@@ -133,7 +133,7 @@ async fn a_paused_worker_never_overlaps_the_rerun_and_its_late_result_is_dropped
     );
     wait_runs(&rec, id, 2, Duration::from_secs(20)).await;
     // Wake the paused worker while the re-run is in progress.
-    a.signal(libc::SIGCONT);
+    a.signal(Signal::SIGCONT);
     let t = wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(30)).await;
     let r = &runs(&rec)[&id];
     assert!(r.len() >= 2, "{r:?}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use drover::client::Client;
 use drover::pb;
+pub use nix::sys::signal::Signal;
 
 const BUILT_BIN: &str = env!("CARGO_BIN_EXE_drover");
 
@@ -149,7 +150,7 @@ impl TestCluster {
     pub fn stop(&mut self, id: u64) {
         let node = &mut self.nodes[(id - 1) as usize];
         if let Some(mut child) = node.child.take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            signal_pid(child.id() as i32, Signal::SIGTERM);
             for _ in 0..200 {
                 if let Ok(Some(status)) = child.try_wait() {
                     assert!(status.success(), "node {id} exited with {status} on SIGTERM; log:\n{}", self.log_tail(id));
@@ -168,7 +169,7 @@ impl TestCluster {
         let mut children: Vec<(u64, Child)> =
             self.nodes.iter_mut().filter_map(|n| n.child.take().map(|c| (n.id, c))).collect();
         for (_, child) in &children {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            signal_pid(child.id() as i32, Signal::SIGTERM);
         }
         for (id, child) in &mut children {
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -256,6 +257,11 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// Send `sig` to a child process (ignoring one that is already gone).
+pub fn signal_pid(pid: i32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 /// Poll `f` every 50 ms until it returns `Some`, or panic after `timeout`.
@@ -355,9 +361,8 @@ impl WorkerProc {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid(), sig) };
+    pub fn signal(&self, sig: Signal) {
+        signal_pid(self.pid(), sig);
     }
 
     pub fn kill(&mut self) {
@@ -370,21 +375,17 @@ impl WorkerProc {
     /// SIGTERM and wait for a graceful exit; returns its log.
     pub fn terminate(&mut self) -> String {
         if let Some(mut c) = self.child.take() {
-            self.signal_pid(c.id() as i32, libc::SIGTERM);
+            signal_pid(c.id() as i32, Signal::SIGTERM);
             let _ = c.wait();
         }
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal_pid(&self, pid: i32, sig: i32) {
-        unsafe { libc::kill(pid, sig) };
     }
 }
 
 impl Drop for WorkerProc {
     fn drop(&mut self) {
         if let Some(c) = &self.child {
-            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            signal_pid(c.id() as i32, Signal::SIGCONT);
         }
         self.kill();
     }

@@ -18,7 +18,7 @@
 //!
 //! A node whose own wall clock is off the reference by more than the
 //! configured bound is *skewed*: it says so and does not lead (see
-//! [`crate::timekeeper`]). See DESIGN.md, "Time".
+//! [`super::timekeeper`]). See DESIGN.md, "Time".
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::raft::state_machine::Applied;
+use crate::store::Applied;
 
 /// Fastest correction toward the reference, in ms per second of real time
 /// (1 %).
@@ -84,6 +84,9 @@ pub struct Reference {
     pub trusted: bool,
     /// Voters whose clocks were used.
     pub sampled: usize,
+    /// How far off the median may be because of the samples' round trips
+    /// (half the longest round trip among them), ms.
+    pub uncertainty_ms: u64,
 }
 
 impl Reference {
@@ -102,15 +105,20 @@ pub fn reference(
     now: Instant,
     max_offset: Duration,
 ) -> Option<Reference> {
-    let mut offsets: Vec<i64> = voters
+    let used: Vec<(i64, u64)> = voters
         .iter()
         .filter_map(|v| {
             if *v == me {
-                return Some(0);
+                return Some((0, 0));
             }
-            samples.get(v).filter(|s| now.saturating_duration_since(s.at) <= SAMPLE_TTL).map(|s| s.offset_ms)
+            samples
+                .get(v)
+                .filter(|s| now.saturating_duration_since(s.at) <= SAMPLE_TTL)
+                .map(|s| (s.offset_ms, s.rtt.as_millis() as u64 / 2 + 1))
         })
         .collect();
+    let mut offsets: Vec<i64> = used.iter().map(|(o, _)| *o).collect();
+    let uncertainty_ms = used.iter().map(|(_, u)| *u).max().unwrap_or(0);
     let majority = voters.len() / 2 + 1;
     if voters.is_empty() || offsets.len() < majority {
         return None;
@@ -120,7 +128,7 @@ pub fn reference(
     let median = offsets[(offsets.len() - 1) / 2];
     let bound = max_offset.as_millis() as i64;
     let agreeing = offsets.iter().filter(|o| (**o - median).abs() <= bound).count();
-    Some(Reference { median_offset_ms: median, trusted: agreeing >= majority, sampled: offsets.len() })
+    Some(Reference { median_offset_ms: median, trusted: agreeing >= majority, sampled: offsets.len(), uncertainty_ms })
 }
 
 /// The deterministic core: replicated time as a function of the monotonic
@@ -275,10 +283,13 @@ impl ProposerClock {
         let applied = *self.applied.borrow();
         // A new cluster (nothing stamped yet) starts from the median even if
         // the clocks disagree; after that only a trusted reference steers.
+        // The reference is taken at its lowest (minus the samples'
+        // uncertainty): steering never pushes time ahead of the majority's
+        // clocks, only toward them.
         let reference_ms = self
             .reference()
             .filter(|r| r.trusted || applied.now_ms == 0)
-            .map(|r| self.wall.now_ms().saturating_add_signed(r.median_offset_ms));
+            .map(|r| self.wall.now_ms().saturating_add_signed(r.median_offset_ms).saturating_sub(r.uncertainty_ms));
         let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
         model.at(now, Some((applied.now_ms, applied.at)), reference_ms)
     }

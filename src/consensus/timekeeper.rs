@@ -21,13 +21,12 @@
 
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{ClockSample, ProposerClock, Reference};
+use super::clock::{ClockSample, ProposerClock, Reference};
+use super::Consensus;
 use crate::net::ChannelPool;
 use crate::pb;
-use crate::raft::Raft;
 
 /// How often the clocks are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -55,8 +54,9 @@ async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option
 }
 
 /// Run until `stop`.
-#[tracing::instrument(name = "timekeeper", skip_all, fields(node_id = me))]
-pub async fn run(me: u64, raft: Raft, pool: ChannelPool, clock: ProposerClock, stop: CancellationToken) {
+#[tracing::instrument(name = "timekeeper", skip_all, fields(node_id = consensus.id()))]
+pub async fn run(consensus: Consensus, pool: ChannelPool, clock: ProposerClock, stop: CancellationToken) {
+    let me = consensus.id();
     let mut skewed = false;
     loop {
         let every = if clock.reference().is_some() { SAMPLE_EVERY } else { SAMPLE_EVERY_AT_START };
@@ -64,12 +64,10 @@ pub async fn run(me: u64, raft: Raft, pool: ChannelPool, clock: ProposerClock, s
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let m = raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership().clone();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        clock.set_voters(voters.clone());
-        let probes = membership.nodes().filter(|(id, _)| **id != me).map(|(id, node)| {
-            let (pool, clock, addr, id) = (&pool, &clock, node.addr.clone(), *id);
+        let view = consensus.view();
+        clock.set_voters(view.voters.clone());
+        let probes = view.addrs.iter().filter(|(id, _)| **id != me).map(|(id, addr)| {
+            let (pool, clock, addr, id) = (&pool, &clock, addr.clone(), *id);
             async move { (id, sample(pool, clock, &addr).await) }
         });
         for (id, s) in futures::future::join_all(probes).await {
@@ -93,34 +91,22 @@ pub async fn run(me: u64, raft: Raft, pool: ChannelPool, clock: ProposerClock, s
                     "this node's wall clock agrees with the cluster again"
                 );
             }
-            raft.runtime_config().elect(!skewed);
+            consensus.set_campaigning(!skewed);
         }
-        if skewed && m.current_leader == Some(me) {
-            hand_over(me, &raft, &clock, &m).await;
+        if skewed && view.leader == Some(me) {
+            hand_over(&consensus, &clock, reference).await;
         }
     }
 }
 
 /// A skewed leader hands leadership to the most up-to-date voter whose
 /// clock agrees with the reference.
-async fn hand_over(me: u64, raft: &Raft, clock: &ProposerClock, m: &crate::raft::RaftMetrics) {
+async fn hand_over(consensus: &Consensus, clock: &ProposerClock, reference: Reference) {
     let samples = clock.samples();
-    let Some(reference) = clock.reference() else { return };
     let bound = clock.max_offset().as_millis() as i64;
-    let progress = m.replication.clone().unwrap_or_default();
-    let target = m
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|v| *v != me)
-        .filter(|v| samples.get(v).is_some_and(|s| (s.offset_ms - reference.median_offset_ms).abs() <= bound))
-        .max_by_key(|v| progress.get(v).cloned().flatten().map(|l| l.index));
-    let Some(to) = target else {
-        tracing::warn!("no voter with a good clock to hand leadership to; staying leader");
-        return;
-    };
-    tracing::warn!(to, "handing leadership over: this node's wall clock is wrong");
-    if let Err(e) = raft.trigger().transfer_leader(to).await {
-        tracing::warn!(to, error = %e, "leadership hand-over failed; will retry");
+    let good = |v: u64| samples.get(&v).is_some_and(|s| (s.offset_ms - reference.median_offset_ms).abs() <= bound);
+    tracing::warn!("handing leadership over: this node's wall clock is wrong");
+    if consensus.hand_over(consensus.timing().hand_over, good).await.is_none() {
+        tracing::warn!("no voter with a good clock took over; staying leader for now");
     }
 }

@@ -1,0 +1,139 @@
+//! Run a request on the leader: locally if this node leads, else forward
+//! the original request over the node's long-lived channel to the leader.
+//! The client sees no difference.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use super::ApiError;
+use crate::consensus::{Consensus, Peer, Route};
+use crate::net::{classify, ChannelPool, Failure};
+
+/// Metadata key set on forwarded requests: a forwarded request is never
+/// forwarded again (no loops); the receiver answers `UNAVAILABLE` with a
+/// leader hint instead, and the forwarding node retries.
+pub const FORWARDED: &str = "x-drover-forwarded";
+
+/// What forwarding needs: who leads, and channels to reach it.
+#[derive(Clone)]
+pub struct Forwarder {
+    pub consensus: Consensus,
+    pub pool: ChannelPool,
+}
+
+pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED)
+}
+
+pub fn mark_forwarded<T>(mut req: tonic::Request<T>, from: u64) -> tonic::Request<T> {
+    if let Ok(v) = from.to_string().parse() {
+        req.metadata_mut().insert(FORWARDED, v);
+    }
+    req
+}
+
+impl Forwarder {
+    /// Run `local` if this node leads, else `remote` against the leader's
+    /// channel. Retries across leader changes until `leader_wait` runs out.
+    pub async fn on_leader<T, L, LF, R, RF>(&self, forwarded: bool, local: L, remote: R) -> Result<T, tonic::Status>
+    where
+        L: Fn() -> LF,
+        LF: Future<Output = Result<T, ApiError>>,
+        R: Fn(Channel) -> RF,
+        RF: Future<Output = Result<T, tonic::Status>>,
+    {
+        let timing = self.consensus.timing().clone();
+        let deadline = tokio::time::Instant::now() + timing.leader_wait;
+        loop {
+            let retry = match self.consensus.route().await.map_err(ApiError::from)? {
+                Route::Local => match local().await {
+                    Err(ApiError::Unavailable { leader: Some(_), .. })
+                        if !forwarded && tokio::time::Instant::now() < deadline =>
+                    {
+                        true
+                    }
+                    other => return other.map_err(Into::into),
+                },
+                Route::Remote(leader) if forwarded => {
+                    return Err(ApiError::Unavailable {
+                        message: format!(
+                            "node {} is not the leader; node {} at {} is",
+                            self.consensus.id(),
+                            leader.id,
+                            leader.addr
+                        ),
+                        leader: Some(leader),
+                        retry_after_ms: 0,
+                    }
+                    .into());
+                }
+                Route::Remote(leader) => {
+                    let channel = self
+                        .pool
+                        .get(&leader.addr)
+                        .map_err(|e| ApiError::Internal(format!("leader address {}: {e}", leader.addr)))?;
+                    let answer = match tokio::time::timeout(timing.forward_timeout, remote(channel)).await {
+                        Ok(answer) => answer,
+                        // The request may have reached the leader.
+                        Err(_) => {
+                            return Err(ApiError::Timeout(format!(
+                                "leader node {} at {} did not answer within {:?}; the request may or may not have \
+                                 been applied: retry (writes: with the same idempotency key or request id)",
+                                leader.id, leader.addr, timing.forward_timeout
+                            ))
+                            .into())
+                        }
+                    };
+                    match answer {
+                        Ok(v) => return Ok(v),
+                        Err(s) => match forwarded_failure(&leader, s, tokio::time::Instant::now() < deadline) {
+                            Ok(()) => true,
+                            Err(s) => return Err(s),
+                        },
+                    }
+                }
+            };
+            if retry {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// What a failed forward means for the caller: `Ok` to look for the
+/// leader again (nothing was applied and there is time), else the status
+/// to answer.
+fn forwarded_failure(leader: &Peer, s: tonic::Status, time_left: bool) -> Result<(), tonic::Status> {
+    let local = std::error::Error::source(&s).is_some();
+    match classify(&s) {
+        // Nothing was applied: the leader moved, is electing, or could not
+        // be connected to. Find it again.
+        Failure::NotApplied if time_left => Ok(()),
+        // A drover node's own UNAVAILABLE carries its hints: pass it on.
+        Failure::NotApplied if !local => Err(s),
+        Failure::NotApplied => Err(ApiError::Unavailable {
+            message: format!(
+                "leader node {} at {} is unreachable ({}); nothing was written; retry shortly",
+                leader.id,
+                leader.addr,
+                s.message()
+            ),
+            leader: None,
+            retry_after_ms: 500,
+        }
+        .into()),
+        // The connection broke with the request in flight: the leader may
+        // have applied it.
+        Failure::OutcomeUnknown if local => Err(ApiError::OutcomeUnknown(format!(
+            "the connection to leader node {} at {} broke while the request was in flight ({}); it may or may not \
+             have been applied: retry (writes: with the same idempotency key or request id)",
+            leader.id,
+            leader.addr,
+            s.message()
+        ))
+        .into()),
+        _ => Err(s),
+    }
+}

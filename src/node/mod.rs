@@ -1,0 +1,250 @@
+//! A drover node, the composition root: it opens the data dir, builds every
+//! layer (store, Raft, consensus handle, scheduler, gRPC services) and
+//! hands each only the handles it needs. Nothing inside the server imports
+//! this module.
+//!
+//! Lifecycle: `start` -> serving -> `shutdown` (hand leadership over, stop
+//! accepting, stop Raft, flush and close the database). See DESIGN.md,
+//! "Node lifecycle".
+//!
+//! - [`health`]: the gRPC health service.
+//! - [`restore`]: seeding a new cluster from a backup.
+
+mod health;
+pub mod restore;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+
+use crate::api::cluster::ClusterService;
+use crate::api::forward::Forwarder;
+use crate::api::membership::Membership;
+use crate::api::scheduler::SchedulerService;
+use crate::api::worker::WorkerService;
+use crate::config::NodeConfig;
+use crate::consensus::clock::{ProposerClock, WallClock};
+use crate::consensus::{timekeeper, Consensus, ConsensusError};
+use crate::net::ChannelPool;
+use crate::raft::service::RaftService;
+use crate::scheduler::{Deps, Dispatcher, Scheduler};
+use crate::store::{self, TaskStore};
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("data dir {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("storage: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("raft: {0}")]
+    Raft(#[from] crate::raft::StartError),
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] ConsensusError),
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// The address the gRPC server is bound to.
+    pub local_addr: std::net::SocketAddr,
+    pub consensus: Consensus,
+    pub store: TaskStore,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RunningNode {
+    /// Start a node: bind (or take `listener`), open storage, start Raft and
+    /// serve. With `bootstrap`, initialise the cluster if it is new.
+    pub async fn start(config: NodeConfig, listener: Option<TcpListener>) -> Result<RunningNode, NodeError> {
+        config.validate().map_err(NodeError::Config)?;
+        let config = Arc::new(config);
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?,
+        };
+        let local_addr =
+            listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
+        claim_data_dir(&config.data_dir, config.id)?;
+        let pending_restore = restore::pending(&config.data_dir);
+        if pending_restore.is_some() && config.peers.iter().any(|(id, _)| *id != config.id) {
+            return Err(NodeError::Config(
+                "a restored node bootstraps a cluster alone: start it without other --peers, then add nodes with `drover cluster add-node`".into(),
+            ));
+        }
+
+        let db = store::open_db(&config.data_dir.join("db")).map_err(|e| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            message: format!("{e} (is another drover process using it?)"),
+        })?;
+        let store = TaskStore::new(db.clone());
+        if store.is_retired(config.id)? {
+            return Err(NodeError::Config(format!(
+                "node {} was removed from its cluster and cannot rejoin: start a new node with a new id and an empty data dir",
+                config.id
+            )));
+        }
+        let pool = ChannelPool::default();
+        let started = crate::raft::start(config.id, &config.raft, db.clone(), &config.data_dir, pool.clone()).await?;
+        let shutdown = CancellationToken::new();
+        let consensus = Consensus::new(
+            config.id,
+            started.raft.clone(),
+            config.timing.clone(),
+            shutdown.clone(),
+            pending_restore.is_some(),
+        );
+        let clock = ProposerClock::new(
+            config.id,
+            WallClock { skew_ms: config.clock_skew_ms },
+            config.max_clock_offset,
+            started.applied.clone(),
+        );
+        let (scheduler, scheduler_rx) = Scheduler::channel();
+        let tasks = TaskTracker::new();
+
+        let deps = Deps {
+            consensus: consensus.clone(),
+            store: store.clone(),
+            index: started.index.clone(),
+            clock: clock.clone(),
+            priority_aging: config.priority_aging,
+            applied: started.applied.clone(),
+        };
+        tasks.spawn(Dispatcher::new(deps, scheduler_rx, scheduler.sender()).run(shutdown.clone()));
+
+        let forward = Forwarder { consensus: consensus.clone(), pool: pool.clone() };
+        let scheduler_service = SchedulerService {
+            forward: forward.clone(),
+            store: store.clone(),
+            index: started.index.clone(),
+            clock: clock.clone(),
+            limits: config.limits.clone(),
+            auto_register: config.auto_register,
+        };
+        let cluster_service = ClusterService {
+            forward: forward.clone(),
+            membership: Membership {
+                consensus: consensus.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                admin: Arc::default(),
+            },
+            store: store.clone(),
+            clock: clock.clone(),
+            data_dir: config.data_dir.clone(),
+        };
+        let worker_service =
+            WorkerService { scheduler: scheduler.clone(), limits: config.limits.clone(), buffer: config.worker_buffer };
+        let raft_service =
+            RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let router = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+            .add_service(health_service)
+            .add_service(raft_service)
+            .add_service(scheduler_service.into_server())
+            .add_service(cluster_service.into_server())
+            .add_service(worker_service.into_server());
+        // Nagle's algorithm with delayed ACKs adds ~40 ms to replies that
+        // span several segments: disable it on every accepted connection.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(30)));
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
+                tracing::error!(error = %e, "grpc server stopped");
+            }
+        });
+        tasks.spawn(health::report(consensus.watch(), health_reporter, shutdown.clone()));
+        tasks.spawn(timekeeper::run(consensus.clone(), pool.clone(), clock.clone(), shutdown.clone()));
+        if config.clock_skew_ms != 0 {
+            tracing::warn!(skew_ms = config.clock_skew_ms, "fault injection: this node's wall clock is skewed");
+        }
+
+        if config.bootstrap {
+            let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
+            members.entry(config.id).or_insert_with(|| config.advertise_addr());
+            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+            if !consensus.bootstrap(members).await? {
+                tracing::info!("--bootstrap ignored: this node already belongs to a cluster");
+            }
+        }
+        if let Some(path) = pending_restore {
+            let importer = restore::Importer { consensus: consensus.clone(), clock: clock.clone() };
+            tasks.spawn(importer.run(path, shutdown.clone()));
+        }
+        tracing::info!(id = config.id, addr = %local_addr, "node started");
+        Ok(RunningNode { local_addr, consensus, store, shutdown, tasks })
+    }
+
+    /// Graceful stop: hand leadership over (if leading), stop serving, stop
+    /// Raft, wait for every task, then make everything durable and stop
+    /// RocksDB's background work.
+    pub async fn shutdown(self) {
+        let timing = self.consensus.timing().clone();
+        if let Some(to) = self.consensus.hand_over(timing.hand_over, |_| true).await {
+            tracing::info!(to, "node {to} leads; shutting down");
+        }
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.consensus.shutdown().await;
+        // Connections a peer never closed (it was cut off) would hold the
+        // server's graceful shutdown for a long time: bound the wait.
+        if tokio::time::timeout(timing.drain, self.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {:?}; stopping anyway", timing.drain);
+        }
+        // Durable: everything written so far.
+        if let Err(e) = self.store.close() {
+            tracing::warn!(error = %e, "final WAL sync");
+        }
+        tracing::info!(id = self.consensus.id(), "node stopped");
+    }
+}
+
+/// tonic answers a request over the message size limit with OUT_OF_RANGE;
+/// gRPC specifies RESOURCE_EXHAUSTED for that (and drover's docs promise
+/// it). Drover's own handlers never return OUT_OF_RANGE, so every such
+/// status is the limit's.
+fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let out_of_range = http::HeaderValue::from_static("11");
+    if response.headers().get("grpc-status") == Some(&out_of_range) {
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Record which node owns a data dir, and refuse to start a different id on
+/// it: reusing a data dir under another id can split a cluster's brain.
+fn claim_data_dir(dir: &Path, id: u64) -> Result<(), NodeError> {
+    let err = |message: String| NodeError::DataDir { path: dir.display().to_string(), message };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let id_file = dir.join("node_id");
+    match std::fs::read_to_string(&id_file) {
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(existing) if existing == id => Ok(()),
+            Ok(existing) => {
+                Err(err(format!("belongs to node {existing}, not node {id}; use a fresh data dir for a new node")))
+            }
+            Err(_) => Err(err(format!("{} is corrupt", id_file.display()))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&id_file, format!("{id}\n")).map_err(|e| err(e.to_string()))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}

@@ -1,0 +1,76 @@
+//! The worker protocol as the scheduler speaks it: domain types, not
+//! protobuf. The gRPC edge ([`crate::api`]) converts both ways.
+
+use crate::consensus::Peer;
+use crate::domain::Completion;
+
+/// A run of a task: its id and the fencing token of the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskRef {
+    pub task_id: u64,
+    pub fencing_token: u64,
+}
+
+/// A worker's first message.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub worker_id: String,
+    /// Most tasks of each callback it runs at once.
+    pub credits: Vec<(String, u32)>,
+    /// What it still runs (after a reconnect): re-attached as a heartbeat.
+    pub running: Vec<TaskRef>,
+}
+
+/// "These runs are still going": renews their leases.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub seq: u64,
+    pub tasks: Vec<TaskRef>,
+}
+
+/// From a worker to the scheduler.
+#[derive(Debug, Clone)]
+pub enum FromWorker {
+    Heartbeat(Heartbeat),
+    Completion(Completion),
+    /// Take no more tasks (graceful shutdown).
+    Drain,
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub task_id: u64,
+    pub callback: String,
+    pub payload: Vec<u8>,
+    pub attempt: u32,
+    pub fencing_token: u64,
+    pub lease_ms: u64,
+    pub timeout_ms: u64,
+    pub priority: u8,
+}
+
+/// From the scheduler to a worker.
+#[derive(Debug, Clone)]
+pub enum ToWorker {
+    Welcome {
+        node_id: u64,
+        heartbeat_interval_ms: u64,
+    },
+    Assignment(Assignment),
+    HeartbeatAck {
+        seq: u64,
+        renewed: Vec<TaskRef>,
+        lost: Vec<TaskRef>,
+    },
+    CompletionAck {
+        task_id: u64,
+        fencing_token: u64,
+        accepted: bool,
+        reason: String,
+    },
+    /// Stop this run (the task was cancelled).
+    Cancel(TaskRef),
+    /// This node does not lead: reconnect to the leader, if known.
+    Redirect(Option<Peer>),
+}
