@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
+use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::scheduler_client::SchedulerClient;
 
@@ -152,6 +153,149 @@ impl Client {
         .await
     }
 
+    /// Read one task (`stale`: from whichever node answers, without a
+    /// leader round trip).
+    pub async fn get_task(&self, id: u64, stale: bool, include_payload: bool) -> Result<pb::Task, Status> {
+        self.get_task_from(0, id, stale, include_payload).await
+    }
+
+    /// [`Client::get_task`], trying node `start` first (to spread reads).
+    pub async fn get_task_from(
+        &self,
+        start: usize,
+        id: u64,
+        stale: bool,
+        include_payload: bool,
+    ) -> Result<pb::Task, Status> {
+        let req = pb::GetTaskRequest { task_id: id, allow_stale: stale, include_payload };
+        self.call_idempotent(start, |i| async move { Ok(self.scheduler(i)?.get_task(req).await?.into_inner()) }).await
+    }
+
+    /// One page of tasks.
+    pub async fn list_tasks(&self, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, Status> {
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.list_tasks(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Every task of `callback` (all callbacks if empty) in `state`
+    /// (`Unspecified`: any), page by page.
+    pub async fn list_all_tasks(&self, callback: &str, state: pb::TaskState) -> Result<Vec<pb::Task>, Status> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let req = pb::ListTasksRequest {
+                callback: callback.into(),
+                state: state as i32,
+                limit: 10_000,
+                after_id: after,
+                allow_stale: false,
+            };
+            let page = self.list_tasks(req).await?;
+            out.extend(page.tasks);
+            if page.next_after == 0 {
+                return Ok(out);
+            }
+            after = page.next_after;
+        }
+    }
+
+    /// Cancel a task (cancelling twice is not an error: retried freely).
+    pub async fn cancel_task(&self, id: u64) -> Result<pb::CancelTaskResponse, Status> {
+        let req = pb::CancelTaskRequest { task_id: id };
+        self.call_idempotent(0, |i| async move { Ok(self.scheduler(i)?.cancel_task(req).await?.into_inner()) }).await
+    }
+
+    /// Create or update a callback (the same settings twice is one change).
+    pub async fn register_callback(
+        &self,
+        settings: pb::CallbackSettings,
+    ) -> Result<pb::RegisterCallbackResponse, Status> {
+        let req = pb::RegisterCallbackRequest { settings: Some(settings) };
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.register_callback(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_callbacks(&self) -> Result<pb::ListCallbacksResponse, Status> {
+        let req = pb::ListCallbacksRequest { allow_stale: false };
+        self.call_idempotent(0, |i| async move { Ok(self.scheduler(i)?.list_callbacks(req).await?.into_inner()) }).await
+    }
+
+    /// Redrive (or, with `purge`, delete) dead tasks. Not idempotent: a
+    /// failure whose outcome is unknown is returned, not retried.
+    pub async fn dead_letters(
+        &self,
+        start: usize,
+        req: pb::DeadLetterRequest,
+        purge: bool,
+    ) -> Result<pb::DeadLetterResponse, Status> {
+        self.call(start, |i| {
+            let req = req.clone();
+            async move {
+                let mut s = self.scheduler(i)?;
+                let r = if purge { s.purge_dead_letters(req).await? } else { s.redrive_dead_letters(req).await? };
+                Ok(r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// The cluster as the leader sees it.
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, Status> {
+        self.call_idempotent(0, |i| async move {
+            Ok(self.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
+        })
+        .await
+    }
+
+    /// The first answering node's own view (a client of one node: that node's).
+    pub async fn node_status(&self) -> Result<pb::NodeStatusResponse, Status> {
+        self.call_idempotent(0, |i| async move {
+            Ok(self.cluster(i)?.node_status(pb::NodeStatusRequest {}).await?.into_inner())
+        })
+        .await
+    }
+
+    /// The first answering node's state digest.
+    pub async fn digest(&self) -> Result<pb::DigestResponse, Status> {
+        self.call_idempotent(
+            0,
+            |i| async move { Ok(self.cluster(i)?.digest(pb::DigestRequest {}).await?.into_inner()) },
+        )
+        .await
+    }
+
+    /// Membership changes: not retried after an unknown outcome (check
+    /// `cluster_status` instead).
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<pb::MembershipResponse, Status> {
+        let req = pb::AddLearnerRequest { id, addr };
+        self.call(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.cluster(i)?.add_learner(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn promote_voter(&self, id: u64) -> Result<pb::MembershipResponse, Status> {
+        let req = pb::PromoteVoterRequest { id };
+        self.call(0, |i| async move { Ok(self.cluster(i)?.promote_voter(req).await?.into_inner()) }).await
+    }
+
+    pub async fn remove_node(&self, id: u64) -> Result<pb::MembershipResponse, Status> {
+        let req = pb::RemoveNodeRequest { id };
+        self.call(0, |i| async move { Ok(self.cluster(i)?.remove_node(req).await?.into_inner()) }).await
+    }
+
+    pub async fn transfer_leader(&self, to: u64) -> Result<pb::MembershipResponse, Status> {
+        let req = pb::TransferLeaderRequest { to };
+        self.call(0, |i| async move { Ok(self.cluster(i)?.transfer_leader(req).await?.into_inner()) }).await
+    }
+
     /// Where a write should start: the known leader, else `start`.
     fn write_start(&self, start: usize) -> usize {
         match self.leader.load(Ordering::Relaxed) {
@@ -186,7 +330,7 @@ impl Client {
             ));
         }
         let give_up = tokio::time::Instant::now() + self.deadline;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = crate::net::Backoff::default();
         let mut i = start;
         loop {
             let result = match tokio::time::timeout(self.attempt_timeout, call(i)).await {
@@ -213,8 +357,7 @@ impl Client {
                     tracing::debug!(endpoint = %self.endpoints[i % self.endpoints.len()], error = %s.message(), "retrying at the next node");
                     i += 1;
                     if i % self.endpoints.len() == start % self.endpoints.len() {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        backoff.wait().await;
                     }
                 }
                 other => return other,

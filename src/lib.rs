@@ -7,55 +7,68 @@
 //!
 //! ## Layout
 //!
-//! - [`config`]: typed node configuration and its limits.
-//! - [`node`]: a running node: storage, Raft, gRPC server, lifecycle; and
-//!   [`node::NodeContext`], what every service shares.
-//! - [`api`]: the public gRPC services (`proto/drover.proto`), validation,
-//!   forwarding to the leader, and the one `ApiError -> Status` conversion.
-//! - [`raft`]: everything that names an openraft type: the type config, the
-//!   RocksDB log with group commit ([`raft::log_store`]), the state machine
-//!   adapter ([`raft::state_machine`]), snapshots ([`raft::snapshot`]) and
-//!   node-to-node RPC ([`raft::network`], [`raft::service`]).
-//! - [`store`]: the task store on RocksDB: keys, task rows, replicated
-//!   commands and the deterministic apply logic.
-//! - [`scheduler`]: the leader-side dispatcher: worker sessions, leases
-//!   held in memory, assignment, completion and expiry proposals.
-//! - [`clock`]: replicated time: how the leader stamps commands (apply never
-//!   reads a clock), steered toward the median of the voters' clocks.
-//! - [`timekeeper`]: samples the voters' clocks; a node whose clock is wrong
-//!   warns and does not lead.
-//! - [`net`]: long-lived gRPC channels shared by replication and forwarding.
-//! - [`encoding`]: the versioned record encoding of everything on disk.
+//! Layers only point down; `tests/it/layers.rs` checks it from the source.
+//! From the top:
+//!
+//! - the `drover` binary (`src/main.rs`, `src/cli/`): server, dev cluster,
+//!   client commands, shell worker, benchmarks and the chaos suite. Not part
+//!   of the library.
+//! - [`testkit`] (feature `testkit`): the one local-cluster launcher and
+//!   the checkers of the execution guarantees, for `drover dev`, `drover
+//!   bench --local`, the chaos suite and the integration tests.
 //! - [`worker`]: the worker SDK (leases, self-fencing, graceful shutdown),
 //!   the shell worker and built-in handlers.
-//! - [`invariants`]: checkers of the execution guarantees over recorded
-//!   runs (tests and the chaos suite).
-//! - [`restore`]: seeding a new cluster from a backup.
-//! - [`client`]: a client that fails over between nodes.
-//! - [`cli`]: the `drover` command line (server, dev cluster, client
-//!   commands, benchmarks).
+//! - [`client`]: a typed client that fails over between nodes and retries
+//!   only what is safe to retry.
+//! - [`node`]: the composition root. It opens storage, starts Raft, the
+//!   timekeeper and the dispatcher, builds the gRPC services from narrow
+//!   handles, and runs the node's lifecycle (health, graceful shutdown,
+//!   restore from a backup). Nothing in the library imports it.
+//! - [`api`]: the gRPC edge (`proto/drover.proto`: services Scheduler,
+//!   Worker and Cluster): protobuf to domain types, validation, forwarding
+//!   to the leader, and the one `ApiError -> Status` conversion.
+//! - [`scheduler`]: the leader-side dispatcher: worker sessions, leases
+//!   held in memory, assignment, completion and expiry proposals. It speaks
+//!   domain types ([`scheduler::protocol`]).
+//! - [`consensus`]: the handle over Raft: propose, linearizable reads,
+//!   routing to the leader, leadership and quorum state, membership, and
+//!   replicated time ([`consensus::clock`], [`consensus::timekeeper`]).
+//!   Its errors ([`consensus::ConsensusError`]) say whether a write was
+//!   not applied, refused, or has an unknown outcome.
+//! - [`raft`]: every openraft type: the type config, the RocksDB log with
+//!   group commit ([`raft::log_store`]), the state machine adapter
+//!   ([`raft::state_machine`]), snapshots ([`raft::snapshot`]) and
+//!   node-to-node RPC ([`raft::network`], [`raft::service`]).
+//! - [`store`]: the task store on RocksDB: keys, task rows, the in-memory
+//!   queue index and the deterministic apply logic.
+//! - [`domain`]: tasks, callbacks, replicated commands and their replies.
+//! - [`config`] (typed node configuration, limits, and every timing with
+//!   its checked relationships), [`net`] (shared gRPC channels, the one
+//!   backoff, failure classification), [`encoding`] (the versioned record
+//!   encoding of everything on disk) and [`pb`] (generated protobuf).
 //!
 //! ## The write path
 //!
 //! client -> any node's [`api::scheduler`] -> validate ->
-//! [`api::on_leader`] (forward if a follower) -> leader stamps a
-//! [`store::Command`] -> `Raft::client_write` -> [`raft::log_store`] appends
-//! and the group-commit flusher fsyncs -> replicated to a majority ->
-//! [`raft::state_machine`] applies it in one `WriteBatch` -> reply.
+//! [`api::forward`] (forward if a follower) -> [`consensus::Consensus::propose`]
+//! stamps a [`domain::Command`] with replicated time -> `Raft::client_write`
+//! -> [`raft::log_store`] appends and the group-commit flusher fsyncs ->
+//! replicated to a majority -> [`raft::state_machine`] applies it in one
+//! `WriteBatch` ([`store`]) -> reply.
 
 pub mod api;
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consensus;
 pub mod domain;
 pub mod encoding;
-pub mod invariants;
 pub mod net;
 pub mod node;
 pub mod raft;
 pub mod scheduler;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod worker;
 
 /// Generated protobuf types.

@@ -25,6 +25,45 @@ pub fn leader_hint_in(md: &tonic::metadata::MetadataMap) -> Option<(u64, String)
     Some((id.parse().ok()?, addr.to_string()))
 }
 
+/// Exponential backoff between retries: 50 ms, doubling, at most 1 s. The
+/// one retry pace of the client, the worker SDK's reconnects and the
+/// server's forwarding.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    next: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff { first, next: first, max }
+    }
+
+    /// The delay before the next attempt (and double the one after).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// Sleep for [`Backoff::next_delay`].
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+
+    /// Start again from the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// Largest gRPC message drover sends or accepts (a full `ScheduleBatch`, a
 /// Raft append of large entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::forward::{is_forwarded, leader_rpc, mark_forwarded, Forwarder};
 use super::membership::{self, Membership};
 use super::ApiError;
 use crate::consensus::clock::ProposerClock;
@@ -164,29 +164,6 @@ fn newest_snapshot_ms(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Forward to the leader or run locally, like the Scheduler service does.
-macro_rules! leader_rpc {
-    ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
-        let forwarded = is_forwarded(&$request);
-        let $req = $request.into_inner();
-        let from = $self.forward.consensus.id();
-        let reply = $self
-            .forward
-            .on_leader(
-                forwarded,
-                || async { $local },
-                |ch| {
-                    let r = $req.clone();
-                    async move {
-                        Ok(ClusterClient::new(ch).$method(mark_forwarded(Request::new(r), from)).await?.into_inner())
-                    }
-                },
-            )
-            .await?;
-        Ok(Response::new(reply))
-    }};
-}
-
 type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 impl ClusterService {
@@ -204,28 +181,34 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, add_learner, |req| self.membership.add_learner(req.id, req.addr.clone()).await)
+        leader_rpc!(self, request, ClusterClient::new, add_learner, |req| self
+            .membership
+            .add_learner(req.id, req.addr.clone())
+            .await)
     }
 
     async fn promote_voter(
         &self,
         request: Request<pb::PromoteVoterRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, promote_voter, |req| self.membership.promote(req.id).await)
+        leader_rpc!(self, request, ClusterClient::new, promote_voter, |req| self.membership.promote(req.id).await)
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, remove_node, |req| self.membership.remove(req.id).await)
+        leader_rpc!(self, request, ClusterClient::new, remove_node, |req| self.membership.remove(req.id).await)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, transfer_leader, |req| self.membership.transfer_leader(req.to).await)
+        leader_rpc!(self, request, ClusterClient::new, transfer_leader, |req| self
+            .membership
+            .transfer_leader(req.to)
+            .await)
     }
 
     async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {

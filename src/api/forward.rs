@@ -34,6 +34,45 @@ pub fn mark_forwarded<T>(mut req: tonic::Request<T>, from: u64) -> tonic::Reques
     req
 }
 
+/// Wrap a reply; a follower that forwarded names the leader in
+/// `x-drover-leader`, so clients can send the next write there directly.
+pub fn with_leader_hint<T>(consensus: &Consensus, reply: T) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(reply);
+    if let Some(leader) = consensus.leadership().leader.filter(|p| p.id != consensus.id()) {
+        if let Ok(v) = format!("{}={}", leader.id, leader.addr).parse() {
+            response.metadata_mut().insert(crate::net::LEADER_HINT, v);
+        }
+    }
+    response
+}
+
+/// Run a unary RPC on the leader: `$local` here if this node leads, else
+/// the same request forwarded with `$client(channel).$method(..)`. The
+/// reply names the leader (see [`with_leader_hint`]).
+macro_rules! leader_rpc {
+    ($self:ident, $request:ident, $client:expr, $method:ident, |$req:ident| $local:expr) => {{
+        let forwarded = $crate::api::forward::is_forwarded(&$request);
+        let $req = $request.into_inner();
+        let from = $self.forward.consensus.id();
+        let reply = $self
+            .forward
+            .on_leader(
+                forwarded,
+                || async { $local },
+                |ch| {
+                    let r = $req.clone();
+                    async move {
+                        let r = $crate::api::forward::mark_forwarded(tonic::Request::new(r), from);
+                        Ok($client(ch).$method(r).await?.into_inner())
+                    }
+                },
+            )
+            .await?;
+        Ok($crate::api::forward::with_leader_hint(&$self.forward.consensus, reply))
+    }};
+}
+pub(crate) use leader_rpc;
+
 impl Forwarder {
     /// Run `local` if this node leads, else `remote` against the leader's
     /// channel. Retries across leader changes until `leader_wait` runs out.
@@ -46,6 +85,8 @@ impl Forwarder {
     {
         let timing = self.consensus.timing().clone();
         let deadline = tokio::time::Instant::now() + timing.leader_wait;
+        // The leader moved or is being elected: look again soon.
+        let mut backoff = crate::net::Backoff::new(Duration::from_millis(20), Duration::from_millis(200));
         loop {
             let retry = match self.consensus.route().await.map_err(ApiError::from)? {
                 Route::Local => match local().await {
@@ -96,7 +137,7 @@ impl Forwarder {
                 }
             };
             if retry {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                backoff.wait().await;
             }
         }
     }

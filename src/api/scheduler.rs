@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{
     outcome_to_pb, settings_from_pb, settings_to_pb, state_from_pb, state_to_pb, target_from_pb, task_to_pb,
 };
-use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::forward::{leader_rpc, Forwarder};
 use super::validate::{self, ValidTask};
 use super::ApiError;
 use crate::config::Limits;
@@ -151,39 +151,6 @@ impl SchedulerService {
     }
 }
 
-/// Forward `$req` to the leader with `$method`, or run `$local` here.
-macro_rules! leader_rpc {
-    ($self:ident, $request:ident, $method:ident, |$req:ident| $local:expr) => {{
-        let forwarded = is_forwarded(&$request);
-        let $req = $request.into_inner();
-        let from = $self.forward.consensus.id();
-        let reply = $self
-            .forward
-            .on_leader(
-                forwarded,
-                || async { $local },
-                |ch| {
-                    let r = $req.clone();
-                    async move { Ok(client(ch).$method(mark_forwarded(Request::new(r), from)).await?.into_inner()) }
-                },
-            )
-            .await?;
-        Ok(with_leader_hint(&$self.forward.consensus, reply))
-    }};
-}
-
-/// Wrap a reply; a follower that forwarded names the leader in
-/// `x-drover-leader`, so clients can send the next write there directly.
-pub(super) fn with_leader_hint<T>(consensus: &crate::consensus::Consensus, reply: T) -> Response<T> {
-    let mut response = Response::new(reply);
-    if let Some(leader) = consensus.leadership().leader.filter(|p| p.id != consensus.id()) {
-        if let Ok(v) = format!("{}={}", leader.id, leader.addr).parse() {
-            response.metadata_mut().insert(crate::net::LEADER_HINT, v);
-        }
-    }
-    response
-}
-
 impl SchedulerService {
     /// The tonic service, with drover's message size limits.
     pub fn into_server(self) -> pb::scheduler_server::SchedulerServer<Self> {
@@ -200,7 +167,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
         let task = validate::task_spec(spec, &self.limits, self.clock.stamp())?;
         let request_id = validate::request_id(&request.get_ref().request_id)?;
-        leader_rpc!(self, request, schedule, |req| {
+        leader_rpc!(self, request, client, schedule, |req| {
             let _ = &req;
             let (mut outcomes, replayed) = self.schedule_local(vec![task.clone()], request_id).await?;
             Ok(pb::ScheduleResponse { replayed, ..outcome_to_pb(outcomes.remove(0)) })
@@ -213,7 +180,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
         let tasks = validate::batch(request.get_ref().tasks.clone(), &self.limits, self.clock.stamp())?;
         let request_id = validate::request_id(&request.get_ref().request_id)?;
-        leader_rpc!(self, request, schedule_batch, |req| {
+        leader_rpc!(self, request, client, schedule_batch, |req| {
             let _ = &req;
             let (outcomes, replayed) = self.schedule_local(tasks.clone(), request_id).await?;
             Ok(pb::ScheduleBatchResponse {
@@ -228,7 +195,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             let req = request.into_inner();
             return Ok(Response::new(self.read_task(req.task_id, req.include_payload)?));
         }
-        leader_rpc!(self, request, get_task, |req| {
+        leader_rpc!(self, request, client, get_task, |req| {
             self.linearizable().await?;
             self.read_task(req.task_id, req.include_payload)
         })
@@ -241,7 +208,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         if request.get_ref().allow_stale {
             return Ok(Response::new(self.list_local(request.get_ref())?));
         }
-        leader_rpc!(self, request, list_tasks, |req| {
+        leader_rpc!(self, request, client, list_tasks, |req| {
             self.linearizable().await?;
             self.list_local(&req)
         })
@@ -251,7 +218,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::CancelTaskResponse>, Status> {
-        leader_rpc!(self, request, cancel_task, |req| {
+        leader_rpc!(self, request, client, cancel_task, |req| {
             match self.write(Operation::Cancel { task_id: req.task_id }).await? {
                 CommandResponse::CancelRequested { state } => {
                     Ok(pb::CancelTaskResponse { state: state_to_pb(state) as i32 })
@@ -273,7 +240,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         validate::callback_name(&settings.name, &self.limits)?;
         let config = settings_from_pb(settings);
         config.validate().map_err(ApiError::InvalidArgument)?;
-        leader_rpc!(self, request, register_callback, |req| {
+        leader_rpc!(self, request, client, register_callback, |req| {
             let _ = &req;
             match self.write(Operation::RegisterCallback(config.clone())).await? {
                 CommandResponse::CallbackRegistered { created } => Ok(pb::RegisterCallbackResponse { created }),
@@ -289,7 +256,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         if request.get_ref().allow_stale {
             return Ok(Response::new(self.callbacks_local()?));
         }
-        leader_rpc!(self, request, list_callbacks, |req| {
+        leader_rpc!(self, request, client, list_callbacks, |req| {
             let _ = &req;
             self.linearizable().await?;
             self.callbacks_local()
@@ -301,7 +268,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::DeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
-        leader_rpc!(self, request, redrive_dead_letters, |req| {
+        leader_rpc!(self, request, client, redrive_dead_letters, |req| {
             let _ = &req;
             match self.write(Operation::Redrive { target: target.clone() }).await? {
                 CommandResponse::Count(count) => Ok(pb::DeadLetterResponse { count }),
@@ -315,7 +282,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::DeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
-        leader_rpc!(self, request, purge_dead_letters, |req| {
+        leader_rpc!(self, request, client, purge_dead_letters, |req| {
             let _ = &req;
             match self.write(Operation::Purge { target: target.clone() }).await? {
                 CommandResponse::Count(count) => Ok(pb::DeadLetterResponse { count }),

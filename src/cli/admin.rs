@@ -7,8 +7,8 @@ use clap::Subcommand;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{status_message, Cli, CliError};
-use crate::pb;
+use super::{failed, status_message, Cli, CliError};
+use drover::pb;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -34,7 +34,7 @@ pub async fn run(cli: &Cli, cmd: &AdminCommand) -> Result<(), CliError> {
     match cmd {
         AdminCommand::Backup { out } => backup(cli, out).await,
         AdminCommand::Restore { input, data_dir } => {
-            crate::node::restore::prepare(input, data_dir).map_err(CliError)?;
+            drover::node::restore::prepare(input, data_dir).map_err(CliError)?;
             if cli.json {
                 println!("{}", json!({ "data_dir": data_dir, "ready": true }));
             } else {
@@ -47,26 +47,17 @@ pub async fn run(cli: &Cli, cmd: &AdminCommand) -> Result<(), CliError> {
 }
 
 async fn backup(cli: &Cli, out: &PathBuf) -> Result<(), CliError> {
-    let client = &cli.client();
     // Take it from the leader: its state machine holds every acknowledged write.
-    let status = client
-        .call(0, |i| async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let status = cli.client().cluster_status().await.map_err(failed)?;
     let leader = status
         .members
         .iter()
         .find(|m| m.id == status.leader_id)
         .map(|m| m.addr.clone())
         .ok_or_else(|| CliError("the cluster reports no leader address".into()))?;
-    let leader_client = crate::client::Client::new(vec![leader.clone()]);
-    let mut stream = leader_client
-        .cluster(0)
-        .map_err(|s| CliError(status_message(&s)))?
-        .backup(pb::BackupRequest {})
-        .await
-        .map_err(|s| CliError(status_message(&s)))?
-        .into_inner();
+    let leader_client = drover::client::Client::new(vec![leader.clone()]);
+    let mut stream =
+        leader_client.cluster(0).map_err(failed)?.backup(pb::BackupRequest {}).await.map_err(failed)?.into_inner();
     let tmp = out.with_extension("partial");
     let mut file = std::fs::File::create(&tmp).map_err(|e| CliError(format!("{}: {e}", tmp.display())))?;
     let (mut bytes, mut applied) = (0u64, 0u64);
@@ -80,7 +71,7 @@ async fn backup(cli: &Cli, out: &PathBuf) -> Result<(), CliError> {
     }
     file.sync_all().map_err(|e| CliError(e.to_string()))?;
     drop(file);
-    crate::raft::snapshot::verify(&tmp).map_err(|e| CliError(format!("the received backup is corrupt: {e}")))?;
+    drover::raft::snapshot::verify(&tmp).map_err(|e| CliError(format!("the received backup is corrupt: {e}")))?;
     std::fs::rename(&tmp, out).map_err(|e| CliError(e.to_string()))?;
     if cli.json {
         println!("{}", json!({ "out": out, "bytes": bytes, "applied_index": applied, "from": leader }));

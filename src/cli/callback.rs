@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{parse_duration, status_message, Cli, CliError};
-use crate::pb;
+use super::{failed, parse_duration, Cli, CliError};
+use drover::pb;
 
 #[derive(Subcommand, Debug)]
 pub enum CallbackCommand {
@@ -53,15 +53,7 @@ pub async fn run(cli: &Cli, cmd: &CallbackCommand) -> Result<(), CliError> {
                 backoff_initial_ms: a.backoff_initial.as_millis() as u64,
                 backoff_max_ms: a.backoff_max.as_millis() as u64,
             };
-            let req = pb::RegisterCallbackRequest { settings: Some(settings) };
-            let r = client
-                .call_idempotent(0, |i| {
-                    let req = req.clone();
-                    let client = &client;
-                    async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
-                })
-                .await
-                .map_err(|s| CliError(status_message(&s)))?;
+            let r = client.register_callback(settings).await.map_err(failed)?;
             if cli.json {
                 println!("{}", json!({ "name": a.name, "created": r.created }));
             } else {
@@ -69,19 +61,7 @@ pub async fn run(cli: &Cli, cmd: &CallbackCommand) -> Result<(), CliError> {
             }
         }
         CallbackCommand::List => {
-            let r = client
-                .call_idempotent(0, |i| {
-                    let client = &client;
-                    async move {
-                        Ok(client
-                            .scheduler(i)?
-                            .list_callbacks(pb::ListCallbacksRequest { allow_stale: false })
-                            .await?
-                            .into_inner())
-                    }
-                })
-                .await
-                .map_err(|s| CliError(status_message(&s)))?;
+            let r = client.list_callbacks().await.map_err(failed)?;
             print_list(cli.json, &r);
         }
     }

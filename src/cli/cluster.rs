@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{status_message, Cli, CliError};
-use crate::pb;
+use super::{failed, Cli, CliError};
+use drover::pb;
 
 /// A leader without quorum acknowledgement for this long gets a warning.
 const STALE_QUORUM_MS: u64 = 2000;
@@ -55,22 +55,12 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> Result<(), CliError> {
             add_node(cli, *id, addr, *no_promote, *timeout).await
         }
         ClusterCommand::RemoveNode { id } => {
-            let client = &cli.client();
-            let req = pb::RemoveNodeRequest { id: *id };
-            let r = client
-                .call(0, |i| async move { Ok(client.cluster(i)?.remove_node(req).await?.into_inner()) })
-                .await
-                .map_err(|s| CliError(status_message(&s)))?;
+            let r = cli.client().remove_node(*id).await.map_err(failed)?;
             print_membership(cli.json, &format!("removed node {id}"), &r);
             Ok(())
         }
         ClusterCommand::TransferLeader { to } => {
-            let client = &cli.client();
-            let req = pb::TransferLeaderRequest { to: *to };
-            let r = client
-                .call(0, |i| async move { Ok(client.cluster(i)?.transfer_leader(req).await?.into_inner()) })
-                .await
-                .map_err(|s| CliError(status_message(&s)))?;
+            let r = cli.client().transfer_leader(*to).await.map_err(failed)?;
             print_membership(cli.json, &format!("node {to} leads"), &r);
             Ok(())
         }
@@ -86,26 +76,12 @@ fn print_membership(json_out: bool, what: &str, r: &pb::MembershipResponse) {
 }
 
 async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Duration) -> Result<(), CliError> {
-    let client = &cli.client();
-    let req = pb::AddLearnerRequest { id, addr: addr.to_string() };
-    client
-        .call(0, |i| {
-            let req = req.clone();
-            let client = &client;
-            async move { Ok(client.cluster(i)?.add_learner(req).await?.into_inner()) }
-        })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let client = cli.client();
+    client.add_learner(id, addr.to_string()).await.map_err(failed)?;
     eprintln!("node {id} added as a learner; waiting for it to catch up");
     let give_up = tokio::time::Instant::now() + timeout;
     loop {
-        let s = client
-            .call_idempotent(0, |i| {
-                let client = &client;
-                async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) }
-            })
-            .await
-            .map_err(|s| CliError(status_message(&s)))?;
+        let s = client.cluster_status().await.map_err(failed)?;
         let member = s.members.iter().find(|m| m.id == id);
         let lag = member.and_then(|m| m.lag);
         match (member, lag) {
@@ -130,11 +106,7 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
         println!("node {id} is a learner and has caught up");
         return Ok(());
     }
-    let req = pb::PromoteVoterRequest { id };
-    let r = client
-        .call(0, |i| async move { Ok(client.cluster(i)?.promote_voter(req).await?.into_inner()) })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let r = client.promote_voter(id).await.map_err(failed)?;
     print_membership(cli.json, &format!("node {id} is a voter"), &r);
     Ok(())
 }
@@ -154,14 +126,7 @@ fn format_offset(ms: i64) -> String {
 const CAUGHT_UP: u64 = 100;
 
 async fn status(cli: &Cli) -> Result<(), CliError> {
-    let client = &cli.client();
-    let s = client
-        .call_idempotent(0, |i| {
-            let client = &client;
-            async move { Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner()) }
-        })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let s = cli.client().cluster_status().await.map_err(failed)?;
     if cli.json {
         let members: Vec<_> = s
             .members

@@ -4,15 +4,14 @@
 //! all gracefully; running `drover dev` again resumes from the data dir.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::process::{Child, Command};
+use drover::client::Client;
+use drover::pb;
+use drover::testkit::{LocalCluster, Spec};
 
 use super::{shutdown_signal, CliError};
-use crate::client::Client;
-use crate::pb;
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -30,19 +29,8 @@ pub struct DevArgs {
     pub server_flags: Option<String>,
 }
 
-struct DevNode {
-    id: u64,
-    addr: String,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-fn node_dir(root: &Path, id: u64) -> PathBuf {
-    root.join(format!("node-{id}"))
-}
-
 fn existing_nodes(root: &Path) -> u64 {
-    (1..=9).take_while(|id| node_dir(root, *id).join("node_id").exists()).count() as u64
+    (1..=9).take_while(|id| root.join(format!("node-{id}")).join("node_id").exists()).count() as u64
 }
 
 pub async fn run(args: &DevArgs) -> Result<(), CliError> {
@@ -53,67 +41,31 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
         return Err(CliError("--base-port is too high for that many nodes".into()));
     }
     let existing = existing_nodes(&args.data_dir);
-    let fresh = existing == 0;
-    if !fresh && existing != args.nodes {
+    if existing != 0 && existing != args.nodes {
         return Err(CliError(format!(
             "{} holds a {existing}-node cluster; run with --nodes {existing}, or use another --data-dir",
             args.data_dir.display()
         )));
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| CliError(format!("{}: {e}", args.data_dir.display())))?;
     let exe = std::env::current_exe().map_err(|e| CliError(format!("cannot find the drover binary: {e}")))?;
-    let peers: Vec<(u64, String)> =
-        (1..=args.nodes).map(|id| (id, format!("127.0.0.1:{}", args.base_port as u64 + id - 1))).collect();
-    let peer_list = peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
-    let extra: Vec<String> = args.server_flags.as_deref().unwrap_or("").split_whitespace().map(String::from).collect();
+    let mut spec = Spec::new(args.nodes, exe).flags(&["--auto-register"]);
+    spec.flags.extend(args.server_flags.as_deref().unwrap_or("").split_whitespace().map(String::from));
+    spec.data_dir = Some(args.data_dir.clone());
+    spec.base_port = Some(args.base_port);
+    spec.log_filter = "info,openraft=error".into();
+    let mut cluster = LocalCluster::spawn_all(spec)?;
 
-    let mut nodes = Vec::new();
-    for (id, addr) in &peers {
-        let dir = node_dir(&args.data_dir, *id);
-        let mut a = vec![
-            "server".to_string(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            addr.clone(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--peers".into(),
-            peer_list.clone(),
-            // Dev convenience: unknown callbacks are registered with defaults.
-            "--auto-register".into(),
-        ];
-        // Only a brand-new dev cluster bootstraps, and only from node 1.
-        if fresh && *id == 1 {
-            a.push("--bootstrap".into());
-        }
-        a.extend(extra.iter().cloned());
-        nodes.push(DevNode { id: *id, addr: addr.clone(), args: a, child: None });
-    }
-    for node in &mut nodes {
-        node.child = Some(spawn(&exe, &args.data_dir, node)?);
-    }
-
-    let client = Client::new(peers.iter().map(|(_, a)| a.clone()).collect());
-    let status = settled_status(&client).await;
-    match status {
+    let client = cluster.client();
+    match settled_status(&client).await {
         Ok(s) => {
             println!("drover dev cluster: {} node(s), data in {}", args.nodes, args.data_dir.display());
-            for n in &nodes {
-                let pid = n.child.as_ref().and_then(|c| c.id()).unwrap_or(0);
+            for n in &cluster.nodes {
                 let lead = if n.id == s.leader_id { "  (leader)" } else { "" };
-                println!(
-                    "  node {}  {}  pid {}  log {}{}",
-                    n.id,
-                    n.addr,
-                    pid,
-                    args.data_dir.join(format!("node-{}.log", n.id)).display(),
-                    lead
-                );
+                let pid = n.pid().unwrap_or(0);
+                println!("  node {}  {}  pid {}  log {}{}", n.id, n.addr, pid, n.log.display(), lead);
             }
             println!("leader: node {} (term {})", s.leader_id, s.term);
-            let eps = peers.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>().join(",");
-            println!("export DROVER_ENDPOINT={eps}");
+            println!("export DROVER_ENDPOINT={}", cluster.endpoints().join(","));
             println!("Ctrl-C stops the cluster; run `drover dev` again to resume it.");
         }
         Err(e) => {
@@ -121,40 +73,24 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
         }
     }
 
-    let mut stopping = false;
-    while !stopping {
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
         tokio::select! {
-            _ = shutdown_signal() => stopping = true,
-            (id, status) = wait_any(&mut nodes) => {
-                let node = nodes.iter().find(|n| n.id == id);
-                eprintln!("node {id} exited ({status}); restart it with:");
-                if let Some(n) = node {
-                    let args: Vec<&str> = n.args.iter().map(String::as_str).filter(|a| *a != "--bootstrap").collect();
-                    eprintln!("  {} {}", exe.display(), args.join(" "));
+            _ = &mut signal => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                for (id, status) in cluster.exited() {
+                    eprintln!("node {id} exited ({status}); restart it with:");
+                    eprintln!("  {}", cluster.command_line(id));
                 }
-                if nodes.iter().all(|n| n.child.is_none()) {
+                if cluster.nodes.iter().all(|n| !n.is_running()) {
                     return Err(CliError("every node has exited".into()));
                 }
             }
         }
     }
-    println!("stopping {} node(s)...", nodes.iter().filter(|n| n.child.is_some()).count());
-    for n in &mut nodes {
-        if let Some(child) = &n.child {
-            if let Some(pid) = child.id() {
-                // SAFETY: sending a signal to our own child process.
-                let _ =
-                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-            }
-        }
-    }
-    for n in &mut nodes {
-        if let Some(child) = n.child.as_mut() {
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-                let _ = child.kill().await;
-            }
-        }
-    }
+    println!("stopping {} node(s)...", cluster.nodes.iter().filter(|n| n.is_running()).count());
+    cluster.stop_all().await?;
     println!("stopped");
     Ok(())
 }
@@ -164,11 +100,7 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
 async fn settled_status(client: &Client) -> Result<pb::ClusterStatusResponse, tonic::Status> {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let s = client
-            .call_idempotent(0, |i| async move {
-                Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
-            })
-            .await?;
+        let s = client.cluster_status().await?;
         let agreed = s
             .members
             .iter()
@@ -178,38 +110,5 @@ async fn settled_status(client: &Client) -> Result<pb::ClusterStatusResponse, to
             return Ok(s);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn spawn(exe: &Path, root: &Path, node: &DevNode) -> Result<Child, CliError> {
-    let log_path = root.join(format!("node-{}.log", node.id));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| CliError(format!("{}: {e}", log_path.display())))?;
-    let err = log.try_clone().map_err(|e| CliError(e.to_string()))?;
-    Command::new(exe)
-        .args(&node.args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| CliError(format!("starting node {}: {e}", node.id)))
-}
-
-/// Wait for any running child to exit; returns its id and exit status.
-async fn wait_any(nodes: &mut [DevNode]) -> (u64, String) {
-    loop {
-        for n in nodes.iter_mut() {
-            if let Some(child) = n.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    n.child = None;
-                    return (n.id, status.to_string());
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -4,8 +4,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::task::print_tasks;
-use super::{status_message, Cli, CliError};
-use crate::pb;
+use super::{failed, Cli, CliError};
+use drover::pb;
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
@@ -55,35 +55,13 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> Result<(), CliError> {
                 after_id: 0,
                 allow_stale: false,
             };
-            let r = client
-                .call_idempotent(0, |i| {
-                    let req = req.clone();
-                    let client = &client;
-                    async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }
-                })
-                .await
-                .map_err(|s| CliError(status_message(&s)))?;
+            let r = client.list_tasks(req).await.map_err(failed)?;
             print_tasks(cli.json, &r);
         }
         DlqCommand::Redrive(t) | DlqCommand::Purge(t) => {
             let redrive = matches!(cmd, DlqCommand::Redrive(_));
             let req = t.request();
-            let r = client
-                .call(0, |i| {
-                    let req = req.clone();
-                    let client = &client;
-                    async move {
-                        let mut s = client.scheduler(i)?;
-                        let r = if redrive {
-                            s.redrive_dead_letters(req).await?
-                        } else {
-                            s.purge_dead_letters(req).await?
-                        };
-                        Ok(r.into_inner())
-                    }
-                })
-                .await
-                .map_err(|s| CliError(status_message(&s)))?;
+            let r = client.dead_letters(0, req, !redrive).await.map_err(failed)?;
             let verb = if redrive { "redriven" } else { "purged" };
             if cli.json {
                 println!("{}", json!({ verb: r.count }));

@@ -14,7 +14,6 @@ pub mod chaos;
 pub mod cluster;
 pub mod dev;
 pub mod dlq;
-pub mod local;
 pub mod server;
 pub mod task;
 pub mod worker;
@@ -24,7 +23,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::Client;
+use drover::client::Client;
 
 /// Default endpoints: the `drover dev` cluster.
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -117,6 +116,11 @@ pub fn status_message(s: &tonic::Status) -> String {
     } else {
         format!("{what}: {msg}")
     }
+}
+
+/// A failed call as the command's error.
+pub fn failed(s: tonic::Status) -> CliError {
+    CliError(status_message(&s))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

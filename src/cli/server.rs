@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{parse_duration, parse_signed_ms, shutdown_signal, CliError};
-use crate::config::{parse_peers, NodeConfig};
-use crate::node::RunningNode;
+use drover::config::{parse_peers, NodeConfig};
+use drover::node::RunningNode;
 
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:\n  \
@@ -42,11 +42,32 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 1000)]
     pub max_batch: usize,
     /// Leader heartbeat period.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, help_heading = "Timings")]
     pub heartbeat: std::time::Duration,
-    /// Minimum election timeout (the maximum is twice this).
-    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    /// Minimum election timeout (the maximum is twice this); at least 3 heartbeats. A leader that has not heard from a quorum for twice this fails writes at once.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration, help_heading = "Timings")]
     pub election_timeout: std::time::Duration,
+    /// How long a request waits for a leader to be elected before failing with UNAVAILABLE; at least twice the election timeout.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, help_heading = "Timings")]
+    pub leader_wait: std::time::Duration,
+    /// Longest a write waits for its commit before its outcome is reported unknown; below --forward-timeout.
+    #[arg(long, default_value = "2500ms", value_parser = parse_duration, help_heading = "Timings")]
+    pub propose_timeout: std::time::Duration,
+    /// Longest a follower waits for the leader to answer a forwarded request; below a client's 4 s attempt timeout.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, help_heading = "Timings")]
+    pub forward_timeout: std::time::Duration,
+    /// Upper bound on one membership change (add, promote, remove a node).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, help_heading = "Timings")]
+    pub membership_timeout: std::time::Duration,
+    /// How long a new node's address gets to answer before add-node gives up.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Timings")]
+    pub probe_timeout: std::time::Duration,
+    /// At shutdown, how long a leader waits to hand leadership over.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Timings")]
+    pub hand_over_timeout: std::time::Duration,
+    /// At shutdown, how long open connections get to finish.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "Timings")]
+    pub drain_timeout: std::time::Duration,
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 50_000)]
     pub snapshot_every: u64,
@@ -82,6 +103,13 @@ impl ServerArgs {
         c.limits.max_batch = self.max_batch;
         c.raft.heartbeat_ms = self.heartbeat.as_millis() as u64;
         c.set_election_timeout(self.election_timeout);
+        c.timing.leader_wait = self.leader_wait;
+        c.timing.propose_timeout = self.propose_timeout;
+        c.timing.forward_timeout = self.forward_timeout;
+        c.timing.membership_change = self.membership_timeout;
+        c.timing.probe = self.probe_timeout;
+        c.timing.hand_over = self.hand_over_timeout;
+        c.timing.drain = self.drain_timeout;
         c.raft.snapshot_every = self.snapshot_every;
         c.raft.logs_to_keep = self.logs_to_keep;
         c.auto_register = self.auto_register;

@@ -6,10 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{parse_duration, status_message, Cli, CliError};
-use crate::api::convert::state_to_pb;
-use crate::domain::TaskState;
-use crate::pb;
+use super::{failed, parse_duration, Cli, CliError};
+use drover::api::convert::state_to_pb;
+use drover::domain::TaskState;
+use drover::pb;
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
@@ -129,7 +129,7 @@ async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
         idempotency_key: args.key.clone().unwrap_or_default(),
     };
     let client = cli.client();
-    let reply = client.schedule(0, spec).await.map_err(|s| CliError(status_message(&s)))?;
+    let reply = client.schedule(0, spec).await.map_err(failed)?;
     if cli.json {
         println!("{}", json!({ "task_id": reply.task_id, "created": reply.created }));
     } else if reply.created {
@@ -186,14 +186,7 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
 
 async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
     let client = cli.client();
-    let req = pb::GetTaskRequest { task_id: args.id, allow_stale: args.stale, include_payload: false };
-    let t = client
-        .call_idempotent(0, |i| {
-            let client = &client;
-            async move { Ok(client.scheduler(i)?.get_task(req).await?.into_inner()) }
-        })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let t = client.get_task(args.id, args.stale, false).await.map_err(failed)?;
     if cli.json {
         println!("{}", task_json(&t));
         return Ok(());
@@ -271,30 +264,14 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
         after_id: args.after,
         allow_stale: false,
     };
-    let r = client
-        .call_idempotent(0, |i| {
-            let req = req.clone();
-            let client = &client;
-            async move { Ok(client.scheduler(i)?.list_tasks(req).await?.into_inner()) }
-        })
-        .await
-        .map_err(|s| CliError(status_message(&s)))?;
+    let r = client.list_tasks(req).await.map_err(failed)?;
     print_tasks(cli.json, &r);
     Ok(())
 }
 
 async fn cancel(cli: &Cli, id: u64) -> Result<(), CliError> {
     let client = cli.client();
-    let r =
-        client
-            .call_idempotent(0, |i| {
-                let client = &client;
-                async move {
-                    Ok(client.scheduler(i)?.cancel_task(pb::CancelTaskRequest { task_id: id }).await?.into_inner())
-                }
-            })
-            .await
-            .map_err(|s| CliError(status_message(&s)))?;
+    let r = client.cancel_task(id).await.map_err(failed)?;
     let state = state_name(r.state);
     if cli.json {
         println!("{}", json!({ "task_id": id, "state": state }));

@@ -5,9 +5,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{parse_duration, shutdown_signal, Cli, CliError};
-use crate::worker::builtin::Builtin;
-use crate::worker::shell::ShellHandler;
-use crate::worker::{TaskContext, Worker};
+use drover::worker::builtin::Builtin;
+use drover::worker::shell::ShellHandler;
+use drover::worker::{TaskContext, Worker};
 
 #[derive(Args, Debug)]
 #[command(after_help = "The command gets the payload on stdin and DROVER_TASK_ID, DROVER_ATTEMPT,\n\
@@ -42,7 +42,7 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<(), CliError> {
-    crate::api::validate::callback_name(&args.callback, &crate::config::Limits::default())?;
+    drover::api::validate::callback_name(&args.callback, &drover::config::Limits::default())?;
     if args.concurrency == 0 {
         return Err(CliError("--concurrency must be at least 1".into()));
     }

@@ -9,6 +9,9 @@ pub mod callback;
 pub mod command;
 pub mod task;
 
+#[cfg(test)]
+mod encoding_tests;
+
 pub use callback::CallbackConfig;
 pub use command::*;
 pub use task::{Task, TaskState, Transition};

@@ -77,27 +77,10 @@ impl RunningNode {
         };
         let local_addr =
             listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
-        claim_data_dir(&config.data_dir, config.id)?;
-        let pending_restore = restore::pending(&config.data_dir);
-        if pending_restore.is_some() && config.peers.iter().any(|(id, _)| *id != config.id) {
-            return Err(NodeError::Config(
-                "a restored node bootstraps a cluster alone: start it without other --peers, then add nodes with `drover cluster add-node`".into(),
-            ));
-        }
+        let (db, store, pending_restore) = open_storage(&config)?;
 
-        let db = store::open_db(&config.data_dir.join("db")).map_err(|e| NodeError::DataDir {
-            path: config.data_dir.display().to_string(),
-            message: format!("{e} (is another drover process using it?)"),
-        })?;
-        let store = TaskStore::new(db.clone());
-        if store.is_retired(config.id)? {
-            return Err(NodeError::Config(format!(
-                "node {} was removed from its cluster and cannot rejoin: start a new node with a new id and an empty data dir",
-                config.id
-            )));
-        }
         let pool = ChannelPool::default();
-        let started = crate::raft::start(config.id, &config.raft, db.clone(), &config.data_dir, pool.clone()).await?;
+        let started = crate::raft::start(config.id, &config.raft, db, &config.data_dir, pool.clone()).await?;
         let shutdown = CancellationToken::new();
         let consensus = Consensus::new(
             config.id,
@@ -114,7 +97,6 @@ impl RunningNode {
         );
         let (scheduler, scheduler_rx) = Scheduler::channel();
         let tasks = TaskTracker::new();
-
         let deps = Deps {
             consensus: consensus.clone(),
             store: store.clone(),
@@ -125,29 +107,7 @@ impl RunningNode {
         };
         tasks.spawn(Dispatcher::new(deps, scheduler_rx, scheduler.sender()).run(shutdown.clone()));
 
-        let forward = Forwarder { consensus: consensus.clone(), pool: pool.clone() };
-        let scheduler_service = SchedulerService {
-            forward: forward.clone(),
-            store: store.clone(),
-            index: started.index.clone(),
-            clock: clock.clone(),
-            limits: config.limits.clone(),
-            auto_register: config.auto_register,
-        };
-        let cluster_service = ClusterService {
-            forward: forward.clone(),
-            membership: Membership {
-                consensus: consensus.clone(),
-                store: store.clone(),
-                clock: clock.clone(),
-                admin: Arc::default(),
-            },
-            store: store.clone(),
-            clock: clock.clone(),
-            data_dir: config.data_dir.clone(),
-        };
-        let worker_service =
-            WorkerService { scheduler: scheduler.clone(), limits: config.limits.clone(), buffer: config.worker_buffer };
+        let services = Services::build(&config, &consensus, &store, &clock, &pool, started.index.clone(), scheduler);
         let raft_service =
             RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -156,9 +116,9 @@ impl RunningNode {
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(raft_service)
-            .add_service(scheduler_service.into_server())
-            .add_service(cluster_service.into_server())
-            .add_service(worker_service.into_server());
+            .add_service(services.scheduler.into_server())
+            .add_service(services.cluster.into_server())
+            .add_service(services.worker.into_server());
         // Nagle's algorithm with delayed ACKs adds ~40 ms to replies that
         // span several segments: disable it on every accepted connection.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
@@ -177,12 +137,7 @@ impl RunningNode {
         }
 
         if config.bootstrap {
-            let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
-            members.entry(config.id).or_insert_with(|| config.advertise_addr());
-            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
-            if !consensus.bootstrap(members).await? {
-                tracing::info!("--bootstrap ignored: this node already belongs to a cluster");
-            }
+            bootstrap(&config, &consensus).await?;
         }
         if let Some(path) = pending_restore {
             let importer = restore::Importer { consensus: consensus.clone(), clock: clock.clone() };
@@ -213,6 +168,88 @@ impl RunningNode {
             tracing::warn!(error = %e, "final WAL sync");
         }
         tracing::info!(id = self.consensus.id(), "node stopped");
+    }
+}
+
+/// Claim the data dir, open the database, and refuse what cannot start:
+/// a retired node id, or a restore alongside other peers. Returns the
+/// database, the store over it, and the backup waiting to be imported.
+fn open_storage(config: &NodeConfig) -> Result<(Arc<rocksdb::DB>, TaskStore, Option<std::path::PathBuf>), NodeError> {
+    claim_data_dir(&config.data_dir, config.id)?;
+    let pending_restore = restore::pending(&config.data_dir);
+    if pending_restore.is_some() && config.peers.iter().any(|(id, _)| *id != config.id) {
+        return Err(NodeError::Config(
+            "a restored node bootstraps a cluster alone: start it without other --peers, then add nodes with `drover cluster add-node`".into(),
+        ));
+    }
+    let db = store::open_db(&config.data_dir.join("db")).map_err(|e| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        message: format!("{e} (is another drover process using it?)"),
+    })?;
+    let store = TaskStore::new(db.clone());
+    if store.is_retired(config.id)? {
+        return Err(NodeError::Config(format!(
+            "node {} was removed from its cluster and cannot rejoin: start a new node with a new id and an empty data dir",
+            config.id
+        )));
+    }
+    Ok((db, store, pending_restore))
+}
+
+/// Initialise a new cluster from `--peers` (a no-op for a node that
+/// already belongs to one).
+async fn bootstrap(config: &NodeConfig, consensus: &Consensus) -> Result<(), NodeError> {
+    let mut members: BTreeMap<u64, String> = config.peers.iter().cloned().collect();
+    members.entry(config.id).or_insert_with(|| config.advertise_addr());
+    tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+    if !consensus.bootstrap(members).await? {
+        tracing::info!("--bootstrap ignored: this node already belongs to a cluster");
+    }
+    Ok(())
+}
+
+/// The public gRPC services, each built from the narrow handles it uses.
+struct Services {
+    scheduler: SchedulerService,
+    cluster: ClusterService,
+    worker: WorkerService,
+}
+
+impl Services {
+    fn build(
+        config: &NodeConfig,
+        consensus: &Consensus,
+        store: &TaskStore,
+        clock: &ProposerClock,
+        pool: &ChannelPool,
+        index: crate::store::SharedIndex,
+        scheduler: Scheduler,
+    ) -> Services {
+        let forward = Forwarder { consensus: consensus.clone(), pool: pool.clone() };
+        let membership = Membership {
+            consensus: consensus.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            admin: Arc::default(),
+        };
+        Services {
+            scheduler: SchedulerService {
+                forward: forward.clone(),
+                store: store.clone(),
+                index,
+                clock: clock.clone(),
+                limits: config.limits.clone(),
+                auto_register: config.auto_register,
+            },
+            cluster: ClusterService {
+                forward,
+                membership,
+                store: store.clone(),
+                clock: clock.clone(),
+                data_dir: config.data_dir.clone(),
+            },
+            worker: WorkerService { scheduler, limits: config.limits.clone(), buffer: config.worker_buffer },
+        }
     }
 }
 

@@ -138,7 +138,7 @@ impl Runtime {
     pub async fn run(mut self, shutdown: CancellationToken) -> WorkerStats {
         let mut next = 0usize;
         let mut redirect: Option<String> = None;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = crate::net::Backoff::default();
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         loop {
             let addr = redirect.take().unwrap_or_else(|| {
@@ -151,17 +151,16 @@ impl Runtime {
                 Disconnect::Redirect(to) => {
                     tracing::info!(from = %addr, to = %to, "redirected to the leader");
                     redirect = Some(to);
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                 }
                 Disconnect::Broken(why) => {
                     tracing::info!(addr = %addr, reason = %why, "connection lost; reconnecting");
                     // Keep handling handler ends and the lease watchdogs
                     // while waiting to reconnect.
-                    let until = tokio::time::Instant::now() + backoff;
+                    let until = tokio::time::Instant::now() + backoff.next_delay();
                     while let Ok(Some(done)) = tokio::time::timeout_at(until, self.done_rx.recv()).await {
                         self.finish(done, None);
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     if shutdown.is_cancelled() && self.running.is_empty() {
                         break;
                     }
@@ -181,43 +180,12 @@ impl Runtime {
         shutdown: &CancellationToken,
         grace: &mut Option<tokio::time::Instant>,
     ) -> Disconnect {
-        let channel = match self.pool.get(addr) {
-            Ok(c) => c,
-            Err(e) => return Disconnect::Broken(format!("bad address {addr}: {e}")),
+        let mut beats = Heartbeats::new();
+        let (out_tx, mut inbound) = match self.open(addr).await {
+            Ok(stream) => stream,
+            Err(d) => return d,
         };
-        let mut client = pb::worker_client::WorkerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
-        let hello_sent = Instant::now();
-        let hello = pb::Hello {
-            worker_id: self.id.clone(),
-            callbacks: self
-                .handlers
-                .iter()
-                .map(|(c, (n, _))| pb::CallbackCredits { callback: c.clone(), concurrency: *n })
-                .collect(),
-            running: self.running.iter().map(|(id, r)| pb::TaskRef { task_id: *id, fencing_token: r.token }).collect(),
-        };
-        let send =
-            |tx: &mpsc::Sender<pb::WorkerMessage>, msg: Out| tx.try_send(pb::WorkerMessage { msg: Some(msg) }).is_ok();
-        send(&out_tx, Out::Hello(hello));
-        if self.draining {
-            send(&out_tx, Out::Drain(true));
-        }
-        for c in self.unacked.values() {
-            send(&out_tx, Out::Completion(c.clone()));
-        }
-        let mut inbound = match client.connect(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => return Disconnect::Broken(format!("{}: {}", s.code(), s.message())),
-        };
-        // seq -> when sent; seq 0 is the Hello.
-        let mut sent_at: HashMap<u64, Instant> = HashMap::from([(0, hello_sent)]);
-        let mut seq = 0u64;
-        let mut hint = MAX_HEARTBEAT;
         let mut ticker = tokio::time::interval(MIN_HEARTBEAT);
-        let mut last_heartbeat = Instant::now();
         loop {
             tokio::select! {
                 msg = inbound.next() => {
@@ -227,44 +195,8 @@ impl Runtime {
                         Some(Err(s)) => return Disconnect::Broken(format!("{}: {}", s.code(), s.message())),
                         None => return Disconnect::Broken("the server closed the stream".into()),
                     };
-                    match msg {
-                        In::Welcome(w) => hint = Duration::from_millis(w.heartbeat_interval_ms).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
-                        In::Assignment(a) => self.start(a),
-                        In::HeartbeatAck(ack) => {
-                            let basis = sent_at.remove(&ack.seq).unwrap_or(hello_sent);
-                            if ack.seq != 0 {
-                                sent_at.retain(|s, _| *s > ack.seq);
-                            }
-                            self.renewed(basis, &ack.renewed);
-                            for r in ack.lost {
-                                self.lose(r.task_id, r.fencing_token, "the leader says this run's lease is gone");
-                            }
-                        }
-                        In::CompletionAck(ack) => {
-                            if self.unacked.get(&ack.task_id).is_some_and(|c| c.fencing_token == ack.fencing_token) {
-                                self.unacked.remove(&ack.task_id);
-                                if let Some(hook) = &self.on_ack {
-                                    hook(ack.task_id, ack.accepted);
-                                }
-                                if !ack.accepted {
-                                    self.stats.rejected += 1;
-                                    tracing::warn!(task_id = ack.task_id, token = ack.fencing_token, reason = %ack.reason, "completion rejected");
-                                }
-                            }
-                        }
-                        In::Cancel(r) => {
-                            if let Some(t) = self.running.get_mut(&r.task_id).filter(|t| t.token == r.fencing_token) {
-                                t.cancel_requested = true;
-                                t.cancel.cancel();
-                            }
-                        }
-                        In::Redirect(r) => {
-                            return if r.leader_addr.is_empty() {
-                                Disconnect::Broken("the node knows no leader yet".into())
-                            } else {
-                                Disconnect::Redirect(r.leader_addr)
-                            };
-                        }
+                    if let Some(d) = self.on_message(msg, &mut beats) {
+                        return d;
                     }
                 }
                 Some(done) = self.done_rx.recv() => {
@@ -272,25 +204,8 @@ impl Runtime {
                     self.finish(done, Some(&tx));
                 }
                 _ = ticker.tick() => {
-                    let period = self.heartbeat_period(hint);
-                    if last_heartbeat.elapsed() >= period {
-                        seq += 1;
-                        last_heartbeat = Instant::now();
-                        sent_at.insert(seq, last_heartbeat);
-                        let tasks = self.running.iter().map(|(id, r)| pb::TaskRef { task_id: *id, fencing_token: r.token }).collect();
-                        if !send(&out_tx, Out::Heartbeat(pb::Heartbeat { seq, tasks })) {
-                            return Disconnect::Broken("outbound queue full".into());
-                        }
-                    }
-                    if let Some(g) = *grace {
-                        if tokio::time::Instant::now() >= g {
-                            for t in self.running.values() {
-                                t.cancel.cancel();
-                            }
-                        }
-                    }
-                    if self.draining && self.running.is_empty() && self.unacked.is_empty() {
-                        return Disconnect::Finished;
+                    if let Some(d) = self.on_tick(&out_tx, &mut beats, *grace) {
+                        return d;
                     }
                 }
                 _ = shutdown.cancelled(), if !self.draining => {
@@ -301,6 +216,108 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Open the session stream to `addr`: Hello (with the tasks still
+    /// running, so the leader keeps their leases), Drain if draining, and
+    /// every completion not yet acknowledged.
+    async fn open(
+        &mut self,
+        addr: &str,
+    ) -> Result<(mpsc::Sender<pb::WorkerMessage>, tonic::Streaming<pb::ServerMessage>), Disconnect> {
+        let channel = self.pool.get(addr).map_err(|e| Disconnect::Broken(format!("bad address {addr}: {e}")))?;
+        let mut client = pb::worker_client::WorkerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
+        let hello = pb::Hello {
+            worker_id: self.id.clone(),
+            callbacks: self
+                .handlers
+                .iter()
+                .map(|(c, (n, _))| pb::CallbackCredits { callback: c.clone(), concurrency: *n })
+                .collect(),
+            running: self.running.iter().map(|(id, r)| pb::TaskRef { task_id: *id, fencing_token: r.token }).collect(),
+        };
+        send(&out_tx, Out::Hello(hello));
+        if self.draining {
+            send(&out_tx, Out::Drain(true));
+        }
+        for c in self.unacked.values() {
+            send(&out_tx, Out::Completion(c.clone()));
+        }
+        match client.connect(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await {
+            Ok(r) => Ok((out_tx, r.into_inner())),
+            Err(s) => Err(Disconnect::Broken(format!("{}: {}", s.code(), s.message()))),
+        }
+    }
+
+    /// One message from the server; `Some` ends the session.
+    fn on_message(&mut self, msg: In, beats: &mut Heartbeats) -> Option<Disconnect> {
+        match msg {
+            In::Welcome(w) => {
+                beats.hint = Duration::from_millis(w.heartbeat_interval_ms).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT)
+            }
+            In::Assignment(a) => self.start(a),
+            In::HeartbeatAck(ack) => {
+                let basis = beats.acked(ack.seq);
+                self.renewed(basis, &ack.renewed);
+                for r in ack.lost {
+                    self.lose(r.task_id, r.fencing_token, "the leader says this run's lease is gone");
+                }
+            }
+            In::CompletionAck(ack) => {
+                if self.unacked.get(&ack.task_id).is_some_and(|c| c.fencing_token == ack.fencing_token) {
+                    self.unacked.remove(&ack.task_id);
+                    if let Some(hook) = &self.on_ack {
+                        hook(ack.task_id, ack.accepted);
+                    }
+                    if !ack.accepted {
+                        self.stats.rejected += 1;
+                        tracing::warn!(task_id = ack.task_id, token = ack.fencing_token, reason = %ack.reason, "completion rejected");
+                    }
+                }
+            }
+            In::Cancel(r) => {
+                if let Some(t) = self.running.get_mut(&r.task_id).filter(|t| t.token == r.fencing_token) {
+                    t.cancel_requested = true;
+                    t.cancel.cancel();
+                }
+            }
+            In::Redirect(r) => {
+                return Some(if r.leader_addr.is_empty() {
+                    Disconnect::Broken("the node knows no leader yet".into())
+                } else {
+                    Disconnect::Redirect(r.leader_addr)
+                });
+            }
+        }
+        None
+    }
+
+    /// The periodic work: a heartbeat when one is due, cancelling what
+    /// outlived the shutdown grace, and ending a finished drain.
+    fn on_tick(
+        &mut self,
+        out: &mpsc::Sender<pb::WorkerMessage>,
+        beats: &mut Heartbeats,
+        grace: Option<tokio::time::Instant>,
+    ) -> Option<Disconnect> {
+        let period = self.heartbeat_period(beats.hint);
+        if beats.last.elapsed() >= period {
+            let seq = beats.next();
+            let tasks =
+                self.running.iter().map(|(id, r)| pb::TaskRef { task_id: *id, fencing_token: r.token }).collect();
+            if !send(out, Out::Heartbeat(pb::Heartbeat { seq, tasks })) {
+                return Some(Disconnect::Broken("outbound queue full".into()));
+            }
+        }
+        if grace.is_some_and(|g| tokio::time::Instant::now() >= g) {
+            for t in self.running.values() {
+                t.cancel.cancel();
+            }
+        }
+        (self.draining && self.running.is_empty() && self.unacked.is_empty()).then_some(Disconnect::Finished)
     }
 
     /// A third of the shortest lease held, within [MIN, hint].
@@ -404,5 +421,45 @@ impl Runtime {
             let _ = tx.try_send(pb::WorkerMessage { msg: Some(Out::Completion(completion.clone())) });
         }
         self.unacked.insert(done.task_id, completion);
+    }
+}
+
+/// Queue a message on the session's outbound stream; false if it is full.
+fn send(tx: &mpsc::Sender<pb::WorkerMessage>, msg: Out) -> bool {
+    tx.try_send(pb::WorkerMessage { msg: Some(msg) }).is_ok()
+}
+
+/// The heartbeats of one session: when each was sent, so that an ack
+/// renews leases from the moment its heartbeat left (seq 0 is the Hello).
+struct Heartbeats {
+    sent_at: HashMap<u64, Instant>,
+    seq: u64,
+    /// The server's suggested interval.
+    hint: Duration,
+    last: Instant,
+    hello: Instant,
+}
+
+impl Heartbeats {
+    fn new() -> Heartbeats {
+        let now = Instant::now();
+        Heartbeats { sent_at: HashMap::from([(0, now)]), seq: 0, hint: MAX_HEARTBEAT, last: now, hello: now }
+    }
+
+    /// Note a heartbeat sent now; returns its seq.
+    fn next(&mut self) -> u64 {
+        self.seq += 1;
+        self.last = Instant::now();
+        self.sent_at.insert(self.seq, self.last);
+        self.seq
+    }
+
+    /// When the acknowledged heartbeat was sent (forgetting older ones).
+    fn acked(&mut self, seq: u64) -> Instant {
+        let basis = self.sent_at.remove(&seq).unwrap_or(self.hello);
+        if seq != 0 {
+            self.sent_at.retain(|s, _| *s > seq);
+        }
+        basis
     }
 }

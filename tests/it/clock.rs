@@ -69,7 +69,7 @@ async fn a_skewed_node_moves_no_task(offset: &str) {
     let started: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let stop = CancellationToken::new();
     let rec = started.clone();
-    let worker = Worker::builder(c.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>())
+    let worker = Worker::builder(c.endpoints())
         .id("timer")
         .handle("timed", 8, move |ctx: TaskContext| {
             let rec = rec.clone();

@@ -13,6 +13,7 @@ mod clock;
 mod execution;
 mod harness;
 mod invariants;
+mod layers;
 mod membership;
 mod proxy;
 mod replication;

@@ -111,7 +111,7 @@ async fn leadership_moves_on_request_and_on_graceful_shutdown() {
     assert!(out.contains(&format!("node {to} leads")), "{out}");
     assert_eq!(c.leader().await, to);
     // SIGTERM on the leader: it hands over before it stops.
-    c.stop(to);
+    c.stop(to).await;
     let log = std::fs::read_to_string(&c.node(to).log).unwrap();
     assert!(log.contains("handing leadership over"), "{log}");
     let new = c.wait_for_leader(Duration::from_secs(10)).await;
@@ -163,7 +163,7 @@ async fn backup_and_restore_round_trip_keeps_every_task() {
     let (ok, _, err) =
         cli("127.0.0.1:1", &["admin", "restore", "--in", file.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()]);
     assert!(!ok && err.contains("not empty"), "restore refuses a used data dir: {err}");
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", free_port().expect("a free port"));
     let mut node = std::process::Command::new(BIN)
         .args(["server", "--id", "1", "--listen", &addr, "--data-dir", dir.to_str().unwrap(), "--bootstrap"])
         .stdout(std::process::Stdio::null())

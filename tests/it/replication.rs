@@ -88,7 +88,7 @@ async fn full_stop_and_restart_keeps_everything() {
     let mut c = TestCluster::start(3, &[]).await;
     let ids = schedule_many(&c, 200, 16, "restart").await;
     for id in 1..=3 {
-        c.stop(id);
+        c.stop(id).await;
     }
     for id in 1..=3 {
         c.restart(id);

@@ -23,8 +23,7 @@ async fn converged_digests(c: &TestCluster) -> BTreeMap<u64, String> {
     wait_until(Duration::from_secs(60), "every replica at one applied index", || async {
         let mut got = BTreeMap::new();
         for n in &c.nodes {
-            let mut cluster = c.client_of(n.id).cluster(0).ok()?;
-            let d = cluster.digest(pb::DigestRequest {}).await.ok()?.into_inner();
+            let d = c.client_of(n.id).digest().await.ok()?;
             got.insert(n.id, (d.applied_index, d.digest));
         }
         let first = got.values().next()?.0;
@@ -51,7 +50,7 @@ async fn replicas_agree_while_dead_letters_are_redriven_purged_and_rescheduled()
     register(&client, settings).await;
 
     let stop_worker = CancellationToken::new();
-    let worker = Worker::builder(c.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>())
+    let worker = Worker::builder(c.endpoints())
         .id("failing")
         .handle("dlq", 32, |_ctx: TaskContext| async { TaskResult::retry("always fails") })
         .run(stop_worker.clone());
@@ -79,21 +78,7 @@ async fn replicas_agree_while_dead_letters_are_redriven_purged_and_rescheduled()
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let req = dead_letters("dlq");
-                let _ = client
-                    .call(i, |n| {
-                        let req = req.clone();
-                        let client = &client;
-                        async move {
-                            let mut s = client.scheduler(n)?;
-                            let r = if op == 0 {
-                                s.redrive_dead_letters(req).await?
-                            } else {
-                                s.purge_dead_letters(req).await?
-                            };
-                            Ok(r.into_inner())
-                        }
-                    })
-                    .await;
+                let _ = client.dead_letters(i, req, op == 1).await;
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
@@ -271,7 +256,7 @@ async fn stopping_every_node_at_once_logs_no_error() {
     for i in 0..20 {
         schedule(&client, i, spec("calm", b"x")).await.expect("schedule");
     }
-    c.stop_all();
+    c.stop_all().await;
     for n in &c.nodes {
         let log = std::fs::read_to_string(&n.log).unwrap_or_default();
         let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();

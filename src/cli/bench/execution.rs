@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ensure_callback, histogram, verify, CpuMeter, Report};
 use crate::cli::{parse_duration, status_message, CliError};
-use crate::client::Client;
-use crate::pb;
-use crate::worker::{TaskContext, TaskResult, Worker, WorkerStats};
+use drover::client::Client;
+use drover::pb;
+use drover::worker::{TaskContext, TaskResult, Worker, WorkerStats};
 
 #[derive(Args, Debug, Clone)]
 pub struct E2eBench {
@@ -78,8 +78,9 @@ struct Seen {
 
 type Shared = Arc<Mutex<Seen>>;
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Seen> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+/// A poisoned lock still guards plain data here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Start `n` no-op workers for `callback`; they record into `seen`.
@@ -90,7 +91,7 @@ fn start_workers(
     concurrency: u32,
     seen: &Shared,
     stop: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<Result<WorkerStats, crate::worker::WorkerError>>> {
+) -> Vec<tokio::task::JoinHandle<Result<WorkerStats, drover::worker::WorkerError>>> {
     (0..n)
         .map(|i| {
             let (s1, s2) = (seen.clone(), seen.clone());
@@ -128,40 +129,8 @@ pub async fn e2e(client: &Arc<Client>, args: &E2eBench) -> Result<Report, CliErr
     // Let the workers connect before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu = CpuMeter::start(&client).await;
-    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let started = Instant::now();
-    let per_client = args.tasks.div_ceil(args.clients);
-    let mut schedulers = Vec::new();
-    for c in 0..args.clients {
-        let (client, sent, args) = (client.clone(), sent.clone(), args.clone());
-        let mine = per_client.min(args.tasks.saturating_sub(c * per_client));
-        schedulers.push(tokio::spawn(async move {
-            let mut done = 0;
-            // Each client paces itself to its share of the target rate.
-            let interval = (args.rate > 0)
-                .then(|| Duration::from_secs_f64(args.batch as f64 * args.clients as f64 / args.rate as f64));
-            let mut next = Instant::now();
-            while done < mine {
-                if let Some(i) = interval {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
-                    next += i;
-                }
-                let n = args.batch.min(mine - done);
-                let spec = pb::TaskSpec { callback: args.callback.clone(), ..Default::default() };
-                let t0 = Instant::now();
-                let ids = schedule_batch(&client, c, vec![spec; n]).await?;
-                let mut s = sent.lock().unwrap_or_else(|p| p.into_inner());
-                for id in ids {
-                    s.insert(id, t0);
-                }
-                done += n;
-            }
-            Ok::<_, CliError>(())
-        }));
-    }
-    for s in schedulers {
-        s.await.map_err(|e| CliError(e.to_string()))??;
-    }
+    let sent = schedule_all(&client, args).await?;
     let scheduled_in = started.elapsed();
     let deadline = Instant::now() + args.timeout;
     while lock(&seen).acked.len() < args.tasks && Instant::now() < deadline {
@@ -177,7 +146,6 @@ pub async fn e2e(client: &Arc<Client>, args: &E2eBench) -> Result<Report, CliErr
             stats.rejected += s.rejected;
         }
     }
-    let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let seen = std::mem::take(&mut *lock(&seen));
     let (mut to_start, mut to_finish) = (histogram(), histogram());
     let mut last = started;
@@ -235,6 +203,46 @@ pub async fn e2e(client: &Arc<Client>, args: &E2eBench) -> Result<Report, CliErr
         None
     };
     Ok(Report { json: report, lines, failure })
+}
+
+/// Schedule `args.tasks` tasks from `args.clients` clients in batches
+/// (paced to `args.rate` if set). Returns when each task was sent, by id.
+async fn schedule_all(client: &Arc<Client>, args: &E2eBench) -> Result<HashMap<u64, Instant>, CliError> {
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let per_client = args.tasks.div_ceil(args.clients);
+    let mut schedulers = Vec::new();
+    for c in 0..args.clients {
+        let (client, sent, args) = (client.clone(), sent.clone(), args.clone());
+        let mine = per_client.min(args.tasks.saturating_sub(c * per_client));
+        schedulers.push(tokio::spawn(async move {
+            let mut done = 0;
+            // Each client paces itself to its share of the target rate.
+            let interval = (args.rate > 0)
+                .then(|| Duration::from_secs_f64(args.batch as f64 * args.clients as f64 / args.rate as f64));
+            let mut next = Instant::now();
+            while done < mine {
+                if let Some(i) = interval {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+                    next += i;
+                }
+                let n = args.batch.min(mine - done);
+                let spec = pb::TaskSpec { callback: args.callback.clone(), ..Default::default() };
+                let t0 = Instant::now();
+                let ids = schedule_batch(&client, c, vec![spec; n]).await?;
+                let mut s = lock(&sent);
+                for id in ids {
+                    s.insert(id, t0);
+                }
+                done += n;
+            }
+            Ok::<_, CliError>(())
+        }));
+    }
+    for s in schedulers {
+        s.await.map_err(|e| CliError(e.to_string()))??;
+    }
+    let sent = std::mem::take(&mut *lock(&sent));
+    Ok(sent)
 }
 
 pub async fn delayed(client: &Arc<Client>, args: &DelayedBench) -> Result<Report, CliError> {

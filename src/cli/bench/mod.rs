@@ -13,10 +13,10 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 
-use super::local::LocalCluster;
 use super::{status_message, Cli, CliError};
-use crate::client::Client;
-use crate::pb;
+use drover::client::Client;
+use drover::pb;
+use drover::testkit::{LocalCluster, Spec};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -60,7 +60,12 @@ pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
         BenchCommand::Backlog(a) => &a.target,
     };
     let mut local = match target.local {
-        true => Some(LocalCluster::start(target.local_nodes, &["--auto-register"]).await?),
+        true => {
+            let exe = std::env::current_exe().map_err(|e| CliError(format!("cannot find the drover binary: {e}")))?;
+            let mut spec = Spec::new(target.local_nodes, exe).flags(&["--auto-register"]);
+            spec.log_filter = "info,openraft=error".into();
+            Some(LocalCluster::start(spec).await?)
+        }
         false => None,
     };
     let client = Arc::new(match &local {
@@ -83,7 +88,9 @@ pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
         },
     };
     if let Some(mut c) = local {
-        c.stop_all().await;
+        if let Err(e) = c.stop_all().await {
+            eprintln!("warning: stopping the local cluster: {e}");
+        }
     }
     let report = report?;
     if cli.json {
@@ -115,12 +122,8 @@ pub async fn ensure_callback(client: &Client, name: &str) -> Result<(), CliError
         backoff_initial_ms: 1000,
         backoff_max_ms: 60_000,
     };
-    let req = pb::RegisterCallbackRequest { settings: Some(settings) };
     client
-        .call_idempotent(0, |i| {
-            let req = req.clone();
-            async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
-        })
+        .register_callback(settings)
         .await
         .map_err(|s| CliError(format!("registering callback {name}: {}", status_message(&s))))?;
     Ok(())
@@ -132,15 +135,7 @@ pub async fn verify(client: &Arc<Client>, ids: &[u64]) -> Result<usize, CliError
     for chunk in ids.chunks(64) {
         let reads = chunk.iter().map(|&id| {
             let client = client.clone();
-            async move {
-                let req = pb::GetTaskRequest { task_id: id, allow_stale: false, include_payload: false };
-                client
-                    .call_idempotent(id as usize, |i| {
-                        let client = &client;
-                        async move { Ok(client.scheduler(i)?.get_task(req).await?.into_inner()) }
-                    })
-                    .await
-            }
+            async move { client.get_task_from(id as usize, id, false, false).await }
         });
         for r in futures::future::join_all(reads).await {
             match r {
@@ -159,12 +154,7 @@ pub struct CpuMeter {
 }
 
 async fn cluster_cpu_seconds(client: &Client) -> Option<f64> {
-    let s = client
-        .call_idempotent(0, |i| async move {
-            Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
-        })
-        .await
-        .ok()?;
+    let s = client.cluster_status().await.ok()?;
     let mut total = 0.0;
     for m in &s.members {
         total += m.status.as_ref()?.cpu_seconds;

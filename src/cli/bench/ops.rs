@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::execution::{e2e, E2eBench};
 use super::schedule::{run as schedule, ScheduleBench};
 use super::{ensure_callback, verify, Report, Target};
-use crate::cli::local::LocalCluster;
-use crate::cli::{parse_duration, status_message, CliError};
-use crate::client::Client;
-use crate::pb;
+use crate::cli::{failed, parse_duration, status_message, CliError};
+use drover::client::Client;
+use drover::pb;
+use drover::testkit::LocalCluster;
 
 #[derive(Args, Debug, Clone)]
 pub struct FailoverBench {
@@ -94,7 +94,7 @@ pub async fn failover(
         tokio::time::sleep(args.settle).await;
         let leader = cluster.wait_for_leader(Duration::from_secs(15)).await?;
         let killed_at = Instant::now();
-        cluster.kill(leader).await;
+        cluster.kill(leader);
         // Unavailable until a call that started after the kill succeeds.
         let deadline = killed_at + Duration::from_secs(30);
         let back = loop {
@@ -153,12 +153,7 @@ pub async fn failover(
 }
 
 async fn node_stats(client: &Client) -> Result<pb::ClusterStatusResponse, CliError> {
-    client
-        .call_idempotent(0, |i| async move {
-            Ok(client.cluster(i)?.status(pb::ClusterStatusRequest {}).await?.into_inner())
-        })
-        .await
-        .map_err(|s| CliError(status_message(&s)))
+    client.cluster_status().await.map_err(failed)
 }
 
 pub async fn backlog(
@@ -190,12 +185,69 @@ pub async fn backlog(
     let empty_schedule = schedule(client, &sched).await?;
     let empty_e2e = e2e(client, &e2e_args).await?;
 
-    // The backlog: a week ahead, so it stays pending.
+    let (pending, load_rate) = load_backlog(client, args.pending).await?;
+    let full_schedule = schedule(client, &sched).await?;
+    let full_e2e = e2e(client, &e2e_args).await?;
+    let stats = node_stats(client).await?;
+    let rss: Vec<u64> = stats.members.iter().filter_map(|m| m.status.as_ref().map(|s| s.rss_bytes)).collect();
+    let disk: Vec<u64> = stats.members.iter().filter_map(|m| m.status.as_ref().map(|s| s.disk_bytes)).collect();
+
+    let restart_s = restart_to_serving(client, cluster).await?;
+
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let report = json!({
+        "scenario": "backlog",
+        "pending": pending,
+        "load_tasks_per_sec": load_rate,
+        "schedule_tasks_per_sec_empty": rate(&empty_schedule),
+        "schedule_tasks_per_sec_backlog": rate(&full_schedule),
+        "e2e_tasks_per_sec_empty": rate(&empty_e2e),
+        "e2e_tasks_per_sec_backlog": rate(&full_e2e),
+        "tasks_per_sec": rate(&full_schedule),
+        "p50_ms": full_schedule.json["p50_ms"],
+        "p99_ms": full_schedule.json["p99_ms"],
+        "rss_bytes": rss,
+        "disk_bytes": disk,
+        "restart_to_serving_s": restart_s,
+        "lost": full_schedule.json["lost"].as_u64().unwrap_or(0) + full_e2e.json["lost"].as_u64().unwrap_or(0),
+    });
+    let lines = vec![
+        format!("backlog: {pending} tasks pending (loaded at {load_rate:.0} tasks/s)"),
+        format!(
+            "  ScheduleBatch(100)  {:.0} tasks/s with the backlog vs {:.0} empty ({:.0}%)",
+            rate(&full_schedule),
+            rate(&empty_schedule),
+            100.0 * rate(&full_schedule) / rate(&empty_schedule).max(1e-9)
+        ),
+        format!(
+            "  e2e no-op           {:.0} tasks/s with the backlog vs {:.0} empty ({:.0}%)",
+            rate(&full_e2e),
+            rate(&empty_e2e),
+            100.0 * rate(&full_e2e) / rate(&empty_e2e).max(1e-9)
+        ),
+        format!(
+            "  RSS per node        {}",
+            rss.iter().map(|b| format!("{:.2} GiB", gib(*b))).collect::<Vec<_>>().join(", ")
+        ),
+        format!(
+            "  disk per node       {}",
+            disk.iter().map(|b| format!("{:.2} GiB", gib(*b))).collect::<Vec<_>>().join(", ")
+        ),
+        format!("  restart to serving  {restart_s:.1} s (all nodes stopped, started, first write acknowledged)"),
+    ];
+    let failure = [&empty_schedule, &empty_e2e, &full_schedule, &full_e2e].iter().find_map(|r| r.failure.clone());
+    Ok(Report { json: report, lines, failure })
+}
+
+/// Schedule `pending` tasks (rounded up to thousands) a week ahead, so that
+/// they stay pending, from 4 loaders in batches of 1000. Returns how many
+/// and the rate.
+async fn load_backlog(client: &Arc<Client>, pending: usize) -> Result<(usize, f64), CliError> {
     ensure_callback(client, "bench-backlog").await?;
     let week =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0) + 7 * 24 * 3_600_000;
-    let load_started = Instant::now();
-    let batches = args.pending.div_ceil(1000);
+    let started = Instant::now();
+    let batches = pending.div_ceil(1000);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut loaders = Vec::new();
     for l in 0..4 {
@@ -222,15 +274,13 @@ pub async fn backlog(
     for l in loaders {
         l.await.map_err(|e| CliError(e.to_string()))??;
     }
-    let load_rate = (batches * 1000) as f64 / load_started.elapsed().as_secs_f64();
-    let full_schedule = schedule(client, &sched).await?;
-    let full_e2e = e2e(client, &e2e_args).await?;
-    let stats = node_stats(client).await?;
-    let rss: Vec<u64> = stats.members.iter().filter_map(|m| m.status.as_ref().map(|s| s.rss_bytes)).collect();
-    let disk: Vec<u64> = stats.members.iter().filter_map(|m| m.status.as_ref().map(|s| s.disk_bytes)).collect();
+    Ok((batches * 1000, (batches * 1000) as f64 / started.elapsed().as_secs_f64()))
+}
 
-    // Restart-to-serving: stop every node, start them, time the first write.
-    cluster.stop_all().await;
+/// Stop every node, start them again, and time until the first write is
+/// acknowledged (seconds).
+async fn restart_to_serving(client: &Client, cluster: &mut LocalCluster) -> Result<f64, CliError> {
+    cluster.stop_all().await?;
     let restart_at = Instant::now();
     for id in 1..=cluster.nodes.len() as u64 {
         cluster.restart(id)?;
@@ -241,49 +291,5 @@ pub async fn backlog(
         ..Default::default()
     };
     client.schedule(0, probe).await.map_err(|s| CliError(format!("after restart: {}", status_message(&s))))?;
-    let restart_s = restart_at.elapsed().as_secs_f64();
-
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let report = json!({
-        "scenario": "backlog",
-        "pending": batches * 1000,
-        "load_tasks_per_sec": load_rate,
-        "schedule_tasks_per_sec_empty": rate(&empty_schedule),
-        "schedule_tasks_per_sec_backlog": rate(&full_schedule),
-        "e2e_tasks_per_sec_empty": rate(&empty_e2e),
-        "e2e_tasks_per_sec_backlog": rate(&full_e2e),
-        "tasks_per_sec": rate(&full_schedule),
-        "p50_ms": full_schedule.json["p50_ms"],
-        "p99_ms": full_schedule.json["p99_ms"],
-        "rss_bytes": rss,
-        "disk_bytes": disk,
-        "restart_to_serving_s": restart_s,
-        "lost": full_schedule.json["lost"].as_u64().unwrap_or(0) + full_e2e.json["lost"].as_u64().unwrap_or(0),
-    });
-    let lines = vec![
-        format!("backlog: {} tasks pending (loaded at {load_rate:.0} tasks/s)", batches * 1000),
-        format!(
-            "  ScheduleBatch(100)  {:.0} tasks/s with the backlog vs {:.0} empty ({:.0}%)",
-            rate(&full_schedule),
-            rate(&empty_schedule),
-            100.0 * rate(&full_schedule) / rate(&empty_schedule).max(1e-9)
-        ),
-        format!(
-            "  e2e no-op           {:.0} tasks/s with the backlog vs {:.0} empty ({:.0}%)",
-            rate(&full_e2e),
-            rate(&empty_e2e),
-            100.0 * rate(&full_e2e) / rate(&empty_e2e).max(1e-9)
-        ),
-        format!(
-            "  RSS per node        {}",
-            rss.iter().map(|b| format!("{:.2} GiB", gib(*b))).collect::<Vec<_>>().join(", ")
-        ),
-        format!(
-            "  disk per node       {}",
-            disk.iter().map(|b| format!("{:.2} GiB", gib(*b))).collect::<Vec<_>>().join(", ")
-        ),
-        format!("  restart to serving  {restart_s:.1} s (all nodes stopped, started, first write acknowledged)"),
-    ];
-    let failure = [&empty_schedule, &empty_e2e, &full_schedule, &full_e2e].iter().find_map(|r| r.failure.clone());
-    Ok(Report { json: report, lines, failure })
+    Ok(restart_at.elapsed().as_secs_f64())
 }

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{ensure_callback, histogram, verify, CpuMeter, Report};
 use crate::cli::{parse_duration, status_message, CliError};
-use crate::client::Client;
-use crate::pb;
+use drover::client::Client;
+use drover::pb;
 
 #[derive(Args, Debug, Clone)]
 pub struct ScheduleBench {
@@ -45,6 +45,12 @@ struct ClientResult {
     last_error: Option<String>,
 }
 
+impl Default for ClientResult {
+    fn default() -> Self {
+        ClientResult { histogram: histogram(), acked: Vec::new(), requests: 0, errors: 0, last_error: None }
+    }
+}
+
 pub async fn run(client: &Arc<Client>, args: &ScheduleBench) -> Result<Report, CliError> {
     if args.clients == 0 || args.batch == 0 {
         return Err(CliError("--clients and --batch must be positive".into()));
@@ -56,49 +62,18 @@ pub async fn run(client: &Arc<Client>, args: &ScheduleBench) -> Result<Report, C
     let deadline = started + args.duration;
     let mut handles = Vec::new();
     for c in 0..args.clients {
-        let client = client.clone();
-        let args = args.clone();
-        handles.push(tokio::spawn(async move {
-            let mut r =
-                ClientResult { histogram: histogram(), acked: Vec::new(), requests: 0, errors: 0, last_error: None };
-            let spec = pb::TaskSpec {
-                callback: args.callback.clone(),
-                payload: vec![b'x'; args.payload_bytes],
-                ..Default::default()
-            };
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                let result = if args.batch == 1 {
-                    client.schedule(c, spec.clone()).await.map(|r| vec![r.task_id])
-                } else {
-                    let tasks = vec![spec.clone(); args.batch];
-                    client.schedule_batch(c, tasks).await.map(|r| r.results.into_iter().map(|r| r.task_id).collect())
-                };
-                r.requests += 1;
-                match result {
-                    Ok(ids) => {
-                        let _ = r.histogram.record(t0.elapsed().as_micros().max(1) as u64);
-                        r.acked.extend(ids);
-                    }
-                    Err(s) => {
-                        r.errors += 1;
-                        r.last_error = Some(status_message(&s));
-                    }
-                }
-            }
-            r
-        }));
+        handles.push(tokio::spawn(client_loop(client.clone(), args.clone(), c, deadline)));
     }
-    let mut histogram = histogram();
-    let (mut acked, mut requests, mut errors, mut last_error) = (Vec::new(), 0, 0, None);
+    let mut all = ClientResult::default();
     for h in handles {
         let r = h.await.map_err(|e| CliError(format!("bench client crashed: {e}")))?;
-        histogram.add(&r.histogram).map_err(|e| CliError(e.to_string()))?;
-        acked.extend(r.acked);
-        requests += r.requests;
-        errors += r.errors;
-        last_error = r.last_error.or(last_error);
+        all.histogram.add(&r.histogram).map_err(|e| CliError(e.to_string()))?;
+        all.acked.extend(r.acked);
+        all.requests += r.requests;
+        all.errors += r.errors;
+        all.last_error = r.last_error.or(all.last_error);
     }
+    let ClientResult { histogram, mut acked, requests, errors, last_error } = all;
     let elapsed = started.elapsed().as_secs_f64();
     let tasks = acked.len();
     let cpu_s = cpu.finish(&client).await;
@@ -145,4 +120,33 @@ pub async fn run(client: &Arc<Client>, args: &ScheduleBench) -> Result<Report, C
     }
     let failure = (lost > 0).then(|| format!("{lost} acknowledged task(s) are missing"));
     Ok(Report { json: report, lines, failure })
+}
+
+/// One bench client: schedule (one task or a batch per request) until the
+/// deadline, timing every acknowledgement.
+async fn client_loop(client: Arc<Client>, args: ScheduleBench, c: usize, deadline: Instant) -> ClientResult {
+    let mut r = ClientResult::default();
+    let spec =
+        pb::TaskSpec { callback: args.callback.clone(), payload: vec![b'x'; args.payload_bytes], ..Default::default() };
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        let result = if args.batch == 1 {
+            client.schedule(c, spec.clone()).await.map(|r| vec![r.task_id])
+        } else {
+            let tasks = vec![spec.clone(); args.batch];
+            client.schedule_batch(c, tasks).await.map(|r| r.results.into_iter().map(|r| r.task_id).collect())
+        };
+        r.requests += 1;
+        match result {
+            Ok(ids) => {
+                let _ = r.histogram.record(t0.elapsed().as_micros().max(1) as u64);
+                r.acked.extend(ids);
+            }
+            Err(s) => {
+                r.errors += 1;
+                r.last_error = Some(status_message(&s));
+            }
+        }
+    }
+    r
 }

@@ -20,11 +20,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_duration, status_message, CliError};
-use crate::client::Client;
-use crate::pb;
-use crate::worker::builtin::Builtin;
-use crate::worker::{TaskContext, Worker};
 use check::check;
+use drover::client::Client;
+use drover::pb;
+use drover::worker::builtin::Builtin;
+use drover::worker::{TaskContext, Worker};
 
 mod check;
 
@@ -197,12 +197,8 @@ async fn register(client: &Client) -> Result<(), CliError> {
             backoff_initial_ms: 100,
             backoff_max_ms: 1000,
         };
-        let req = pb::RegisterCallbackRequest { settings: Some(settings) };
         client
-            .call_idempotent(0, |i| {
-                let req = req.clone();
-                async move { Ok(client.scheduler(i)?.register_callback(req).await?.into_inner()) }
-            })
+            .register_callback(settings)
             .await
             .map_err(|s| CliError(format!("registering callback {name}: {}", status_message(&s))))?;
     }
@@ -254,21 +250,7 @@ async fn dead_letter_churn(client: Arc<Client>, stop: CancellationToken, history
             let req =
                 pb::DeadLetterRequest { target: Some(pb::dead_letter_request::Target::Callback(DLQ_CALLBACK.into())) };
             // Not idempotent: retried only where it certainly applied nothing.
-            let r = client
-                .call(i as usize, |n| {
-                    let req = req.clone();
-                    let client = &client;
-                    async move {
-                        let mut s = client.scheduler(n)?;
-                        let r = if redrive {
-                            s.redrive_dead_letters(req).await?
-                        } else {
-                            s.purge_dead_letters(req).await?
-                        };
-                        Ok(r.into_inner())
-                    }
-                })
-                .await;
+            let r = client.dead_letters(i as usize, req, !redrive).await;
             if let Err(s) = r {
                 history.log(json!({"event": "dlq_error", "redrive": redrive, "code": format!("{:?}", s.code()), "message": s.message()}));
             }
@@ -288,8 +270,55 @@ async fn run_with_cluster(
     let stop_workers = CancellationToken::new();
     // First real start time of each delayed task.
     let starts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
+    let workers = start_workers(args, client, records, &starts, &stop_workers);
+
+    let stop_clients = CancellationToken::new();
+    let (acked, calls, mut client_tasks) = start_clients(args, seed, client, history, &stop_clients);
+    client_tasks.push(tokio::spawn(dead_letter_churn(client.clone(), stop_clients.clone(), history.clone())));
+    let delayed = tokio::spawn(delayed_load(client.clone(), stop_clients.clone(), seed));
+
+    let faults = inject_faults(args, seed, history).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_clients.cancel();
+    for t in client_tasks {
+        let _ = t.await;
+    }
+    let acked = lock(&acked).clone();
+    println!(
+        "faults done: {} injected; {} tasks acknowledged; waiting for execution to finish",
+        faults.len(),
+        acked.len()
+    );
+    let drain = drain(client, history).await?;
+    let delayed = delayed.await.unwrap_or_default();
+    stop_workers.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+
+    let calls = std::mem::take(&mut *lock(&calls));
+    let starts = lock(&starts).clone();
+    let load = Load { acked: &acked, delayed: &delayed, starts: &starts, faults: &faults, calls: &calls, drain };
+    check(args, client, &load, records, history).await
+}
+
+/// A lock whose holder panicked still holds valid data here (plain maps).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// In-process SDK workers: the main callback records every run (with its
+/// fencing token), the dead-letter one always fails, the delayed one notes
+/// its first real start.
+fn start_workers(
+    args: &ChaosArgs,
+    client: &Client,
+    records: &Path,
+    starts: &Arc<Mutex<HashMap<u64, u64>>>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Result<drover::worker::WorkerStats, drover::worker::WorkerError>>> {
     let builtin = Builtin::Record(records.to_path_buf());
-    let workers: Vec<_> = (0..args.workers)
+    (0..args.workers)
         .map(|i| {
             let b = builtin.clone();
             let w = Worker::builder(client.endpoints().to_vec())
@@ -300,33 +329,45 @@ async fn run_with_cluster(
                     async move { b.run(ctx).await }
                 })
                 .handle(DLQ_CALLBACK, 4, |_ctx: TaskContext| async {
-                    crate::worker::TaskResult::retry("fails on purpose (dead-letter churn)")
+                    drover::worker::TaskResult::retry("fails on purpose (dead-letter churn)")
                 })
                 .handle(DELAYED_CALLBACK, 16, {
                     let starts = starts.clone();
                     move |ctx: TaskContext| {
                         let starts = starts.clone();
                         async move {
-                            starts.lock().unwrap_or_else(|p| p.into_inner()).entry(ctx.task_id).or_insert_with(real_ms);
-                            crate::worker::TaskResult::Success(Vec::new())
+                            lock(&starts).entry(ctx.task_id).or_insert_with(real_ms);
+                            drover::worker::TaskResult::Success(Vec::new())
                         }
                     }
                 });
-            tokio::spawn(w.run(stop_workers.clone()))
+            tokio::spawn(w.run(stop.clone()))
         })
-        .collect();
+        .collect()
+}
 
-    // Clients.
-    let stop_clients = CancellationToken::new();
-    let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-    let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
-    let mut client_tasks = Vec::new();
+type Acked = Arc<Mutex<HashMap<String, u64>>>;
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// Scheduling clients, paced to `--rate` in all, each key retried until
+/// its outcome is known. Returns the acknowledged keys (with task ids) and
+/// every call's timing.
+fn start_clients(
+    args: &ChaosArgs,
+    seed: u64,
+    client: &Arc<Client>,
+    history: &Arc<History>,
+    stop: &CancellationToken,
+) -> (Acked, Calls, Vec<tokio::task::JoinHandle<()>>) {
+    let acked: Acked = Arc::default();
+    let calls: Calls = Arc::default();
+    let mut tasks = Vec::new();
     for c in 0..args.clients {
         let (client, acked, calls, stop, history) =
-            (client.clone(), acked.clone(), calls.clone(), stop_clients.clone(), history.clone());
+            (client.clone(), acked.clone(), calls.clone(), stop.clone(), history.clone());
         let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 1));
         let every = Duration::from_secs_f64(args.clients as f64 / f64::from(args.rate.max(1)));
-        client_tasks.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             let mut pace = tokio::time::interval(every);
             pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -342,11 +383,10 @@ async fn run_with_cluster(
                 };
                 let start = Instant::now();
                 let r = client.schedule(c + i as usize, spec).await;
-                let call = Call { start, end: Instant::now(), ok: r.is_ok() };
-                calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+                lock(&calls).push(Call { start, end: Instant::now(), ok: r.is_ok() });
                 match r {
                     Ok(reply) => {
-                        acked.lock().unwrap_or_else(|p| p.into_inner()).insert(key, reply.task_id);
+                        lock(&acked).insert(key, reply.task_id);
                         i += 1;
                     }
                     Err(s) => {
@@ -357,11 +397,12 @@ async fn run_with_cluster(
             }
         }));
     }
+    (acked, calls, tasks)
+}
 
-    client_tasks.push(tokio::spawn(dead_letter_churn(client.clone(), stop_clients.clone(), history.clone())));
-    let delayed = tokio::spawn(delayed_load(client.clone(), stop_clients.clone(), seed));
-
-    // Faults.
+/// Seeded random faults for `--duration`, each held a few seconds then
+/// healed; then heal everything.
+async fn inject_faults(args: &ChaosArgs, seed: u64, history: &History) -> Result<Vec<Fault>, CliError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut faults: Vec<Fault> = Vec::new();
     let began = Instant::now();
@@ -374,62 +415,68 @@ async fn run_with_cluster(
             }
         }
         let hold = Duration::from_millis(rng.gen_range(2000..6000));
-        let dir = &args.cluster_dir;
-        let node: u64 = match kind.as_str() {
-            "isolate-leader" => match script(dir, "faults.sh", &["isolate-leader"]) {
-                Ok(id) => id.parse().unwrap_or(0),
-                Err(e) => {
-                    history.log(json!({"event": "fault_skipped", "kind": kind, "why": e.0}));
-                    continue;
-                }
-            },
-            "clock" => {
-                let node = rng.gen_range(1..=args.nodes as u64);
-                let offset = if rng.gen_bool(0.5) { "+1h" } else { "-1h" };
-                script(dir, "faults.sh", &["skew", &node.to_string(), offset])?;
-                node
-            }
-            _ => {
-                let node = rng.gen_range(1..=args.nodes as u64);
-                let verb = if kind == "partition" { "partition" } else { kind.as_str() };
-                script(dir, "faults.sh", &[verb, &node.to_string()])?;
-                node
-            }
-        };
-        // A wrong clock needs time to be noticed and to matter.
-        let hold = if kind == "clock" { hold * 3 + Duration::from_secs(4) } else { hold };
-        let start = Instant::now();
-        history.log(json!({"event": "fault", "kind": kind, "node": node, "hold_ms": hold.as_millis() as u64}));
-        println!("  fault: {kind} node {node} for {:.1}s", hold.as_secs_f64());
-        tokio::time::sleep(hold).await;
-        let undo = match kind.as_str() {
-            "kill" => vec!["start".to_string(), node.to_string()],
-            "pause" => vec!["unpause".to_string(), node.to_string()],
-            "clock" => vec!["unskew".to_string(), node.to_string()],
-            _ => vec!["heal".to_string(), node.to_string()],
-        };
-        let undo_args: Vec<&str> = undo.iter().map(String::as_str).collect();
-        script(dir, "faults.sh", &undo_args)?;
-        history.log(json!({"event": "healed", "kind": kind, "node": node}));
-        faults.push(Fault { kind, start, end: Instant::now() });
+        if let Some(fault) = inject_one(args, &mut rng, kind, hold, history).await? {
+            faults.push(fault);
+        }
     }
     script(&args.cluster_dir, "faults.sh", &["heal-all"])?;
     history.log(json!({"event": "healed_all"}));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_clients.cancel();
-    for t in client_tasks {
-        let _ = t.await;
-    }
-    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    println!(
-        "faults done: {} injected; {} tasks acknowledged; waiting for execution to finish",
-        faults.len(),
-        acked.len()
-    );
+    Ok(faults)
+}
 
-    // Let every acknowledged task finish: wait as long as tasks keep
-    // finishing; give up only when nothing has finished for STALL_AFTER.
-    let drain_started = Instant::now();
+/// One fault of `kind` on a random node (or the leader), held, then healed.
+/// `None` if it could not be injected (e.g. no leader to isolate).
+async fn inject_one(
+    args: &ChaosArgs,
+    rng: &mut StdRng,
+    kind: String,
+    hold: Duration,
+    history: &History,
+) -> Result<Option<Fault>, CliError> {
+    let dir = &args.cluster_dir;
+    let node: u64 = match kind.as_str() {
+        "isolate-leader" => match script(dir, "faults.sh", &["isolate-leader"]) {
+            Ok(id) => id.parse().unwrap_or(0),
+            Err(e) => {
+                history.log(json!({"event": "fault_skipped", "kind": kind, "why": e.0}));
+                return Ok(None);
+            }
+        },
+        "clock" => {
+            let node = rng.gen_range(1..=args.nodes as u64);
+            let offset = if rng.gen_bool(0.5) { "+1h" } else { "-1h" };
+            script(dir, "faults.sh", &["skew", &node.to_string(), offset])?;
+            node
+        }
+        _ => {
+            let node = rng.gen_range(1..=args.nodes as u64);
+            let verb = if kind == "partition" { "partition" } else { kind.as_str() };
+            script(dir, "faults.sh", &[verb, &node.to_string()])?;
+            node
+        }
+    };
+    // A wrong clock needs time to be noticed and to matter.
+    let hold = if kind == "clock" { hold * 3 + Duration::from_secs(4) } else { hold };
+    let start = Instant::now();
+    history.log(json!({"event": "fault", "kind": kind, "node": node, "hold_ms": hold.as_millis() as u64}));
+    println!("  fault: {kind} node {node} for {:.1}s", hold.as_secs_f64());
+    tokio::time::sleep(hold).await;
+    let undo = match kind.as_str() {
+        "kill" => "start",
+        "pause" => "unpause",
+        "clock" => "unskew",
+        _ => "heal",
+    };
+    script(dir, "faults.sh", &[undo, &node.to_string()])?;
+    history.log(json!({"event": "healed", "kind": kind, "node": node}));
+    Ok(Some(Fault { kind, start, end: Instant::now() }))
+}
+
+/// Let every acknowledged task finish: wait as long as tasks keep
+/// finishing; give up only when nothing has finished for [`STALL_AFTER`].
+/// Returns how long it took.
+async fn drain(client: &Client, history: &History) -> Result<Duration, CliError> {
+    let started = Instant::now();
     let mut last_left = usize::MAX;
     let mut last_progress = Instant::now();
     loop {
@@ -448,18 +495,9 @@ async fn run_with_cluster(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let drain = drain_started.elapsed();
+    let drain = started.elapsed();
     println!("drain: {:.1}s after the faults ended", drain.as_secs_f64());
-    let delayed = delayed.await.unwrap_or_default();
-    stop_workers.cancel();
-    for w in workers {
-        let _ = w.await;
-    }
-
-    let calls = std::mem::take(&mut *calls.lock().unwrap_or_else(|p| p.into_inner()));
-    let starts = starts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let load = Load { acked: &acked, delayed: &delayed, starts: &starts, faults: &faults, calls: &calls, drain };
-    check(args, client, &load, records, history).await
+    Ok(drain)
 }
 
 /// No task finished for this long while some are pending: stalled.
@@ -468,12 +506,8 @@ const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Tasks of the checked callbacks not yet finished (pending or running),
 /// from the leader's queues.
 async fn pending_count(client: &Client) -> Result<usize, CliError> {
-    let r = client
-        .call_idempotent(0, |i| async move {
-            Ok(client.scheduler(i)?.list_callbacks(pb::ListCallbacksRequest { allow_stale: false }).await?.into_inner())
-        })
-        .await
-        .map_err(|s| CliError(format!("listing callbacks: {}", status_message(&s))))?;
+    let r =
+        client.list_callbacks().await.map_err(|s| CliError(format!("listing callbacks: {}", status_message(&s))))?;
     Ok(r.callbacks
         .iter()
         .filter(|c| c.settings.as_ref().is_some_and(|s| s.name == CALLBACK || s.name == DELAYED_CALLBACK))
