@@ -143,6 +143,51 @@ pub struct NodeConfig {
     /// Fault injection: added to every wall-clock read of this node, ms.
     /// Zero in production.
     pub clock_skew_ms: i64,
+    /// Least free space on the data dir's filesystem: below it the node
+    /// refuses to start, a leader hands leadership to a member with room,
+    /// and the cluster refuses writes that add data. Default 256 MiB.
+    pub min_free_disk: DiskThreshold,
+}
+
+/// A free-space threshold: bytes, or a percentage of the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DiskThreshold {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl DiskThreshold {
+    /// "256MiB", "1GB", "0", "5%".
+    pub fn parse(s: &str) -> Result<DiskThreshold, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not a percentage like 5%"))?;
+            if !(0.0..100.0).contains(&p) {
+                return Err(format!("{s:?}: a percentage must be at least 0 and below 100"));
+            }
+            return Ok(DiskThreshold::Percent(p));
+        }
+        let size: bytesize::ByteSize =
+            s.parse().map_err(|e| format!("{s:?} is not a size like 256MiB, 1GB or 5% ({e})"))?;
+        Ok(DiskThreshold::Bytes(size.as_u64()))
+    }
+
+    /// The free bytes required on a filesystem of `total` bytes.
+    pub fn required(&self, total: u64) -> u64 {
+        match *self {
+            DiskThreshold::Bytes(b) => b,
+            DiskThreshold::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for DiskThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskThreshold::Bytes(b) => write!(f, "{}", bytesize::ByteSize::b(*b).display().iec()),
+            DiskThreshold::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -162,6 +207,7 @@ impl NodeConfig {
             worker_buffer: 4096,
             max_clock_offset: Duration::from_millis(500),
             clock_skew_ms: 0,
+            min_free_disk: DiskThreshold::Bytes(256 << 20),
         }
     }
 
@@ -260,6 +306,18 @@ mod tests {
         assert!(parse_peers("1=a").is_err());
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("a:1").is_err());
+    }
+
+    #[test]
+    fn disk_thresholds_parse_sizes_and_percentages() {
+        assert_eq!(DiskThreshold::parse("256MiB"), Ok(DiskThreshold::Bytes(256 << 20)));
+        assert_eq!(DiskThreshold::parse("1GB"), Ok(DiskThreshold::Bytes(1_000_000_000)));
+        assert_eq!(DiskThreshold::parse("0"), Ok(DiskThreshold::Bytes(0)));
+        assert_eq!(DiskThreshold::parse("5%"), Ok(DiskThreshold::Percent(5.0)));
+        assert_eq!(DiskThreshold::Percent(5.0).required(1000), 50);
+        assert!(DiskThreshold::parse("100%").is_err());
+        assert!(DiskThreshold::parse("lots").is_err());
+        assert_eq!(DiskThreshold::Bytes(256 << 20).to_string(), "256.0 MiB");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::forward::{is_forwarded, leader_rpc, mark_forwarded, Forwarder};
 use super::membership::{self, Membership};
 use super::ApiError;
 use crate::consensus::clock::ProposerClock;
+use crate::consensus::disk::DiskSpace;
 use crate::consensus::timekeeper;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
@@ -24,12 +25,15 @@ pub struct ClusterService {
     pub clock: ProposerClock,
     /// The node's data dir (status shows its size; backups are built in it).
     pub data_dir: PathBuf,
+    /// Free disk space, reported in status and to peers' clock samples.
+    pub disk: DiskSpace,
 }
 
 impl ClusterService {
     fn node_status(&self) -> Result<pb::NodeStatusResponse, ApiError> {
         let v = self.forward.consensus.view();
         let reference = self.clock.reference();
+        let disk = self.disk.local();
         Ok(pb::NodeStatusResponse {
             id: v.id,
             role: v.role.to_string(),
@@ -50,6 +54,10 @@ impl ClusterService {
             clock_skewed: reference.is_some_and(|r| timekeeper::is_skewed(&r, self.clock.max_offset())),
             replicated_now_unix_ms: self.clock.now_ms(),
             max_clock_offset_ms: self.clock.max_offset().as_millis() as u64,
+            disk_free_bytes: disk.free_bytes,
+            disk_total_bytes: disk.total_bytes,
+            disk_alarm: disk.alarm,
+            min_free_disk_bytes: self.disk.threshold().required(disk.total_bytes),
         })
     }
 
@@ -259,9 +267,13 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
+        let disk = self.disk.local();
         Ok(Response::new(pb::ClockResponse {
             node_id: self.forward.consensus.id(),
             unix_ms: self.clock.wall().now_ms(),
+            disk_free_bytes: disk.free_bytes,
+            disk_total_bytes: disk.total_bytes,
+            disk_alarm: disk.alarm,
         }))
     }
 }

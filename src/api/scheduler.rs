@@ -12,6 +12,7 @@ use super::validate::{self, ValidTask};
 use super::ApiError;
 use crate::config::Limits;
 use crate::consensus::clock::ProposerClock;
+use crate::consensus::disk::DiskSpace;
 use crate::domain::{CallbackConfig, Command, CommandResponse, Operation, RequestId, ScheduleOutcome, TaskState};
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
@@ -29,6 +30,8 @@ pub struct SchedulerService {
     /// Accept tasks for unregistered callbacks (carried in the command, so
     /// that every replica decides alike).
     pub auto_register: bool,
+    /// The space guard: no new tasks while a member is short of disk.
+    pub disk: DiskSpace,
 }
 
 fn client(ch: Channel) -> SchedulerClient<Channel> {
@@ -68,8 +71,17 @@ impl SchedulerService {
         tasks: Vec<ValidTask>,
         request_id: Option<RequestId>,
     ) -> Result<(Vec<ScheduleOutcome>, bool), ApiError> {
-        let stamp = self.stamp().await?;
         let expected = tasks.len();
+        if let Some(why) = self.disk.refusal() {
+            // A retry of a request that was applied still gets its answer.
+            if let Some(record) = request_id.map(|id| self.store.request(&id)).transpose()?.flatten() {
+                if record.outcomes.len() == expected {
+                    return Ok((record.outcomes, true));
+                }
+            }
+            return Err(ApiError::ResourceExhausted(why));
+        }
+        let stamp = self.stamp().await?;
         let tasks = tasks.into_iter().map(|t| t.resolve(stamp)).collect();
         let auto_register = self.auto_register;
         let operation = match request_id {
@@ -242,6 +254,9 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         config.validate().map_err(ApiError::InvalidArgument)?;
         leader_rpc!(self, request, client, register_callback, |req| {
             let _ = &req;
+            if let Some(why) = self.disk.refusal() {
+                return Err(ApiError::ResourceExhausted(why));
+            }
             match self.write(Operation::RegisterCallback(config.clone())).await? {
                 CommandResponse::CallbackRegistered { created } => Ok(pb::RegisterCallbackResponse { created }),
                 other => Err(ApiError::internal(format!("unexpected reply {other}"))),

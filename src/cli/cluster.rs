@@ -111,6 +111,10 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
     Ok(())
 }
 
+fn human_bytes(b: u64) -> String {
+    drover::consensus::disk::human(b)
+}
+
 /// A clock offset for people: "+3ms", "-1.2s", "+1h0m".
 fn format_offset(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "+" };
@@ -142,6 +146,9 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
                     "tasks": st.task_count, "lag": m.lag, "last_contact_ms": m.last_contact_ms,
                     "clock_offset_ms": if m.reachable { st.clock_offset_ms } else { None },
                     "clock_skewed": m.reachable && st.clock_skewed,
+                    "disk_free_bytes": if m.reachable { Some(st.disk_free_bytes) } else { None },
+                    "disk_total_bytes": if m.reachable { Some(st.disk_total_bytes) } else { None },
+                    "disk_alarm": m.reachable && st.disk_alarm,
                     "error": if m.error.is_empty() { None } else { Some(&m.error) },
                 })
             })
@@ -158,8 +165,8 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         s.leader_id, s.term, s.committed_index, s.last_log_index
     );
     println!(
-        "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10}",
-        "ID", "ADDRESS", "VOTER", "ROLE", "TERM", "COMMITTED", "APPLIED", "LAG", "CONTACT", "CLOCK"
+        "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10}",
+        "ID", "ADDRESS", "VOTER", "ROLE", "TERM", "COMMITTED", "APPLIED", "LAG", "CONTACT", "CLOCK", "DISK FREE"
     );
     let mut warnings = Vec::new();
     for m in &s.members {
@@ -172,8 +179,13 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
             Some(ms) => format_offset(ms),
             None => "?".into(),
         };
+        let disk = if m.reachable {
+            format!("{}{}", human_bytes(st.disk_free_bytes), if st.disk_alarm { "!" } else { "" })
+        } else {
+            "?".into()
+        };
         println!(
-            "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10}",
+            "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10}",
             m.id,
             m.addr,
             if m.voter { "voter" } else { "learner" },
@@ -183,12 +195,21 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
             known(st.applied_index),
             lag,
             contact,
-            clock
+            clock,
+            disk
         );
         if !m.reachable {
             warnings.push(format!("node {} at {} is unreachable: {}", m.id, m.addr, m.error));
         } else if let Some(lag) = m.lag.filter(|l| *l > FAR_BEHIND) {
             warnings.push(format!("node {} is {lag} entries behind the leader", m.id));
+        }
+        if m.reachable && st.disk_alarm {
+            warnings.push(format!(
+                "node {} is short of disk space ({} free, --min-free-disk {}): the cluster refuses new tasks until space is freed",
+                m.id,
+                human_bytes(st.disk_free_bytes),
+                human_bytes(st.min_free_disk_bytes)
+            ));
         }
         if m.reachable && st.clock_skewed {
             warnings.push(format!(

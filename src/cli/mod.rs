@@ -166,7 +166,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Server(args) => server::run(args).await,
+            Command::Server(args) => return server::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Task(cmd) => task::run(&cli, cmd).await,
             Command::Callback(cmd) => callback::run(&cli, cmd).await,
@@ -177,9 +177,10 @@ pub fn main() -> ExitCode {
             Command::Bench(cmd) => bench::run(&cli, cmd).await,
             Command::Chaos(cmd) => chaos::run(cmd).await,
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(CliError(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::FAILURE

@@ -1,11 +1,12 @@
 //! `drover server`: run one node until SIGINT/SIGTERM, then stop gracefully.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 
 use super::{parse_duration, parse_signed_ms, shutdown_signal, CliError};
-use drover::config::{parse_peers, NodeConfig};
+use drover::config::{parse_peers, DiskThreshold, NodeConfig};
 use drover::node::RunningNode;
 
 #[derive(Args, Debug, Clone)]
@@ -86,6 +87,9 @@ pub struct ServerArgs {
     /// Fault injection for tests: add this much to every wall-clock read of this node ("+1h", "-30s").
     #[arg(long, value_parser = parse_signed_ms, allow_hyphen_values = true, hide = true, env = "DROVER_FAULT_CLOCK_SKEW", value_name = "DURATION")]
     pub fault_clock_skew: Option<i64>,
+    /// Least free space on the data dir's filesystem, as a size (256MiB, 1GB) or a percentage (5%): under it the node refuses to start, a leader hands over, and the cluster refuses new tasks (RESOURCE_EXHAUSTED) until space is freed. 0 turns the guard off.
+    #[arg(long, default_value = "256MiB", value_parser = DiskThreshold::parse, env = "DROVER_MIN_FREE_DISK")]
+    pub min_free_disk: DiskThreshold,
     /// Messages buffered per worker stream (tests shrink it to overflow it).
     #[arg(long, default_value_t = 4096, hide = true)]
     pub worker_buffer: usize,
@@ -117,16 +121,42 @@ impl ServerArgs {
         c.worker_buffer = self.worker_buffer;
         c.max_clock_offset = self.max_clock_offset;
         c.clock_skew_ms = self.fault_clock_skew.unwrap_or(0);
+        c.min_free_disk = self.min_free_disk;
         c.validate().map_err(CliError)?;
         Ok(c)
     }
 }
 
-pub async fn run(args: &ServerArgs) -> Result<(), CliError> {
+/// Exit status of a node that stopped because its storage failed (a full
+/// disk, an I/O error, corruption): EX_IOERR from sysexits.h. A supervisor
+/// (`Restart=on-failure`, a Kubernetes restart policy) starts it again once
+/// the cause is fixed; it then catches up from the others.
+pub const EXIT_STORAGE_FAILED: u8 = 74;
+
+/// Run a node until SIGINT/SIGTERM (exit 0 after a graceful stop) or until
+/// its storage fails (exit [`EXIT_STORAGE_FAILED`]).
+pub async fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let config = args.to_config()?;
+    let data_dir = config.data_dir.clone();
     let node = RunningNode::start(config, None).await?;
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(())
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        cause = node.failure() => Some(cause.unwrap_or_else(|| "Raft stopped unexpectedly".into())),
+    };
+    match failure {
+        None => {
+            tracing::info!("shutting down");
+            node.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(cause) => {
+            tracing::error!(
+                data_dir = %data_dir.display(),
+                exit_code = EXIT_STORAGE_FAILED,
+                "storage failed, stopping this node: {cause}"
+            );
+            node.shutdown().await;
+            Ok(ExitCode::from(EXIT_STORAGE_FAILED))
+        }
+    }
 }

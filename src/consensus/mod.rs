@@ -16,6 +16,7 @@
 //!   stamps.
 
 pub mod clock;
+pub mod disk;
 mod error;
 pub mod timekeeper;
 
@@ -58,6 +59,9 @@ pub struct Leadership {
     /// This node leads and has applied an entry of its own term: its state
     /// machine holds everything earlier leaders committed.
     pub ready: bool,
+    /// Raft stopped on a fatal error (its storage failed): this node knows
+    /// no leader any more and must stop.
+    pub failed: Option<String>,
 }
 
 /// Raft's progress as this node sees it, for operators.
@@ -135,6 +139,21 @@ impl Consensus {
         leadership_of(self.id, &self.raft.metrics().borrow_watched())
     }
 
+    /// Resolves once Raft has stopped on a fatal error (a storage failure:
+    /// a full disk, an I/O error, corruption), with its cause; `None` if
+    /// Raft stopped normally (a shutdown).
+    pub async fn failure(&self) -> Option<String> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &rx.borrow_watched().running_state {
+                return Some(fatal.to_string());
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// A watch on who leads.
     pub fn watch(&self) -> LeadershipWatch {
         LeadershipWatch { me: self.id, rx: self.raft.metrics() }
@@ -147,6 +166,11 @@ impl Consensus {
         loop {
             let found = {
                 let m = metrics.borrow_and_update();
+                if let Err(fatal) = &m.running_state {
+                    return Err(ConsensusError::unavailable(format!(
+                        "this node's storage failed ({fatal}) and it is stopping; nothing was written: use another node"
+                    )));
+                }
                 match m.current_leader {
                     Some(id) if id == self.id && m.state == ServerState::Leader => Some(Route::Local),
                     Some(id) if id != self.id => m
@@ -245,7 +269,11 @@ impl Consensus {
                 "leadership changed while the write was in flight; it may or may not have committed: retry with the same idempotency key or request id".into(),
             )),
             Err(RaftError::APIError(e)) => Err(ConsensusError::Refused(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(ConsensusError::unavailable(format!("this node's Raft has stopped: {e}"))),
+            // Raft stopped (a storage failure) after taking the write: it may
+            // have reached followers and commit under the next leader.
+            Err(RaftError::Fatal(e)) => Err(ConsensusError::OutcomeUnknown(format!(
+                "this node's Raft stopped ({e}) while the write was in flight; it may or may not commit: retry with the same idempotency key or request id"
+            ))),
         }
     }
 
@@ -370,9 +398,14 @@ impl Consensus {
 
     /// Ask `to` to take over, and wait (at most `wait`) until it leads.
     pub async fn transfer_leader(&self, to: u64, wait: Duration) -> Result<(), ConsensusError> {
-        self.raft.trigger().transfer_leader(to).await.map_err(|e| ConsensusError::unavailable(e.to_string()))?;
-        let mut metrics = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + wait;
+        match tokio::time::timeout_at(deadline, self.raft.trigger().transfer_leader(to)).await {
+            Ok(r) => r.map_err(|e| ConsensusError::unavailable(e.to_string()))?,
+            Err(_) => {
+                return Err(ConsensusError::unavailable(format!("Raft did not take the transfer within {wait:?}")))
+            }
+        }
+        let mut metrics = self.raft.metrics();
         while metrics.borrow_watched().current_leader != Some(to) {
             if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
                 return Err(ConsensusError::OutcomeUnknown(format!(
@@ -388,7 +421,8 @@ impl Consensus {
     /// Returns the new leader, if any took over.
     pub async fn hand_over(&self, wait: Duration, eligible: impl Fn(u64) -> bool) -> Option<u64> {
         let m = self.raft.metrics().borrow_watched().clone();
-        if m.current_leader != Some(self.id) {
+        // A Raft that stopped (its storage failed) hands nothing over.
+        if m.current_leader != Some(self.id) || m.running_state.is_err() {
             return None;
         }
         let progress = m.replication.clone().unwrap_or_default();
@@ -428,13 +462,18 @@ impl Consensus {
 
     /// Stop this node's Raft.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
+        match tokio::time::timeout(self.timing.hand_over, self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "raft shutdown"),
+            Err(_) => tracing::warn!("raft did not stop within {:?}; stopping anyway", self.timing.hand_over),
         }
     }
 }
 
 fn leadership_of(me: u64, m: &crate::raft::RaftMetrics) -> Leadership {
+    if let Err(fatal) = &m.running_state {
+        return Leadership { term: m.current_term, leader: None, ready: false, failed: Some(fatal.to_string()) };
+    }
     let leader = m
         .current_leader
         .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| Peer { id, addr: n.addr.clone() }));
@@ -442,7 +481,7 @@ fn leadership_of(me: u64, m: &crate::raft::RaftMetrics) -> Leadership {
     // is applied: then the state machine holds every earlier commit.
     let caught_up = m.last_applied.as_ref().is_some_and(|l| l.leader_id.term == m.current_term);
     let ready = m.state == ServerState::Leader && m.current_leader == Some(me) && caught_up;
-    Leadership { term: m.current_term, leader, ready }
+    Leadership { term: m.current_term, leader, ready, failed: None }
 }
 
 /// Watches who leads.

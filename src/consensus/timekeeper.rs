@@ -14,6 +14,10 @@
 //! - if it leads, it hands leadership to the voter that is most up to date
 //!   among those whose clocks agree with the reference.
 //!
+//! The same exchange tells each node its peers' free disk space
+//! ([`super::disk`]); a leader short of disk hands leadership to a voter
+//! with room.
+//!
 //! Rule: a node leads only if its clock is within the bound of a
 //! majority's median, or if no majority agrees at all (then no clock can be
 //! called wrong, and availability wins). Replicated time does not depend on
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::clock::{ClockSample, ProposerClock, Reference};
+use super::disk::{DiskReport, DiskSpace};
 use super::Consensus;
 use crate::net::ChannelPool;
 use crate::pb;
@@ -41,8 +46,8 @@ pub fn is_skewed(r: &Reference, max_offset: Duration) -> bool {
     r.trusted && r.own_offset_ms().unsigned_abs() > max_offset.as_millis() as u64
 }
 
-/// Sample one peer's clock.
-async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option<ClockSample> {
+/// Sample one peer's clock (and learn its disk space).
+async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option<(ClockSample, DiskReport)> {
     let channel = pool.get(addr).ok()?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     let sent = Instant::now();
@@ -50,20 +55,30 @@ async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option
     let mut req = tonic::Request::new(pb::ClockRequest {});
     req.set_timeout(SAMPLE_TIMEOUT);
     let reply = tokio::time::timeout(SAMPLE_TIMEOUT, client.clock(req)).await.ok()?.ok()?.into_inner();
-    Some(ClockSample::new(sent, sent_wall, Instant::now(), reply.unix_ms))
+    let disk =
+        DiskReport { free_bytes: reply.disk_free_bytes, total_bytes: reply.disk_total_bytes, alarm: reply.disk_alarm };
+    Some((ClockSample::new(sent, sent_wall, Instant::now(), reply.unix_ms), disk))
 }
 
 /// Run until `stop`.
 #[tracing::instrument(name = "timekeeper", skip_all, fields(node_id = consensus.id()))]
-pub async fn run(consensus: Consensus, pool: ChannelPool, clock: ProposerClock, stop: CancellationToken) {
+pub async fn run(
+    consensus: Consensus,
+    pool: ChannelPool,
+    clock: ProposerClock,
+    disk: DiskSpace,
+    stop: CancellationToken,
+) {
     let me = consensus.id();
     let mut skewed = false;
+    let mut campaigning = true;
     loop {
         let every = if clock.reference().is_some() { SAMPLE_EVERY } else { SAMPLE_EVERY_AT_START };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        let short_of_disk = disk.refresh().alarm;
         let view = consensus.view();
         clock.set_voters(view.voters.clone());
         let probes = view.addrs.iter().filter(|(id, _)| **id != me).map(|(id, addr)| {
@@ -71,8 +86,20 @@ pub async fn run(consensus: Consensus, pool: ChannelPool, clock: ProposerClock, 
             async move { (id, sample(pool, clock, &addr).await) }
         });
         for (id, s) in futures::future::join_all(probes).await {
-            if let Some(s) = s {
+            if let Some((s, d)) = s {
                 clock.record(id, s);
+                disk.note_peer(id, d);
+            }
+        }
+        // A node short of disk does not take over leadership either.
+        if campaigning != (!short_of_disk && !skewed) {
+            campaigning = !campaigning;
+            consensus.set_campaigning(campaigning);
+        }
+        if short_of_disk && view.leader == Some(me) {
+            let room = |v: u64| disk.has_room(v);
+            if let Some(to) = consensus.hand_over(consensus.timing().hand_over, room).await {
+                tracing::warn!(to, "handed leadership over: this node is short of disk space");
             }
         }
         let Some(reference) = clock.reference() else { continue };
@@ -91,7 +118,10 @@ pub async fn run(consensus: Consensus, pool: ChannelPool, clock: ProposerClock, 
                     "this node's wall clock agrees with the cluster again"
                 );
             }
-            consensus.set_campaigning(!skewed);
+            if campaigning != (!skewed && !short_of_disk) {
+                campaigning = !campaigning;
+                consensus.set_campaigning(campaigning);
+            }
         }
         if skewed && view.leader == Some(me) {
             hand_over(&consensus, &clock, reference).await;

@@ -30,6 +30,7 @@ use crate::api::scheduler::SchedulerService;
 use crate::api::worker::WorkerService;
 use crate::config::NodeConfig;
 use crate::consensus::clock::{ProposerClock, WallClock};
+use crate::consensus::disk::{self, DiskSpace};
 use crate::consensus::{timekeeper, Consensus, ConsensusError};
 use crate::net::ChannelPool;
 use crate::raft::service::RaftService;
@@ -48,7 +49,12 @@ pub enum NodeError {
     #[error("storage: {0}")]
     Store(#[from] store::StoreError),
     #[error("raft: {0}")]
-    Raft(#[from] crate::raft::StartError),
+    Raft(crate::raft::StartError),
+    /// The data dir failed its checks: this node must not serve from it.
+    #[error(
+        "the data in {path} is damaged: {what}. This node cannot start from it. Way out: check the disk, move the data dir aside, and rejoin the cluster as a new node: `drover cluster remove-node --id ID`, then start a node with a new id and an empty data dir and run `drover cluster add-node` (README, \"When a disk fills or fails\"). `drover admin check --data-dir DIR` verifies a stopped node's data dir."
+    )]
+    Corrupt { path: String, what: String },
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] ConsensusError),
 }
@@ -80,7 +86,14 @@ impl RunningNode {
         let (db, store, pending_restore) = open_storage(&config)?;
 
         let pool = ChannelPool::default();
-        let started = crate::raft::start(config.id, &config.raft, db, &config.data_dir, pool.clone()).await?;
+        let started = crate::raft::start(config.id, &config.raft, db, &config.data_dir, pool.clone()).await.map_err(
+            |e| match e {
+                crate::raft::StartError::Corrupt(c) => {
+                    NodeError::Corrupt { path: config.data_dir.display().to_string(), what: c.what }
+                }
+                other => NodeError::Raft(other),
+            },
+        )?;
         let shutdown = CancellationToken::new();
         let consensus = Consensus::new(
             config.id,
@@ -95,6 +108,8 @@ impl RunningNode {
             config.max_clock_offset,
             started.applied.clone(),
         );
+        let disk = DiskSpace::new(config.id, config.data_dir.clone(), config.min_free_disk);
+        disk.refresh();
         let (scheduler, scheduler_rx) = Scheduler::channel();
         let tasks = TaskTracker::new();
         let deps = Deps {
@@ -107,7 +122,15 @@ impl RunningNode {
         };
         tasks.spawn(Dispatcher::new(deps, scheduler_rx, scheduler.sender()).run(shutdown.clone()));
 
-        let services = Services::build(&config, &consensus, &store, &clock, &pool, started.index.clone(), scheduler);
+        let handles = Handles {
+            consensus: consensus.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            disk: disk.clone(),
+            pool: pool.clone(),
+            index: started.index.clone(),
+        };
+        let services = Services::build(&config, &handles, scheduler);
         let raft_service =
             RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -131,7 +154,7 @@ impl RunningNode {
             }
         });
         tasks.spawn(health::report(consensus.watch(), health_reporter, shutdown.clone()));
-        tasks.spawn(timekeeper::run(consensus.clone(), pool.clone(), clock.clone(), shutdown.clone()));
+        tasks.spawn(timekeeper::run(consensus.clone(), pool.clone(), clock.clone(), disk, shutdown.clone()));
         if config.clock_skew_ms != 0 {
             tracing::warn!(skew_ms = config.clock_skew_ms, "fault injection: this node's wall clock is skewed");
         }
@@ -147,6 +170,13 @@ impl RunningNode {
         Ok(RunningNode { local_addr, consensus, store, shutdown, tasks })
     }
 
+    /// Resolves once this node's Raft has stopped on a fatal (storage)
+    /// error, with its cause; the node then serves nothing and should be
+    /// shut down. `None` if Raft stopped normally.
+    pub async fn failure(&self) -> Option<String> {
+        self.consensus.failure().await
+    }
+
     /// Graceful stop: hand leadership over (if leading), stop serving, stop
     /// Raft, wait for every task, then make everything durable and stop
     /// RocksDB's background work.
@@ -157,12 +187,14 @@ impl RunningNode {
         }
         self.shutdown.cancel();
         self.tasks.close();
-        self.consensus.shutdown().await;
+        // Requests in flight finish (or fail) against a running Raft; only
+        // then does Raft stop, so nothing calls into a stopped Raft core.
         // Connections a peer never closed (it was cut off) would hold the
         // server's graceful shutdown for a long time: bound the wait.
         if tokio::time::timeout(timing.drain, self.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {:?}; stopping anyway", timing.drain);
         }
+        self.consensus.shutdown().await;
         // Durable: everything written so far.
         if let Err(e) = self.store.close() {
             tracing::warn!(error = %e, "final WAL sync");
@@ -176,6 +208,7 @@ impl RunningNode {
 /// database, the store over it, and the backup waiting to be imported.
 fn open_storage(config: &NodeConfig) -> Result<(Arc<rocksdb::DB>, TaskStore, Option<std::path::PathBuf>), NodeError> {
     claim_data_dir(&config.data_dir, config.id)?;
+    check_free_disk(config)?;
     let pending_restore = restore::pending(&config.data_dir);
     if pending_restore.is_some() && config.peers.iter().any(|(id, _)| *id != config.id) {
         return Err(NodeError::Config(
@@ -194,6 +227,27 @@ fn open_storage(config: &NodeConfig) -> Result<(Arc<rocksdb::DB>, TaskStore, Opt
         )));
     }
     Ok((db, store, pending_restore))
+}
+
+/// Refuse to start with less free space than `--min-free-disk`.
+fn check_free_disk(config: &NodeConfig) -> Result<(), NodeError> {
+    let dir = &config.data_dir;
+    let (free, total) = disk::measure(dir).map_err(|e| NodeError::DataDir {
+        path: dir.display().to_string(),
+        message: format!("cannot measure free space: {e}"),
+    })?;
+    let need = config.min_free_disk.required(total);
+    if free < need {
+        return Err(NodeError::Config(format!(
+            "not enough free disk space: the filesystem of {} has {} free (of {}), and --min-free-disk requires {} ({}); free some space, or lower --min-free-disk, and start again",
+            dir.display(),
+            disk::human(free),
+            disk::human(total),
+            disk::human(need),
+            config.min_free_disk,
+        )));
+    }
+    Ok(())
 }
 
 /// Initialise a new cluster from `--peers` (a no-op for a node that
@@ -215,38 +269,42 @@ struct Services {
     worker: WorkerService,
 }
 
+/// The shared handles the services are built from.
+struct Handles {
+    consensus: Consensus,
+    store: TaskStore,
+    clock: ProposerClock,
+    disk: DiskSpace,
+    pool: ChannelPool,
+    index: crate::store::SharedIndex,
+}
+
 impl Services {
-    fn build(
-        config: &NodeConfig,
-        consensus: &Consensus,
-        store: &TaskStore,
-        clock: &ProposerClock,
-        pool: &ChannelPool,
-        index: crate::store::SharedIndex,
-        scheduler: Scheduler,
-    ) -> Services {
-        let forward = Forwarder { consensus: consensus.clone(), pool: pool.clone() };
+    fn build(config: &NodeConfig, h: &Handles, scheduler: Scheduler) -> Services {
+        let forward = Forwarder { consensus: h.consensus.clone(), pool: h.pool.clone() };
         let membership = Membership {
-            consensus: consensus.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
+            consensus: h.consensus.clone(),
+            store: h.store.clone(),
+            clock: h.clock.clone(),
             admin: Arc::default(),
         };
         Services {
             scheduler: SchedulerService {
                 forward: forward.clone(),
-                store: store.clone(),
-                index,
-                clock: clock.clone(),
+                store: h.store.clone(),
+                index: h.index.clone(),
+                clock: h.clock.clone(),
                 limits: config.limits.clone(),
                 auto_register: config.auto_register,
+                disk: h.disk.clone(),
             },
             cluster: ClusterService {
                 forward,
                 membership,
-                store: store.clone(),
-                clock: clock.clone(),
+                store: h.store.clone(),
+                clock: h.clock.clone(),
                 data_dir: config.data_dir.clone(),
+                disk: h.disk.clone(),
             },
             worker: WorkerService { scheduler, limits: config.limits.clone(), buffer: config.worker_buffer },
         }

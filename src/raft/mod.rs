@@ -10,6 +10,7 @@
 //! - [`codec`]: drover's own on-disk encoding of log ids, entries and
 //!   memberships (never serde of openraft types on disk).
 
+pub mod check;
 pub mod codec;
 #[cfg(test)]
 mod conformance;
@@ -63,6 +64,9 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("openraft: {0}")]
     Raft(String),
+    /// The data dir failed its checks (checksums, formats, snapshot CRC).
+    #[error("{0}")]
+    Corrupt(#[from] check::Corrupt),
 }
 
 /// What a started Raft node hands the layers above.
@@ -85,6 +89,12 @@ pub async fn start(
     data_dir: &std::path::Path,
     pool: crate::net::ChannelPool,
 ) -> Result<Started, StartError> {
+    // Refuse to serve from damaged files: read everything once, checksums on.
+    let (check_db, dir) = (db.clone(), data_dir.to_path_buf());
+    let report = tokio::task::spawn_blocking(move || check::verify(&check_db, &dir))
+        .await
+        .map_err(|e| StartError::Raft(format!("data dir check: {e}")))??;
+    tracing::info!(records = ?report.records, "data dir verified");
     let snapshot_dir = data_dir.join("snapshots");
     let (state_machine, applied) = state_machine::StateMachine::open(db.clone(), snapshot_dir.clone())?;
     let index = state_machine.index();

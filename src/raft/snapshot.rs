@@ -87,6 +87,12 @@ impl SnapshotDir {
         Ok(SnapshotDir { dir })
     }
 
+    /// The snapshot dir as it is (nothing created or cleaned up): for
+    /// reading only. A dir that does not exist holds no snapshot.
+    pub fn existing(dir: PathBuf) -> Self {
+        SnapshotDir { dir }
+    }
+
     /// A fresh path for an incoming or new snapshot file.
     pub fn temp_path(&self) -> PathBuf {
         let n: u64 = rand::random();
@@ -127,6 +133,9 @@ impl SnapshotDir {
 
     /// The newest committed snapshot, if any.
     pub fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+        if !self.dir.exists() {
+            return Ok(None);
+        }
         let mut newest: Option<PathBuf> = None;
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();

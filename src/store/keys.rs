@@ -95,6 +95,13 @@ pub fn task_id(key: &[u8]) -> Option<u64> {
     }
 }
 
+/// Whether the value at state-machine `key` is a record behind a format
+/// byte (task rows, idempotency keys, callbacks, request ids); index rows
+/// are empty and payloads and results are the user's bytes.
+pub fn holds_record(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&(SM_TASK | SM_IDEMPOTENCY | SM_CALLBACK | SM_REQUEST)))
+}
+
 /// Whether `key` is an [`idempotency`] key.
 pub fn is_idempotency(key: &[u8]) -> bool {
     key.first() == Some(&SM_IDEMPOTENCY)

@@ -145,6 +145,15 @@ impl TaskStore {
         }
     }
 
+    /// What the state machine answered a request id, if it remembers it.
+    pub fn request(&self, id: &crate::domain::RequestId) -> Result<Option<crate::domain::RequestRecord>, StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        match self.db.get_pinned_cf(sm, keys::request(&id.0))? {
+            Some(v) => Ok(Some(encoding::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn payload(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
         Ok(self.db.get_cf(sm, keys::payload(id))?)

@@ -61,6 +61,9 @@ pub struct Spec {
     pub data_dir: Option<PathBuf>,
     /// Node N listens on BASE+N-1; default: free ports.
     pub base_port: Option<u16>,
+    /// A node's data dir elsewhere than under the root (e.g. on a small
+    /// filesystem of its own).
+    pub node_dirs: HashMap<u64, PathBuf>,
     /// `RUST_LOG` for the nodes.
     pub log_filter: String,
 }
@@ -74,6 +77,7 @@ impl Spec {
             env: HashMap::new(),
             data_dir: None,
             base_port: None,
+            node_dirs: HashMap::new(),
             log_filter: "info".into(),
         }
     }
@@ -145,7 +149,7 @@ impl LocalCluster {
             nodes.push(LocalNode {
                 id,
                 addr: format!("127.0.0.1:{port}"),
-                data_dir: root.path().join(format!("node-{id}")),
+                data_dir: spec.node_dirs.get(&id).cloned().unwrap_or_else(|| root.path().join(format!("node-{id}"))),
                 log: root.path().join(format!("node-{id}.log")),
                 child: None,
             });

@@ -1,6 +1,6 @@
 //! A cluster of `drover server` processes for tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -64,6 +64,13 @@ impl TestCluster {
     pub async fn start_with_env(n: u64, extra: &[&str], env: HashMap<u64, Vec<(String, String)>>) -> TestCluster {
         let mut spec = Spec::new(n, server_bin()).flags(extra);
         spec.env = env;
+        Self::start_spec(spec).await
+    }
+
+    /// Start the cluster `spec` describes (its binary is ignored: the
+    /// suite's server binary runs).
+    pub async fn start_spec(mut spec: Spec) -> TestCluster {
+        spec.binary = server_bin().into();
         let inner = LocalCluster::start(spec).await.expect("start a local cluster");
         TestCluster { inner }
     }
@@ -269,4 +276,19 @@ pub async fn wait_state(client: &Client, id: u64, state: pb::TaskState, timeout:
 
 pub async fn list(client: &Client, callback: &str, state: pb::TaskState) -> Vec<pb::Task> {
     client.list_all_tasks(callback, state).await.expect("list tasks")
+}
+
+/// Wait until every node reports the same applied index, then return each
+/// node's state digest.
+pub async fn converged_digests(c: &TestCluster) -> BTreeMap<u64, String> {
+    wait_until(Duration::from_secs(60), "every replica at one applied index", || async {
+        let mut got = BTreeMap::new();
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            let d = c.client_of(n.id).digest().await.ok()?;
+            got.insert(n.id, (d.applied_index, d.digest));
+        }
+        let first = got.values().next()?.0;
+        got.values().all(|(i, _)| *i == first).then(|| got.into_iter().map(|(k, (_, d))| (k, d)).collect())
+    })
+    .await
 }

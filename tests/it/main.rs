@@ -10,6 +10,7 @@
 mod api;
 mod cli;
 mod clock;
+mod disk;
 mod execution;
 mod harness;
 mod invariants;

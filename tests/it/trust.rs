@@ -3,7 +3,6 @@
 //! that cannot duplicate, assignments that never reached a worker, status
 //! codes a client can act on, and a clean shutdown.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,21 +15,6 @@ use crate::proxy::{Mode, Proxy};
 use drover::client::Client;
 use drover::pb;
 use drover::worker::{TaskContext, TaskResult, Worker};
-
-/// Wait until every node reports the same applied index, then return each
-/// node's state digest.
-async fn converged_digests(c: &TestCluster) -> BTreeMap<u64, String> {
-    wait_until(Duration::from_secs(60), "every replica at one applied index", || async {
-        let mut got = BTreeMap::new();
-        for n in &c.nodes {
-            let d = c.client_of(n.id).digest().await.ok()?;
-            got.insert(n.id, (d.applied_index, d.digest));
-        }
-        let first = got.values().next()?.0;
-        got.values().all(|(i, _)| *i == first).then(|| got.into_iter().map(|(k, (_, d))| (k, d)).collect())
-    })
-    .await
-}
 
 fn dead_letters(callback: &str) -> pb::DeadLetterRequest {
     pb::DeadLetterRequest { target: Some(pb::dead_letter_request::Target::Callback(callback.into())) }
