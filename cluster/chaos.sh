@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The chaos suite: a fresh Docker cluster, seeded random faults (kill, pause,
-# partition, isolate the leader) under continuous load, then every guarantee
-# checked. Bounded by default; longer on demand:
+# partition, isolate the leader, a wrong clock, a full disk) under continuous
+# load, then every guarantee checked. Bounded by default; longer on demand:
 #
 #   cluster/chaos.sh                       # 60 s of faults (CI)
 #   DROVER_CHAOS_DURATION=20m cluster/chaos.sh --nodes 5
@@ -25,4 +25,6 @@ fi
 # keep them clear of a local `drover dev` cluster.
 export DROVER_HOST_PORT_BASE="${DROVER_HOST_PORT_BASE:-17000}"
 export DROVER_BIN="$bin"
+# A disk fault needs each node's data on a small filesystem of its own.
+case " $* " in *disk*) export DROVER_DISK_FAULTS=1 ;; esac
 exec "$bin" chaos run --cluster-dir "$here" --out "$root/target/chaos" --duration "${DROVER_CHAOS_DURATION:-60s}" "$@"

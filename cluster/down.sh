@@ -37,6 +37,10 @@ for i in $nodes; do
 done
 
 compose "$n" down --volumes --remove-orphans --timeout "${DROVER_DOWN_TIMEOUT:-5}"
+# Disk-fault filesystems (DROVER_DISK_FAULTS=1 up.sh) go with the cluster.
+for ((i = 1; i <= 5; i++)); do
+    if has_disk "$i"; then umount -l "$(disk_dir "$i")"; fi
+done
 
 # Leftovers from the other size, or from a compose file changed since up.
 left="$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")"

@@ -18,13 +18,17 @@ usage: faults.sh COMMAND [NODE...]
                   from drover-net)                            undo: heal N...
   heal [N...]     reconnect nodes with their fixed IP; no args: every cut-off node
   isolate-leader  partition the current leader; prints its id
+  fill N [LEFT]   fill node N's data filesystem from outside until LEFT bytes
+                  are free (default 0: full); needs DROVER_DISK_FAULTS=1 up.sh
+                                                              undo: unfill N
+  unfill N        delete the filler: node N has its space back
   skew N OFFSET   restart node N with its wall clock off by OFFSET ("+1h",
                   "-30s"); the container is recreated, its volume kept
                                                               undo: unskew N
   unskew N        restart node N with a correct clock
   leader          print the current leader's id
   wait-leader [S] wait up to S seconds (default 30) for a leader; print its id
-  heal-all        unpause, reconnect and start every node (undo any mix of faults)
+  heal-all        unfill, unpause, reconnect and start every node (undo any mix of faults)
   status          each node's container state and network attachment
 EOF
 }
@@ -168,10 +172,14 @@ do_heal() {
 
 do_heal_all() {
     [ $# -eq 0 ] || usage_die "heal-all takes no arguments"
-    local nodes i unpaused=() reconnected=() started=()
+    local nodes i unpaused=() reconnected=() started=() freed=()
     need_cluster
     mapfile -t nodes < <(existing_nodes)
     for i in "${nodes[@]}"; do
+        if has_disk "$i" && compgen -G "$(disk_dir "$i")/filler.*" >/dev/null; then
+            rm -f "$(disk_dir "$i")"/filler.*
+            freed+=("$i")
+        fi
         if [ "$(node_state "$i")" = paused ]; then
             docker unpause "$(node_name "$i")" >/dev/null
             unpaused+=("$i")
@@ -196,6 +204,7 @@ do_heal_all() {
     [ ${#unpaused[@]} -eq 0 ] || msg="unpaused node ${unpaused[*]}"
     [ ${#reconnected[@]} -eq 0 ] || msg="${msg:+$msg; }reconnected node ${reconnected[*]}"
     [ ${#started[@]} -eq 0 ] || msg="${msg:+$msg; }started node ${started[*]}"
+    [ ${#freed[@]} -eq 0 ] || msg="${msg:+$msg; }freed the disk of node ${freed[*]}"
     echo "heal-all: ${msg:-nothing to undo, every node is running and connected}"
 }
 
@@ -262,6 +271,30 @@ do_unskew() {
     echo "restarted node $1 with a correct clock"
 }
 
+do_fill() {
+    [ $# -ge 1 ] && [ $# -le 2 ] || usage_die "usage: $PROG fill NODE [BYTES_LEFT]"
+    check_nodes "$1"
+    local left="${2:-0}" d free
+    [[ "$left" =~ ^[0-9]+$ ]] || usage_die "'$left' is not a number of bytes"
+    has_disk "$1" || die "node $1's data is not on a disk-fault filesystem: start the cluster with DROVER_DISK_FAULTS=1 ./up.sh"
+    d="$(disk_dir "$1")"
+    free=$(($(stat -f -c '%a*%S' "$d")))
+    if [ "$free" -gt "$left" ]; then
+        # fallocate is instant on tmpfs; dd is the fallback. A full disk is
+        # the point, so "no space left" ends the fill, not the script.
+        fallocate -l $((free - left)) "$d/filler.$(date +%s%N)" 2>/dev/null ||
+            dd if=/dev/zero of="$d/filler.$(date +%s%N)" bs=1M count=$(((free - left) >> 20)) status=none 2>/dev/null || true
+    fi
+    echo "filled node $1's data filesystem: $(($(stat -f -c '%a*%S' "$d") >> 20)) MiB left"
+}
+
+do_unfill() {
+    one_node "$@"
+    has_disk "$1" || die "node $1's data is not on a disk-fault filesystem"
+    rm -f "$(disk_dir "$1")"/filler.*
+    echo "freed node $1's data filesystem: $(($(stat -f -c '%a*%S' "$(disk_dir "$1")") >> 20)) MiB free"
+}
+
 do_status() {
     [ $# -eq 0 ] || usage_die "status takes no arguments"
     local nodes i
@@ -294,6 +327,8 @@ case "$cmd" in
     isolate-leader) need_client; need_jq; do_isolate_leader "$@" ;;
     status) do_status "$@" ;;
     skew) do_skew "$@" ;;
+    fill) do_fill "$@" ;;
+    unfill) do_unfill "$@" ;;
     unskew) do_unskew "$@" ;;
     *) usage_die "unknown command '$cmd' (try: $PROG help)" ;;
 esac

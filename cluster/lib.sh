@@ -46,9 +46,26 @@ compose_file() {
     esac
 }
 
+# Where disk-fault filesystems are mounted: node i's data on its own small
+# tmpfs at $DISK_ROOT/node<i> (DROVER_DISK_FAULTS=1 up.sh), so that
+# faults.sh fill can fill it from outside.
+DISK_ROOT="${DROVER_DISK_ROOT:-$(cd "$CLUSTER_DIR/.." && pwd)/target/cluster-disks}"
+
+disk_dir() {
+    echo "$DISK_ROOT/node$1"
+}
+
+has_disk() {
+    mountpoint -q "$(disk_dir "$1")" 2>/dev/null
+}
+
 compose() {
-    local n="$1"
+    local n="$1" i
     shift
+    # Nodes whose data lives on a disk-fault filesystem bind it at /data.
+    for ((i = 1; i <= 5; i++)); do
+        if has_disk "$i"; then export "DROVER_DATA_$i=$(disk_dir "$i")"; fi
+    done
     docker-compose -p "$PROJECT" -f "$(compose_file "$n")" "$@"
 }
 

@@ -12,6 +12,9 @@
 #   DROVER_PUBLISH_ADDR    host address to publish on (default 127.0.0.1)
 #   DROVER_NODE_LOG        RUST_LOG inside the nodes (default info)
 #   DROVER_UP_TIMEOUT      seconds to wait for a settled leader (default 60)
+#   DROVER_DISK_FAULTS=1   each node's data on a tmpfs of its own (needs root),
+#                          so that faults.sh fill/unfill can fill it
+#   DROVER_DISK_SIZE       size of each such tmpfs (default 768m)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -50,6 +53,15 @@ else
         fi
         [ -z "$busy" ] || die "host port $port (node $i) is already in use: set DROVER_HOST_PORT_BASE (e.g. DROVER_HOST_PORT_BASE=17000 publishes on 17001..)"
     done
+    if [ "${DROVER_DISK_FAULTS:-0}" = 1 ]; then
+        for ((i = 1; i <= n; i++)); do
+            d="$(disk_dir "$i")"
+            mkdir -p "$d"
+            has_disk "$i" && umount -l "$d"
+            mount -t tmpfs -o "size=${DROVER_DISK_SIZE:-768m}" tmpfs "$d" ||
+                die "cannot mount a tmpfs at $d for disk faults (this needs root)"
+        done
+    fi
 fi
 
 if [ "${DROVER_REBUILD:-0}" = 1 ] || ! docker image inspect "$DROVER_IMAGE" >/dev/null 2>&1; then

@@ -25,6 +25,6 @@ bench backlog --pending 20000 --duration 1s --e2e-tasks 1000
 if [ "${DROVER_CHAOS:-1}" = 0 ]; then
   echo "test: chaos suite SKIPPED (DROVER_CHAOS=0)" >&2
 else
-  # Every fault kind, a wrong clock first (then random ones).
-  cluster/chaos.sh --faults kill,pause,partition,isolate-leader,clock --first clock
+  # Every fault kind, a wrong clock and a full disk first (then random ones).
+  cluster/chaos.sh --faults kill,pause,partition,isolate-leader,clock,disk --first clock,disk
 fi

@@ -91,6 +91,9 @@ pub struct Timing {
     /// connections to close (5 s).
     pub hand_over: Duration,
     pub drain: Duration,
+    /// A leader whose log sync (fsync) has been running this long hands
+    /// leadership over: a stalling disk must not hold up the cluster. 2 s.
+    pub fsync_stall: Duration,
 }
 
 impl Default for Timing {
@@ -104,6 +107,7 @@ impl Default for Timing {
             probe: Duration::from_secs(2),
             hand_over: Duration::from_secs(2),
             drain: Duration::from_secs(5),
+            fsync_stall: Duration::from_secs(2),
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct ServerArgs {
     /// At shutdown, how long a leader waits to hand leadership over.
     #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Timings")]
     pub hand_over_timeout: std::time::Duration,
+    /// A leader whose log fsync has been running this long hands leadership to another voter (a stalling disk must not hold up the cluster).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Timings")]
+    pub max_fsync_stall: std::time::Duration,
     /// At shutdown, how long open connections get to finish.
     #[arg(long, default_value = "5s", value_parser = parse_duration, help_heading = "Timings")]
     pub drain_timeout: std::time::Duration,
@@ -114,6 +117,7 @@ impl ServerArgs {
         c.timing.probe = self.probe_timeout;
         c.timing.hand_over = self.hand_over_timeout;
         c.timing.drain = self.drain_timeout;
+        c.timing.fsync_stall = self.max_fsync_stall;
         c.raft.snapshot_every = self.snapshot_every;
         c.raft.logs_to_keep = self.logs_to_keep;
         c.auto_register = self.auto_register;

@@ -100,6 +100,9 @@ pub struct Consensus {
     stopping: CancellationToken,
     /// A restore is importing a backup: only its imports may be proposed.
     restoring: Arc<AtomicBool>,
+    /// This node's log fsync is stalling: it proposes nothing and sends no
+    /// heartbeats, so that a leader steps down by the next election.
+    stalled: Arc<AtomicBool>,
 }
 
 fn index_of(log_id: Option<&crate::raft::LogId>) -> u64 {
@@ -108,7 +111,14 @@ fn index_of(log_id: Option<&crate::raft::LogId>) -> u64 {
 
 impl Consensus {
     pub fn new(id: u64, raft: Raft, timing: Timing, stopping: CancellationToken, restoring: bool) -> Self {
-        Consensus { id, raft, timing, stopping, restoring: Arc::new(AtomicBool::new(restoring)) }
+        Consensus {
+            id,
+            raft,
+            timing,
+            stopping,
+            restoring: Arc::new(AtomicBool::new(restoring)),
+            stalled: Arc::default(),
+        }
     }
 
     pub fn id(&self) -> u64 {
@@ -127,6 +137,16 @@ impl Consensus {
     /// The import is done: ordinary writes may be proposed.
     pub fn finish_restore(&self) {
         self.restoring.store(false, Ordering::Release);
+    }
+
+    /// Mark this node's disk as stalling (its log fsync has run past the
+    /// bound) or healthy again. While stalling, it proposes nothing and a
+    /// leader sends no heartbeats: the followers elect a new leader, as they
+    /// would for a leader that went silent.
+    pub fn set_disk_stalled(&self, stalled: bool) {
+        if self.stalled.swap(stalled, Ordering::AcqRel) != stalled {
+            self.raft.runtime_config().heartbeat(!stalled);
+        }
     }
 
     /// Whether the node is shutting down.
@@ -219,6 +239,12 @@ impl Consensus {
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, ConsensusError> {
         if self.is_stopping() {
             return Err(ConsensusError::unavailable("this node is shutting down; nothing was written"));
+        }
+        if self.stalled.load(Ordering::Acquire) {
+            return Err(ConsensusError::Unavailable {
+                message: "this node's disk is stalling (a log fsync ran past --max-fsync-stall); nothing was written: it is handing leadership over".into(),
+                retry_after_ms: 200,
+            });
         }
         if self.is_restoring() && !matches!(cmd.operation, crate::domain::Operation::Import { .. }) {
             return Err(ConsensusError::Unavailable {

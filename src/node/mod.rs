@@ -9,9 +9,11 @@
 //!
 //! - [`health`]: the gRPC health service.
 //! - [`restore`]: seeding a new cluster from a backup.
+//! - `stall`: a leader whose disk stalls hands leadership over.
 
 mod health;
 pub mod restore;
+mod stall;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -154,6 +156,12 @@ impl RunningNode {
             }
         });
         tasks.spawn(health::report(consensus.watch(), health_reporter, shutdown.clone()));
+        tasks.spawn(stall::watch(
+            consensus.clone(),
+            started.sync_watch.clone(),
+            config.timing.fsync_stall,
+            shutdown.clone(),
+        ));
         tasks.spawn(timekeeper::run(consensus.clone(), pool.clone(), clock.clone(), disk, shutdown.clone()));
         if config.clock_skew_ms != 0 {
             tracing::warn!(skew_ms = config.clock_skew_ms, "fault injection: this node's wall clock is skewed");

@@ -30,10 +30,50 @@ pub struct LogStore {
     flusher: Flusher,
 }
 
+/// Watches the group-commit thread: how long the WAL sync in progress (if
+/// any) has been running. A leader whose syncs stall steps down.
+#[derive(Clone)]
+pub struct SyncWatch {
+    /// Start of the sync in progress, in µs since `base` (+1); 0 when idle.
+    started: Arc<std::sync::atomic::AtomicU64>,
+    base: std::time::Instant,
+}
+
+impl SyncWatch {
+    fn new() -> SyncWatch {
+        SyncWatch { started: Arc::default(), base: std::time::Instant::now() }
+    }
+
+    fn begin(&self) {
+        let now = self.base.elapsed().as_micros() as u64 + 1;
+        self.started.store(now, std::sync::atomic::Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.started.store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How long the sync in progress has been running; `None` when idle.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        match self.started.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            t => {
+                let now = self.base.elapsed().as_micros() as u64 + 1;
+                Some(std::time::Duration::from_micros(now.saturating_sub(t)))
+            }
+        }
+    }
+}
+
 impl LogStore {
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let flusher = Flusher::start(db.clone())?;
         Ok(LogStore { db, flusher })
+    }
+
+    /// The WAL sync watch of this store's group-commit thread.
+    pub fn sync_watch(&self) -> SyncWatch {
+        self.flusher.watch.clone()
     }
 
     fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -225,11 +265,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Clone)]
 struct Flusher {
     tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+    watch: SyncWatch,
 }
 
 impl Flusher {
     fn start(db: Arc<DB>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let watch = SyncWatch::new();
+        let sync_watch = watch.clone();
         std::thread::Builder::new().name("drover-wal-sync".into()).spawn(move || {
             // Ends when every LogStore clone (every sender) is dropped.
             while let Ok(first) = rx.recv() {
@@ -237,13 +280,15 @@ impl Flusher {
                 pending.extend(rx.try_iter());
                 // Durable after this call: every entry written before the
                 // callbacks in `pending` were submitted.
+                sync_watch.begin();
                 let result = db.flush_wal(true);
+                sync_watch.end();
                 for callback in pending {
                     callback.io_completed(result.clone().map_err(|e| io::Error::other(e.to_string())));
                 }
             }
         })?;
-        Ok(Flusher { tx })
+        Ok(Flusher { tx, watch })
     }
 
     fn submit(&self, callback: IOFlushed<TypeConfig>) -> io::Result<()> {

@@ -78,6 +78,8 @@ pub struct Started {
     pub applied: tokio::sync::watch::Receiver<crate::store::Applied>,
     /// Snapshot files, which the Raft service receives into.
     pub snapshots: snapshot::SnapshotDir,
+    /// How long the log's WAL sync in progress has been running.
+    pub sync_watch: log_store::SyncWatch,
 }
 
 /// Open the state machine and the log on `db` and start this node's Raft,
@@ -99,12 +101,13 @@ pub async fn start(
     let (state_machine, applied) = state_machine::StateMachine::open(db.clone(), snapshot_dir.clone())?;
     let index = state_machine.index();
     let log_store = log_store::LogStore::new(db)?;
+    let sync_watch = log_store.sync_watch();
     let network = network::Network { node_id: id, pool };
     let config = raft_config(tuning).map_err(StartError::Config)?;
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
     let snapshots = snapshot::SnapshotDir::open(snapshot_dir)?;
-    Ok(Started { raft, index, applied, snapshots })
+    Ok(Started { raft, index, applied, snapshots, sync_watch })
 }
 
 /// Build openraft's config from drover's node config.

@@ -290,3 +290,80 @@ async fn a_damaged_data_dir_is_found_by_admin_check_and_refused_at_start() {
     assert!(refusal.contains(&name) && refusal.contains("add-node"), "it names the file and the way out: {refusal}");
     println!("refused: {refusal}");
 }
+
+/// Build the fsync-stalling shim (`fixtures/slow_fsync.c`) into `dir`.
+fn slow_fsync_shim(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/slow_fsync.c");
+    let lib = dir.join("libslowfsync.so");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .expect("run cc (a C compiler is a build prerequisite)");
+    assert!(out.status.success(), "building the shim failed: {}", String::from_utf8_lossy(&out.stderr));
+    lib
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_fsync_stalls_hands_leadership_over() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let shim = slow_fsync_shim(tmp.path());
+    let flag = tmp.path().join("stall");
+    let mut cluster = Spec::new(3, server_bin()).flags(&["--auto-register", "--max-fsync-stall", "1s"]);
+    cluster.env.insert(
+        1,
+        vec![
+            ("LD_PRELOAD".into(), shim.display().to_string()),
+            ("DROVER_SLOW_FSYNC_FLAG".into(), flag.display().to_string()),
+            ("DROVER_SLOW_FSYNC_MS".into(), "4000".into()),
+        ],
+    );
+    let c = TestCluster::start_spec(cluster).await;
+    if c.leader().await != 1 {
+        c.client().transfer_leader(1).await.expect("transfer leadership to node 1");
+    }
+    wait_until(Duration::from_secs(10), "node 1 to lead", || async { (c.leader().await == 1).then_some(()) }).await;
+    let client = c.client();
+    schedule(&client, 0, spec("steady", b"before")).await.expect("schedule");
+
+    std::fs::write(&flag, b"").expect("stall node 1's disk");
+    let stalled_at = Instant::now();
+    let mut acked = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let moved = loop {
+        let t0 = Instant::now();
+        if let Ok(r) = schedule(&client, 0, spec("steady", b"during")).await {
+            acked.push(r.task_id);
+        }
+        slowest = slowest.max(t0.elapsed());
+        // The others' view: node 1 itself learns late, its vote waits on its disk.
+        let others: Vec<u64> = futures::future::join_all([2, 3].map(|id| c.node_status(id)))
+            .await
+            .into_iter()
+            .flatten()
+            .filter(|s| s.has_leader)
+            .map(|s| s.leader_id)
+            .collect();
+        if !others.is_empty() && others.iter().all(|l| *l != 1) {
+            break stalled_at.elapsed();
+        }
+        assert!(stalled_at.elapsed() < Duration::from_secs(30), "node 1 kept leading on a stalled disk");
+    };
+    std::fs::remove_file(&flag).expect("unstall");
+    for _ in 0..5 {
+        acked.push(schedule(&client, 0, spec("steady", b"after")).await.expect("writes after the hand-over").task_id);
+    }
+    for id in &acked {
+        get(&client, 0, *id, false).await.unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"));
+    }
+    let log = std::fs::read_to_string(&c.node(1).log).unwrap_or_default();
+    assert!(log.contains("fsync is stalling"), "node 1 says why it stepped down; log:\n{}", c.log_tail(1));
+    println!(
+        "fsync stall: leadership left node 1 {moved:?} after its disk stalled; slowest write meanwhile {slowest:?}"
+    );
+    for l in log.lines().filter(|l| l.contains("drover") && (l.contains("WARN") || l.contains("leadership"))) {
+        println!("  {l}");
+    }
+}

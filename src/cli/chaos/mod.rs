@@ -45,7 +45,10 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule (printed; pass it again to replay).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Fault kinds to use.
+    /// Fault kinds to use: kill, pause, partition, isolate-leader, clock (a
+    /// node's wall clock an hour off), disk (a node's data filesystem filled
+    /// from outside, below --min-free-disk or full; cluster/chaos.sh then
+    /// puts every node's data on a small tmpfs of its own).
     #[arg(long, default_value = "kill,pause,partition,isolate-leader", value_delimiter = ',')]
     pub faults: Vec<String>,
     /// The cluster/ directory with up.sh, down.sh and faults.sh.
@@ -69,10 +72,10 @@ pub struct ChaosArgs {
     /// something.
     #[arg(long, default_value_t = 150)]
     pub rate: u32,
-    /// The first fault to inject (then random ones), so that a short run
-    /// covers it for sure.
-    #[arg(long)]
-    pub first: Option<String>,
+    /// The first faults to inject, in order (then random ones), so that a
+    /// short run covers them for sure.
+    #[arg(long, value_delimiter = ',')]
+    pub first: Vec<String>,
     /// Longest a task may wait from ready to its first start (STARVED
     /// otherwise).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -84,7 +87,7 @@ pub struct ChaosArgs {
 
 /// Fault kinds. `clock` restarts a node with its wall clock an hour off
 /// (either way) for 10-20 s; it is not in the default set.
-const KINDS: [&str; 5] = ["kill", "pause", "partition", "isolate-leader", "clock"];
+const KINDS: [&str; 6] = ["kill", "pause", "partition", "isolate-leader", "clock", "disk"];
 const CALLBACK: &str = "chaos";
 /// Tasks of this callback always fail, with one attempt allowed: they go
 /// to the dead-letter queue, where a client keeps redriving and purging
@@ -409,10 +412,8 @@ async fn inject_faults(args: &ChaosArgs, seed: u64, history: &History) -> Result
     while began.elapsed() < args.duration {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..3000))).await;
         let mut kind = args.faults[rng.gen_range(0..args.faults.len())].clone();
-        if faults.is_empty() {
-            if let Some(first) = &args.first {
-                kind = first.clone();
-            }
+        if let Some(first) = args.first.get(faults.len()) {
+            kind = first.clone();
         }
         let hold = Duration::from_millis(rng.gen_range(2000..6000));
         if let Some(fault) = inject_one(args, &mut rng, kind, hold, history).await? {
@@ -448,6 +449,14 @@ async fn inject_one(
             script(dir, "faults.sh", &["skew", &node.to_string(), offset])?;
             node
         }
+        "disk" => {
+            // Half the time below --min-free-disk (the space alarm), half
+            // the time full (the node's storage fails and it exits 74).
+            let node = rng.gen_range(1..=args.nodes as u64);
+            let left = if rng.gen_bool(0.5) { (64u64 << 20).to_string() } else { "0".to_string() };
+            script(dir, "faults.sh", &["fill", &node.to_string(), &left])?;
+            node
+        }
         _ => {
             let node = rng.gen_range(1..=args.nodes as u64);
             let verb = if kind == "partition" { "partition" } else { kind.as_str() };
@@ -455,8 +464,8 @@ async fn inject_one(
             node
         }
     };
-    // A wrong clock needs time to be noticed and to matter.
-    let hold = if kind == "clock" { hold * 3 + Duration::from_secs(4) } else { hold };
+    // A wrong clock or a full disk needs time to be noticed and to matter.
+    let hold = if kind == "clock" || kind == "disk" { hold * 3 + Duration::from_secs(4) } else { hold };
     let start = Instant::now();
     history.log(json!({"event": "fault", "kind": kind, "node": node, "hold_ms": hold.as_millis() as u64}));
     println!("  fault: {kind} node {node} for {:.1}s", hold.as_secs_f64());
@@ -465,9 +474,14 @@ async fn inject_one(
         "kill" => "start",
         "pause" => "unpause",
         "clock" => "unskew",
+        "disk" => "unfill",
         _ => "heal",
     };
     script(dir, "faults.sh", &[undo, &node.to_string()])?;
+    if kind == "disk" {
+        // A node whose disk filled has exited (74): it comes back now.
+        script(dir, "faults.sh", &["start", &node.to_string()])?;
+    }
     history.log(json!({"event": "healed", "kind": kind, "node": node}));
     Ok(Some(Fault { kind, start, end: Instant::now() }))
 }
