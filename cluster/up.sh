@@ -70,7 +70,9 @@ else
     built_from="$(docker image inspect -f '{{index .Config.Labels "drover.binary-id"}}' "$DROVER_IMAGE" 2>/dev/null || true)"
     current="$(stat -c '%s-%Y' "$(readlink -f "$DROVER_BIN")")"
     if [ -n "$built_from" ] && [ "$built_from" != "$current" ]; then
-        echo "$PROG: warning: $DROVER_IMAGE was built from another build of $DROVER_BIN; rebuild with ./build-image.sh or DROVER_REBUILD=1 $PROG $n" >&2
+        # Never test an old build by accident: the image follows the binary.
+        echo "$PROG: $DROVER_IMAGE was built from another build of $DROVER_BIN; rebuilding it" >&2
+        "$CLUSTER_DIR/build-image.sh"
     fi
 fi
 

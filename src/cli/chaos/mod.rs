@@ -305,6 +305,17 @@ async fn run_with_cluster(
     check(args, client, &load, records, history).await
 }
 
+/// A node's container state and exit code ("exited 74", "running 0").
+fn container_state(node: u64) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", &format!("drover-node{node}")])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => "unknown".into(),
+    }
+}
+
 /// A lock whose holder panicked still holds valid data here (plain maps).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -480,6 +491,9 @@ async fn inject_one(
     script(dir, "faults.sh", &[undo, &node.to_string()])?;
     if kind == "disk" {
         // A node whose disk filled has exited (74): it comes back now.
+        let state = container_state(node);
+        println!("    node {node} after its disk filled: {state}");
+        history.log(json!({"event": "disk_fault_outcome", "node": node, "container": state}));
         script(dir, "faults.sh", &["start", &node.to_string()])?;
     }
     history.log(json!({"event": "healed", "kind": kind, "node": node}));
