@@ -121,19 +121,23 @@ impl DiskSpace {
 
     /// Why writes that add data are refused: `Some` while any member with
     /// recent figures (this node, and the peers it samples) is in alarm.
+    /// Called per schedule request: no allocation unless refusing.
     pub fn refusal(&self) -> Option<String> {
+        let any_alarm =
+            self.local().alarm || lock(&self.inner.peers).values().any(|(r, at)| r.alarm && at.elapsed() < FRESH_FOR);
+        if !any_alarm {
+            return None;
+        }
         let short: Vec<String> = self
             .known()
             .iter()
             .filter(|(_, r)| r.alarm)
             .map(|(id, r)| format!("node {id} ({} free)", human(r.free_bytes)))
             .collect();
-        (!short.is_empty()).then(|| {
-            format!(
-                "the cluster is out of disk: free space on {} (under --min-free-disk); reads, completions, cancels and dead-letter purges still work",
-                short.join(", ")
-            )
-        })
+        Some(format!(
+            "the cluster is out of disk: free space on {} (under --min-free-disk); reads, completions, cancels and dead-letter purges still work",
+            short.join(", ")
+        ))
     }
 }
 

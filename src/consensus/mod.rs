@@ -59,9 +59,6 @@ pub struct Leadership {
     /// This node leads and has applied an entry of its own term: its state
     /// machine holds everything earlier leaders committed.
     pub ready: bool,
-    /// Raft stopped on a fatal error (its storage failed): this node knows
-    /// no leader any more and must stop.
-    pub failed: Option<String>,
 }
 
 /// Raft's progress as this node sees it, for operators.
@@ -497,8 +494,9 @@ impl Consensus {
 }
 
 fn leadership_of(me: u64, m: &crate::raft::RaftMetrics) -> Leadership {
-    if let Err(fatal) = &m.running_state {
-        return Leadership { term: m.current_term, leader: None, ready: false, failed: Some(fatal.to_string()) };
+    // Raft stopped on a fatal error (its storage failed): no leader known.
+    if m.running_state.is_err() {
+        return Leadership { term: m.current_term, leader: None, ready: false };
     }
     let leader = m
         .current_leader
@@ -507,7 +505,7 @@ fn leadership_of(me: u64, m: &crate::raft::RaftMetrics) -> Leadership {
     // is applied: then the state machine holds every earlier commit.
     let caught_up = m.last_applied.as_ref().is_some_and(|l| l.leader_id.term == m.current_term);
     let ready = m.state == ServerState::Leader && m.current_leader == Some(me) && caught_up;
-    Leadership { term: m.current_term, leader, ready, failed: None }
+    Leadership { term: m.current_term, leader, ready }
 }
 
 /// Watches who leads.

@@ -9,7 +9,7 @@ use rocksdb::{IteratorMode, ReadOptions, DB};
 
 use super::snapshot::{self, SnapshotDir};
 use crate::encoding::FORMAT;
-use crate::store::{keys, StoreError};
+use crate::store::keys;
 
 /// What a check read.
 #[derive(Debug, Default, Clone)]
@@ -88,10 +88,4 @@ pub fn verify_offline(data_dir: &Path) -> Result<CheckReport, Corrupt> {
     )
     .map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
     verify(&db, data_dir)
-}
-
-impl From<Corrupt> for StoreError {
-    fn from(c: Corrupt) -> Self {
-        StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, c.what))
-    }
 }

@@ -57,14 +57,19 @@ pub enum Proposal {
         batch: Vec<(SessionId, Completion)>,
         result: Transitions,
     },
-    Expired {
+    LeasesEnded {
         items: Vec<TaskRef>,
+        how: LeaseEnd,
         result: Transitions,
     },
-    Released {
-        items: Vec<TaskRef>,
-        result: Transitions,
-    },
+}
+
+/// How leases ended: lapsed (or timed out), or released because the
+/// assignment never reached its worker.
+#[derive(Debug, Clone, Copy)]
+pub enum LeaseEnd {
+    Expired,
+    Released,
 }
 
 pub struct Dispatcher {
@@ -271,8 +276,7 @@ impl Dispatcher {
                 self.assigned(planned, payloads, dropped, result)
             }
             Proposal::Completed { batch, result } => self.completed(batch, result),
-            Proposal::Expired { items, result } => self.expired(items, result),
-            Proposal::Released { items, result } => self.released(items, result),
+            Proposal::LeasesEnded { items, how, result } => self.leases_ended(items, how, result),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::dispatcher::{transitions, Dispatcher, Proposal, Transitions, MAX_REPORT_BATCH};
+use super::dispatcher::{transitions, Dispatcher, LeaseEnd, Proposal, Transitions, MAX_REPORT_BATCH};
 use super::protocol::{Heartbeat, TaskRef, ToWorker};
 use super::{lease_grace, SessionId};
 use crate::domain::{CallbackConfig, Expiry, Operation};
@@ -145,63 +145,59 @@ impl Dispatcher {
             };
             expiries.push(Expiry { task_id: *id, fencing_token: l.token, reason });
         }
-        if expiries.is_empty() {
-            return;
-        }
-        let items = refs(&expiries);
-        self.expiring.extend(items.iter().map(|r| r.task_id));
-        self.spawn_proposal(Operation::Expire { leases: expiries }, move |r| Proposal::Expired {
-            items,
-            result: transitions(r),
-        });
-    }
-
-    pub(super) fn expired(&mut self, items: Vec<TaskRef>, result: Transitions) {
-        let results = result.unwrap_or_default();
-        for (i, r) in items.into_iter().enumerate() {
-            self.expiring.remove(&r.task_id);
-            if let Some(Ok(state)) = results.get(i) {
-                tracing::info!(task_id = r.task_id, token = r.fencing_token, state = state.name(), "lease expired");
-                if let Some(session) = self.leases.get(&r.task_id).and_then(|l| l.session) {
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        s.suspect();
-                        s.send(ToWorker::HeartbeatAck { seq: 0, renewed: vec![], lost: vec![r] });
-                    }
-                }
-                self.drop_lease(r.task_id);
-            }
-        }
+        self.end_leases(expiries, LeaseEnd::Expired);
     }
 
     /// Release assignments that never reached their worker: back to
     /// pending at once, the attempt not counted. If the release does not
     /// commit, the lease expires as usual.
     pub(super) fn release(&mut self, undelivered: Vec<Expiry>) {
-        if undelivered.is_empty() {
-            return;
+        if !undelivered.is_empty() {
+            tracing::info!(tasks = undelivered.len(), "releasing assignments that could not be delivered");
         }
-        tracing::info!(tasks = undelivered.len(), "releasing assignments that could not be delivered");
-        let items = refs(&undelivered);
-        self.expiring.extend(items.iter().map(|r| r.task_id));
-        self.spawn_proposal(Operation::Release { leases: undelivered }, move |r| Proposal::Released {
-            items,
-            result: transitions(r),
-        });
+        self.end_leases(undelivered, LeaseEnd::Released);
     }
 
-    pub(super) fn released(&mut self, items: Vec<TaskRef>, result: Transitions) {
+    /// Propose the end of these leases (an `Expire` or a `Release`).
+    fn end_leases(&mut self, leases: Vec<Expiry>, how: LeaseEnd) {
+        if leases.is_empty() {
+            return;
+        }
+        let items = refs(&leases);
+        self.expiring.extend(items.iter().map(|r| r.task_id));
+        let operation = match how {
+            LeaseEnd::Expired => Operation::Expire { leases },
+            LeaseEnd::Released => Operation::Release { leases },
+        };
+        self.spawn_proposal(operation, move |r| Proposal::LeasesEnded { items, how, result: transitions(r) });
+    }
+
+    /// The leases' end was applied (or failed): forget the ones that ended.
+    /// A worker whose lease expired is told it lost the task; a released
+    /// assignment never reached its worker.
+    pub(super) fn leases_ended(&mut self, items: Vec<TaskRef>, how: LeaseEnd, result: Transitions) {
         let results = result.unwrap_or_default();
         for (i, r) in items.into_iter().enumerate() {
             self.expiring.remove(&r.task_id);
-            if let Some(Ok(state)) = results.get(i) {
-                tracing::info!(
+            let Some(Ok(state)) = results.get(i) else { continue };
+            match how {
+                LeaseEnd::Expired => {
+                    tracing::info!(task_id = r.task_id, token = r.fencing_token, state = state.name(), "lease expired");
+                    if let Some(session) = self.leases.get(&r.task_id).and_then(|l| l.session) {
+                        if let Some(s) = self.sessions.get_mut(&session) {
+                            s.suspect();
+                            s.send(ToWorker::HeartbeatAck { seq: 0, renewed: vec![], lost: vec![r] });
+                        }
+                    }
+                }
+                LeaseEnd::Released => tracing::info!(
                     task_id = r.task_id,
                     token = r.fencing_token,
                     state = state.name(),
                     "undelivered assignment released"
-                );
-                self.drop_lease(r.task_id);
+                ),
             }
+            self.drop_lease(r.task_id);
         }
     }
 

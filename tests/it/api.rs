@@ -4,7 +4,7 @@
 use futures::future::join_all;
 use tonic::Code;
 
-use crate::harness::{get, schedule, spec, TestCluster};
+use crate::harness::{spec, TestCluster};
 use drover::pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -17,7 +17,7 @@ async fn an_idempotency_key_gives_one_task_under_retries_through_every_node() {
     let replies = join_all((0..30).map(|i| {
         let client = &client;
         let s = s.clone();
-        async move { schedule(client, i, s).await.expect("schedule") }
+        async move { client.schedule(i, s).await.expect("schedule") }
     }))
     .await;
     let id = replies[0].task_id;
@@ -26,10 +26,10 @@ async fn an_idempotency_key_gives_one_task_under_retries_through_every_node() {
     // The same key on another callback is a different task.
     let mut other = s.clone();
     other.callback = "shipping".into();
-    let r = schedule(&client, 0, other).await.unwrap();
+    let r = client.schedule(0, other).await.unwrap();
     assert!(r.created);
     assert_ne!(r.task_id, id);
-    let t = get(&client, 0, id, false).await.unwrap();
+    let t = client.get_task(id, false, false).await.unwrap();
     assert_eq!(t.idempotency_key, "order-42");
 }
 
@@ -83,7 +83,7 @@ async fn bad_requests_get_clear_errors_with_the_right_codes() {
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
     // Nothing was created by any of that, and the cluster still works.
-    let ok = schedule(&client, 0, spec("ok", b"fine")).await.unwrap();
+    let ok = client.schedule(0, spec("ok", b"fine")).await.unwrap();
     assert_eq!(ok.task_id, 1, "no refused request created a task");
 }
 
@@ -106,6 +106,6 @@ async fn a_batch_is_one_entry_and_all_of_it_lands() {
     assert_eq!(after - before, 1, "one Raft entry for the whole batch");
     let client = c.client();
     for id in ids.iter().step_by(111) {
-        assert_eq!(get(&client, 0, *id, false).await.unwrap().callback, "batch");
+        assert_eq!(client.get_task(*id, false, false).await.unwrap().callback, "batch");
     }
 }

@@ -49,7 +49,7 @@ async fn schedule_delayed(c: &TestCluster, delay: Duration, what: &str) -> (u64,
     let before = real_ms();
     let id = client.schedule(0, s).await.expect("schedule").task_id;
     let acked = real_ms();
-    let t = get(&client, 0, id, false).await.expect("get");
+    let t = client.get_task(id, false, false).await.expect("get");
     let expected = before + delay.as_millis() as u64;
     assert!(
         t.run_at_unix_ms + 2_000 >= expected && t.run_at_unix_ms <= acked + delay.as_millis() as u64 + 2_000,

@@ -97,7 +97,7 @@ async fn a_node_whose_disk_fills_exits_74_and_comes_back_once_space_is_freed() {
     let fs = SmallFs::mount(64);
     let mut c = cluster_with_node1_on(&fs, &["--min-free-disk", "0"]).await;
     let client = c.client();
-    let before = schedule(&client, 0, spec("small", b"before")).await.expect("schedule").task_id;
+    let before = client.schedule(0, spec("small", b"before")).await.expect("schedule").task_id;
     fs.fill_to(6 << 20);
 
     // 900 KiB payloads until node 1 (the leader) runs out of space.
@@ -119,7 +119,7 @@ async fn a_node_whose_disk_fills_exits_74_and_comes_back_once_space_is_freed() {
             );
         }
         let t0 = Instant::now();
-        match schedule(&client, 0, big("big", acked.len())).await {
+        match client.schedule(0, big("big", acked.len())).await {
             Ok(r) => {
                 acked.push(r.task_id);
                 if t0.elapsed() > Duration::from_millis(500) || failing_since.is_some() {
@@ -143,10 +143,10 @@ async fn a_node_whose_disk_fills_exits_74_and_comes_back_once_space_is_freed() {
     // The others keep serving, and nothing acknowledged is lost.
     let new_leader = c.wait_for_leader(Duration::from_secs(30)).await;
     assert_ne!(new_leader, 1);
-    let after = schedule(&client, 0, spec("small", b"after")).await.expect("the cluster serves without node 1");
+    let after = client.schedule(0, spec("small", b"after")).await.expect("the cluster serves without node 1");
     acked.push(after.task_id);
     for id in &acked {
-        get(&client, 0, *id, false).await.unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"));
+        client.get_task(*id, false, false).await.unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"));
     }
 
     // Space freed, node 1 restarted: it catches up and agrees.
@@ -169,8 +169,8 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     let fs = SmallFs::mount(64);
     let c = cluster_with_node1_on(&fs, &["--min-free-disk", "24MiB"]).await;
     let client = c.client();
-    let existing = schedule(&client, 0, spec("quota", b"kept")).await.expect("schedule").task_id;
-    let doomed = schedule(&client, 0, spec("quota", b"to cancel")).await.expect("schedule").task_id;
+    let existing = client.schedule(0, spec("quota", b"kept")).await.expect("schedule").task_id;
+    let doomed = client.schedule(0, spec("quota", b"to cancel")).await.expect("schedule").task_id;
 
     fs.fill_to(16 << 20);
     // The leader is short of space: it hands over, and writes are refused.
@@ -180,7 +180,7 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     })
     .await;
     let refused = wait_until(Duration::from_secs(15), "new tasks to be refused", || async {
-        schedule(&client, 0, spec("quota", b"refused")).await.err()
+        client.schedule(0, spec("quota", b"refused")).await.err()
     })
     .await;
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
@@ -189,7 +189,7 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     assert!(status.disk_alarm, "node 1 reports its alarm: {status:?}");
 
     // Reads, cancels and dead-letter purges keep working.
-    assert_eq!(get(&client, 0, existing, false).await.expect("read").id, existing);
+    assert_eq!(client.get_task(existing, false, false).await.expect("read").id, existing);
     client.cancel_task(doomed).await.expect("cancel while short of disk");
     let purge = drover::pb::DeadLetterRequest {
         target: Some(drover::pb::dead_letter_request::Target::Callback("quota".into())),
@@ -199,7 +199,7 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     // Space freed: new tasks are accepted again.
     fs.free_filler();
     wait_until(Duration::from_secs(15), "new tasks to be accepted again", || async {
-        schedule(&client, 0, spec("quota", b"accepted")).await.ok()
+        client.schedule(0, spec("quota", b"accepted")).await.ok()
     })
     .await;
 }
@@ -242,7 +242,7 @@ async fn a_damaged_data_dir_is_found_by_admin_check_and_refused_at_start() {
     for i in 0..300 {
         let mut s = spec("damage", &vec![b'x'; 2048]);
         s.idempotency_key = format!("k{i}");
-        schedule(&client, 0, s).await.expect("schedule");
+        client.schedule(0, s).await.expect("schedule");
     }
     c.stop(1).await;
     let data = c.node(1).data_dir.clone();
@@ -326,7 +326,7 @@ async fn a_leader_whose_fsync_stalls_hands_leadership_over() {
     }
     wait_until(Duration::from_secs(10), "node 1 to lead", || async { (c.leader().await == 1).then_some(()) }).await;
     let client = c.client();
-    schedule(&client, 0, spec("steady", b"before")).await.expect("schedule");
+    client.schedule(0, spec("steady", b"before")).await.expect("schedule");
 
     std::fs::write(&flag, b"").expect("stall node 1's disk");
     let stalled_at = Instant::now();
@@ -334,7 +334,7 @@ async fn a_leader_whose_fsync_stalls_hands_leadership_over() {
     let mut slowest = Duration::ZERO;
     let moved = loop {
         let t0 = Instant::now();
-        if let Ok(r) = schedule(&client, 0, spec("steady", b"during")).await {
+        if let Ok(r) = client.schedule(0, spec("steady", b"during")).await {
             acked.push(r.task_id);
         }
         slowest = slowest.max(t0.elapsed());
@@ -353,10 +353,10 @@ async fn a_leader_whose_fsync_stalls_hands_leadership_over() {
     };
     std::fs::remove_file(&flag).expect("unstall");
     for _ in 0..5 {
-        acked.push(schedule(&client, 0, spec("steady", b"after")).await.expect("writes after the hand-over").task_id);
+        acked.push(client.schedule(0, spec("steady", b"after")).await.expect("writes after the hand-over").task_id);
     }
     for id in &acked {
-        get(&client, 0, *id, false).await.unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"));
+        client.get_task(*id, false, false).await.unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e}"));
     }
     let log = std::fs::read_to_string(&c.node(1).log).unwrap_or_default();
     assert!(log.contains("fsync is stalling"), "node 1 says why it stepped down; log:\n{}", c.log_tail(1));

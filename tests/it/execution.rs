@@ -49,7 +49,7 @@ async fn a_sigkilled_worker_s_task_reruns_after_its_lease_and_succeeds() {
         s.path("a.log"),
         &["--callback", "work", "--id", "a", "--builtin", &record_arg(&rec)],
     );
-    let id = schedule(&client, 0, spec("work", b"2000")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("work", b"2000")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
     a.kill();
     let _b = WorkerProc::start(
@@ -123,7 +123,7 @@ async fn a_paused_worker_never_overlaps_the_rerun_and_its_late_result_is_dropped
         s.path("a.log"),
         &["--callback", "slow", "--id", "a", "--builtin", &record_arg(&rec)],
     );
-    let id = schedule(&client, 0, spec("slow", b"3000")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("slow", b"3000")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
     a.signal(Signal::SIGSTOP);
     let _b = WorkerProc::start(
@@ -161,7 +161,7 @@ async fn a_partitioned_worker_fences_itself_before_the_rerun() {
         s.path("a.log"),
         &["--callback", "part", "--id", "a", "--builtin", &record_arg(&rec)],
     );
-    let id = schedule(&client, 0, spec("part", b"3000")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("part", b"3000")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
     proxy.cut();
     let _b = WorkerProc::start(
@@ -234,7 +234,7 @@ async fn a_late_completion_with_an_old_token_is_rejected_and_changes_nothing() {
     let client = c.client();
     register(&client, callback("fence", 1000)).await;
     let mut w = RawWorker::connect(&c.nodes[0].addr, "raw", "fence").await;
-    let id = schedule(&client, 0, spec("fence", b"")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("fence", b"")).await.unwrap().task_id;
     let first = w.next_assignment().await;
     assert_eq!((first.task_id, first.attempt), (id, 1));
     // Heartbeats that do not renew the task keep the worker alive; the
@@ -254,7 +254,7 @@ async fn a_late_completion_with_an_old_token_is_rejected_and_changes_nothing() {
     assert!(second.fencing_token > first.fencing_token);
     let stale = w.complete(id, first.fencing_token).await;
     assert!(!stale.accepted && stale.reason.contains("stale fencing token"), "{stale:?}");
-    let t = get(&client, 0, id, false).await.unwrap();
+    let t = client.get_task(id, false, false).await.unwrap();
     assert_eq!((t.state, t.fencing_token), (pb::TaskState::Running as i32, second.fencing_token));
     let fresh = w.complete(id, second.fencing_token).await;
     assert!(fresh.accepted, "{fresh:?}");
@@ -279,7 +279,7 @@ async fn retries_back_off_then_dead_letter_and_redrive_runs_it_again() {
     .await;
     let script = format!("if [ -f {m} ]; then echo done; else echo nope >&2; exit 75; fi", m = marker.display());
     let _w = WorkerProc::start(&endpoints(&c), s.path("w.log"), &["--callback", "flaky", "--", "sh", "-c", &script]);
-    let id = schedule(&client, 0, spec("flaky", b"")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("flaky", b"")).await.unwrap().task_id;
     let t = wait_state(&client, id, pb::TaskState::Dead, Duration::from_secs(30)).await;
     assert_eq!(t.attempts, 3);
     assert!(t.last_error.contains("nope"), "{}", t.last_error);
@@ -320,11 +320,11 @@ async fn higher_priority_runs_first_and_delayed_tasks_never_run_early() {
         .schedule_batch(pb::ScheduleBatchRequest { tasks, ..Default::default() })
         .await
         .unwrap();
-    let delayed =
-        schedule(&client, 0, pb::TaskSpec { when: Some(pb::task_spec::When::DelayMs(1500)), ..spec("prio", b"") })
-            .await
-            .unwrap()
-            .task_id;
+    let delayed = client
+        .schedule(0, pb::TaskSpec { when: Some(pb::task_spec::When::DelayMs(1500)), ..spec("prio", b"") })
+        .await
+        .unwrap()
+        .task_id;
     let _w = WorkerProc::start(
         &endpoints(&c),
         s.path("w.log"),
@@ -342,7 +342,7 @@ async fn higher_priority_runs_first_and_delayed_tasks_never_run_early() {
     let mut expected = order.clone();
     expected.sort_by_key(|(p, id)| (std::cmp::Reverse(*p), *id));
     assert_eq!(order, expected, "highest priority first, then arrival");
-    let d = get(&client, 0, delayed, false).await.unwrap();
+    let d = client.get_task(delayed, false, false).await.unwrap();
     let started = d.history.iter().find(|h| h.state == pb::TaskState::Running as i32).unwrap().at_unix_ms;
     assert!(started >= d.run_at_unix_ms, "started {started} before its run-at {}", d.run_at_unix_ms);
 }
@@ -369,7 +369,7 @@ async fn a_backlog_in_one_callback_does_not_hold_up_another_and_limits_hold() {
     let _u = WorkerProc::start(&eps, s.path("u.log"), &["--callback", "urgent", "--builtin", "noop"]);
     wait_until(Duration::from_secs(20), "bulk work to start", || async { (!runs(&rec).is_empty()).then_some(()) })
         .await;
-    let id = schedule(&client, 0, spec("urgent", b"")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("urgent", b"")).await.unwrap().task_id;
     wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(20)).await;
     let still_pending = list(&client, "bulk", pb::TaskState::Ready).await.len();
     assert!(still_pending > 4000, "urgent ran while the bulk backlog waited ({still_pending} pending)");
@@ -393,15 +393,15 @@ async fn cancel_stops_queued_tasks_at_once_and_running_ones_on_their_worker() {
     let rec = s.path("rec");
     register(&client, callback("cx", 3000)).await;
     let mut sched = client.scheduler(0).unwrap();
-    let later =
-        schedule(&client, 0, pb::TaskSpec { when: Some(pb::task_spec::When::DelayMs(3_600_000)), ..spec("cx", b"") })
-            .await
-            .unwrap()
-            .task_id;
+    let later = client
+        .schedule(0, pb::TaskSpec { when: Some(pb::task_spec::When::DelayMs(3_600_000)), ..spec("cx", b"") })
+        .await
+        .unwrap()
+        .task_id;
     let r = sched.cancel_task(pb::CancelTaskRequest { task_id: later }).await.unwrap().into_inner();
     assert_eq!(r.state, pb::TaskState::Cancelled as i32);
     let _w = WorkerProc::start(&endpoints(&c), s.path("w.log"), &["--callback", "cx", "--builtin", &record_arg(&rec)]);
-    let id = schedule(&client, 0, spec("cx", b"30000")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("cx", b"30000")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
     let r = sched.cancel_task(pb::CancelTaskRequest { task_id: id }).await.unwrap().into_inner();
     assert_eq!(r.state, pb::TaskState::Running as i32, "a running task is cancelled on its worker");
@@ -429,8 +429,8 @@ async fn shell_worker_cuts_big_output_and_kills_timed_out_commands() {
         s.path("w.log"),
         &["--callback", "sh", "--concurrency", "2", "--max-output", "10", "--", "sh", "-c", &script],
     );
-    let big = schedule(&client, 0, spec("sh", b"big")).await.unwrap().task_id;
-    let slow = schedule(&client, 0, spec("sh", b"slow")).await.unwrap().task_id;
+    let big = client.schedule(0, spec("sh", b"big")).await.unwrap().task_id;
+    let slow = client.schedule(0, spec("sh", b"slow")).await.unwrap().task_id;
     let t = wait_state(&client, big, pb::TaskState::Succeeded, Duration::from_secs(20)).await;
     assert_eq!(t.result.as_deref(), Some(&b"xxxxxxxxxx"[..]), "stdout cut at --max-output");
     let t = wait_state(&client, slow, pb::TaskState::Dead, Duration::from_secs(20)).await;
@@ -448,7 +448,7 @@ async fn a_worker_shut_down_gracefully_finishes_its_running_task() {
     register(&client, callback("drain", 5000)).await;
     let mut w =
         WorkerProc::start(&endpoints(&c), s.path("w.log"), &["--callback", "drain", "--builtin", &record_arg(&rec)]);
-    let id = schedule(&client, 0, spec("drain", b"1500")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("drain", b"1500")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
     let log = w.terminate();
     assert!(log.contains("1 succeeded"), "{log}");
@@ -466,7 +466,7 @@ async fn a_running_task_survives_a_leader_change_by_re_attaching() {
     register(&client, callback("long", 5000)).await;
     let _w =
         WorkerProc::start(&endpoints(&c), s.path("w.log"), &["--callback", "long", "--builtin", &record_arg(&rec)]);
-    let id = schedule(&client, 0, spec("long", b"4000")).await.unwrap().task_id;
+    let id = client.schedule(0, spec("long", b"4000")).await.unwrap().task_id;
     wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
     let leader = c.leader().await;
     c.kill(leader);

@@ -150,20 +150,6 @@ pub fn spec(callback: &str, payload: &[u8]) -> pb::TaskSpec {
     pb::TaskSpec { callback: callback.into(), payload: payload.to_vec(), ..Default::default() }
 }
 
-/// Schedule through `client` (failing over; with an idempotency key, also
-/// retrying writes whose outcome is unknown), returning the task id.
-pub async fn schedule(
-    client: &Client,
-    start: usize,
-    spec: pb::TaskSpec,
-) -> Result<pb::ScheduleResponse, tonic::Status> {
-    client.schedule(start, spec).await
-}
-
-pub async fn get(client: &Client, _start: usize, id: u64, stale: bool) -> Result<pb::Task, tonic::Status> {
-    client.get_task(id, stale, false).await
-}
-
 /// The addresses of every node, comma-separated (for `--endpoint`).
 pub fn endpoints(c: &TestCluster) -> String {
     c.endpoints().join(",")
@@ -270,8 +256,10 @@ pub fn callback(name: &str, lease_ms: u64) -> pb::CallbackSettings {
 /// Wait until the task is in `state` (a `pb::TaskState` name), returning it.
 pub async fn wait_state(client: &Client, id: u64, state: pb::TaskState, timeout: Duration) -> pb::Task {
     let what = format!("task {id} to be {state:?}");
-    wait_until(timeout, &what, || async { get(client, 0, id, true).await.ok().filter(|t| t.state == state as i32) })
-        .await
+    wait_until(timeout, &what, || async {
+        client.get_task(id, true, false).await.ok().filter(|t| t.state == state as i32)
+    })
+    .await
 }
 
 pub async fn list(client: &Client, callback: &str, state: pb::TaskState) -> Vec<pb::Task> {

@@ -23,7 +23,7 @@ fn background_load(c: &TestCluster, stop: Arc<AtomicBool>) -> tokio::task::JoinH
         while !stop.load(Ordering::SeqCst) {
             let mut s = spec("resize", format!("{i}").as_bytes());
             s.idempotency_key = format!("resize-{i}");
-            let r = schedule(&client, i, s).await.expect("scheduling stays available across membership changes");
+            let r = client.schedule(i, s).await.expect("scheduling stays available across membership changes");
             acked.lock().unwrap().push(r.task_id);
             i += 1;
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::harness::{get, scale, schedule, spec, wait_until, TestCluster};
+use crate::harness::{scale, spec, wait_until, TestCluster};
 
 /// Schedule `n` tasks with `concurrency` requests in flight, through every
 /// node in turn. Returns the acknowledged ids.
@@ -18,7 +18,7 @@ async fn schedule_many(c: &TestCluster, n: usize, concurrency: usize, tag: &str)
             .map(|i| {
                 let client = &client;
                 let s = spec("replication", format!("{tag}-{i}").as_bytes());
-                async move { schedule(client, i, s).await }
+                async move { client.schedule(i, s).await }
             })
             .collect();
         next += round.len();
@@ -35,7 +35,7 @@ async fn assert_all_present(c: &TestCluster, ids: &[u64]) {
     for chunk in ids.chunks(64) {
         let reads = chunk.iter().map(|id| {
             let client = &client;
-            async move { (*id, get(client, *id as usize, *id, false).await) }
+            async move { (*id, client.get_task_from(*id as usize, *id, false, false).await) }
         });
         for (id, r) in join_all(reads).await {
             let t = r.unwrap_or_else(|e| panic!("acknowledged task {id} is unreadable: {e}"));
@@ -49,13 +49,12 @@ async fn schedule_on_a_follower_is_readable_on_every_node() {
     let c = TestCluster::start(3, &[]).await;
     let leader = c.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let reply =
-        schedule(&c.client_of(follower), 0, spec("email", b"hello")).await.expect("follower forwards the write");
+    let reply = c.client_of(follower).schedule(0, spec("email", b"hello")).await.expect("follower forwards the write");
     assert!(reply.created);
     for id in 1..=3 {
         let client = c.client_of(id);
         let task = wait_until(Duration::from_secs(10), "the task on every node", || async {
-            get(&client, 0, reply.task_id, true).await.ok()
+            client.get_task(reply.task_id, true, false).await.ok()
         })
         .await;
         assert_eq!(task.callback, "email");
@@ -140,7 +139,7 @@ async fn a_follower_down_through_a_purge_catches_up_by_snapshot() {
     // Its data is right, not just its counters: read from it alone.
     let client = c.client_of(lagger);
     for id in ids.iter().step_by(97) {
-        let t = get(&client, 0, *id, true).await.expect("task on the caught-up follower");
+        let t = client.get_task(*id, true, false).await.expect("task on the caught-up follower");
         assert_eq!(t.id, *id);
     }
 }
@@ -156,7 +155,7 @@ async fn without_a_quorum_writes_fail_fast_with_unavailable() {
         }
     }
     let started = std::time::Instant::now();
-    let err = schedule(&c.client_of(survivor), 0, spec("x", b"")).await.expect_err("no quorum, no write");
+    let err = c.client_of(survivor).schedule(0, spec("x", b"")).await.expect_err("no quorum, no write");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.metadata().get("retry-after-ms").is_some(), "a retry hint: {err:?}");
     assert!(started.elapsed() < Duration::from_secs(15), "bounded wait, not a hang: {:?}", started.elapsed());
@@ -164,5 +163,5 @@ async fn without_a_quorum_writes_fail_fast_with_unavailable() {
     let back = (1..=3).find(|id| *id != survivor).unwrap();
     c.restart(back);
     c.wait_for_leader(Duration::from_secs(30)).await;
-    schedule(&c.client(), 0, spec("x", b"")).await.expect("a write once a majority is back");
+    c.client().schedule(0, spec("x", b"")).await.expect("a write once a majority is back");
 }

@@ -96,7 +96,7 @@ async fn one_task_despite_a_lost_reply(mode: Mode, batch: bool, user_key: bool) 
     let mut client = Client::new(endpoints);
     client.attempt_timeout = Duration::from_millis(1500);
     // Open the connection through the proxy before it starts losing replies.
-    get(&client, 0, 1, true).await.expect_err("no task yet");
+    client.get_task(1, true, false).await.expect_err("no task yet");
     proxy.set(mode);
 
     let callback = format!("lost-{}-{}", if batch { "batch" } else { "one" }, if user_key { "key" } else { "nokey" });
@@ -152,7 +152,7 @@ async fn an_undelivered_assignment_is_released_without_costing_an_attempt() {
     let ids: Vec<u64> = {
         let mut ids = Vec::new();
         for _ in 0..6 {
-            ids.push(schedule(&client, 0, spec("stuck", &big)).await.expect("schedule").task_id);
+            ids.push(client.schedule(0, spec("stuck", &big)).await.expect("schedule").task_id);
         }
         ids
     };
@@ -189,7 +189,7 @@ async fn an_undelivered_assignment_is_released_without_costing_an_attempt() {
     let tasks = loop {
         let mut tasks = Vec::new();
         for id in &ids {
-            if let Ok(t) = get(&client, 0, *id, true).await {
+            if let Ok(t) = client.get_task(*id, true, false).await {
                 tasks.push(t);
             }
         }
@@ -238,7 +238,7 @@ async fn stopping_every_node_at_once_logs_no_error() {
     let mut c = TestCluster::start(3, &[]).await;
     let client = c.client();
     for i in 0..20 {
-        schedule(&client, i, spec("calm", b"x")).await.expect("schedule");
+        client.schedule(i, spec("calm", b"x")).await.expect("schedule");
     }
     c.stop_all().await;
     for n in &c.nodes {
