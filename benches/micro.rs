@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use drover::domain::{CallbackConfig, Command, NewTask, Operation};
-use drover::store::index::{IndexOp, LiveIndex};
+use drover::store::index::{IndexOp, LiveIndex, QueueSlot};
 use drover::store::{keys, open_db, Applier, ApplyBatch};
 
 fn schedule_command(n: usize, stamp: u64) -> Command {
@@ -22,6 +22,7 @@ fn schedule_command(n: usize, stamp: u64) -> Command {
             priority: (i % 10) as u8,
             run_at_ms: stamp,
             idempotency_key: None,
+            collection: None,
         })
         .collect();
     Command { stamped_at_ms: stamp, operation: Operation::Schedule { tasks, auto_register: false } }
@@ -56,7 +57,7 @@ fn apply(c: &mut Criterion) {
 fn encoding(c: &mut Criterion) {
     let mut g = c.benchmark_group("encoding");
     g.bench_function("pending_key", |b| {
-        b.iter(|| black_box(keys::pending(black_box("send_email"), 5, 1_795_000_000_000, 123_456)))
+        b.iter(|| black_box(keys::pending(black_box("send_email"), None, 5, 1_795_000_000_000, 123_456)))
     });
     g.bench_function("task_key", |b| b.iter(|| black_box(keys::task(black_box(123_456)))));
     let cmd = schedule_command(100, 1_000);
@@ -71,7 +72,13 @@ fn encoding(c: &mut Criterion) {
 fn queue_pop(c: &mut Criterion) {
     let mut index = LiveIndex::default();
     for id in 0..100_000u64 {
-        index.apply(IndexOp::AddPending { callback: "bench".into(), priority: (id % 10) as u8, run_at_ms: id, id });
+        index.apply(IndexOp::AddPending(QueueSlot {
+            callback: "bench".into(),
+            collection: None,
+            priority: (id % 10) as u8,
+            run_at_ms: id,
+            id,
+        }));
     }
     let skip: HashSet<u64> = (0..1_000).collect();
     let mut g = c.benchmark_group("queue");

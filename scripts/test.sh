@@ -22,6 +22,7 @@ bench e2e --tasks 2000
 bench delayed --tasks 200 --spread 2s --lead 1s
 bench failover --kills 2 --settle 1s
 bench backlog --pending 20000 --duration 1s --e2e-tasks 1000
+bench soak --duration 10s --baseline 4s --sample 5s --retain 2s --rate 200
 if [ "${DROVER_CHAOS:-1}" = 0 ]; then
   echo "test: chaos suite SKIPPED (DROVER_CHAOS=0)" >&2
 else

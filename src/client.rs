@@ -192,6 +192,7 @@ impl Client {
                 limit: 10_000,
                 after_id: after,
                 allow_stale: false,
+                collection: String::new(),
             };
             let page = self.list_tasks(req).await?;
             out.extend(page.tasks);
@@ -241,6 +242,39 @@ impl Client {
                 let r = if purge { s.purge_dead_letters(req).await? } else { s.redrive_dead_letters(req).await? };
                 Ok(r.into_inner())
             }
+        })
+        .await
+    }
+
+    /// Set a gate (the same request twice sets the same gate: retried
+    /// freely).
+    pub async fn set_gate(&self, req: pb::SetGateRequest) -> Result<pb::SetGateResponse, Status> {
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.set_gate(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Remove a gate (idempotent).
+    pub async fn open_gate(&self, callback: &str, collection: &str) -> Result<pb::OpenGateResponse, Status> {
+        let req = pb::OpenGateRequest { callback: callback.into(), collection: collection.into() };
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.open_gate(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_gates(&self) -> Result<pb::ListGatesResponse, Status> {
+        let req = pb::ListGatesRequest { allow_stale: false };
+        self.call_idempotent(0, |i| async move { Ok(self.scheduler(i)?.list_gates(req).await?.into_inner()) }).await
+    }
+
+    /// Retention's figures, as the leader sees them.
+    pub async fn gc_status(&self) -> Result<pb::GcStatusResponse, Status> {
+        self.call_idempotent(0, |i| async move {
+            Ok(self.scheduler(i)?.gc_status(pb::GcStatusRequest {}).await?.into_inner())
         })
         .await
     }

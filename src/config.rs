@@ -151,6 +151,38 @@ pub struct NodeConfig {
     /// refuses to start, a leader hands leadership to a member with room,
     /// and the cluster refuses writes that add data. Default 256 MiB.
     pub min_free_disk: DiskThreshold,
+    /// How long finished tasks of callbacks that set no retention of
+    /// their own are kept, from when they finished (replicated time). Used
+    /// by the leader's collector; give every node the same values.
+    pub retention: RetentionDefaults,
+}
+
+/// Cluster-wide retention defaults; `None` keeps forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionDefaults {
+    /// Default 24 h.
+    pub succeeded: Option<Duration>,
+    /// Default 24 h.
+    pub cancelled: Option<Duration>,
+    /// Default 7 days.
+    pub failed: Option<Duration>,
+    /// Default 30 days.
+    pub dead: Option<Duration>,
+    /// Most rows deleted per Raft entry. Default 1000; 1..=10,000.
+    pub batch: usize,
+}
+
+impl Default for RetentionDefaults {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        RetentionDefaults {
+            succeeded: Some(Duration::from_secs(DAY)),
+            cancelled: Some(Duration::from_secs(DAY)),
+            failed: Some(Duration::from_secs(7 * DAY)),
+            dead: Some(Duration::from_secs(30 * DAY)),
+            batch: 1000,
+        }
+    }
 }
 
 /// A free-space threshold: bytes, or a percentage of the filesystem.
@@ -212,6 +244,7 @@ impl NodeConfig {
             max_clock_offset: Duration::from_millis(500),
             clock_skew_ms: 0,
             min_free_disk: DiskThreshold::Bytes(256 << 20),
+            retention: RetentionDefaults::default(),
         }
     }
 
@@ -224,6 +257,9 @@ impl NodeConfig {
         }
         if self.worker_buffer == 0 {
             return Err("--worker-buffer must be at least 1".into());
+        }
+        if self.retention.batch == 0 || self.retention.batch > 10_000 {
+            return Err("--gc-batch must be between 1 and 10000".into());
         }
         if self.bootstrap && !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.id) {
             return Err(format!("--peers must include this node (id {})", self.id));

@@ -1,20 +1,30 @@
 //! Versioned record encoding shared by everything drover writes to disk:
 //! one format-version byte, then bincode of a drover-owned struct.
 //!
-//! Format 1 is bincode's "legacy" layout (little-endian fixed-width integers,
-//! u64 lengths, u32 enum tags): the layout of bincode 1.3, which earlier
-//! builds used. bincode 2 writes it byte for byte (the tests below prove it
-//! against bincode 1.3), so data directories, backups and replicas in a
-//! rolling upgrade hold identical bytes and identical digests. A change of
-//! layout gets a new format byte and keeps reading this one.
+//! Both formats use bincode's "legacy" layout (little-endian fixed-width
+//! integers, u64 lengths, u32 enum tags): the layout of bincode 1.3, which
+//! the first builds used, and which bincode 2 writes byte for byte (the
+//! tests in `domain::encoding_tests` prove it against bincode 1.3).
+//!
+//! - Format 1: the first builds' structs.
+//! - Format 2 (written now): tasks gained a collection, callbacks a rate
+//!   limit and retention, a schedule's answer the task's state.
+//!
+//! bincode is positional, so every type read from disk says how to read
+//! its format-1 layout ([`Record::from_format_1`]); the types format 2 did
+//! not change read it as they are, and those it changed go through
+//! [`crate::domain::legacy`].
 
 use bincode::config::{Configuration, Fixint, LittleEndian, NoLimit};
 use serde::{Deserialize, Serialize};
 
 /// Format version of every record this build writes.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
-/// bincode layout of format 1.
+/// The earlier format this build still reads.
+pub const FORMAT_1: u8 = 1;
+
+/// bincode layout of both formats.
 pub(crate) const LAYOUT: Configuration<LittleEndian, Fixint, NoLimit> = bincode::config::legacy();
 
 /// The disk holds something this build cannot read.
@@ -22,7 +32,7 @@ pub(crate) const LAYOUT: Configuration<LittleEndian, Fixint, NoLimit> = bincode:
 pub enum CodecError {
     #[error("record is empty")]
     Empty,
-    #[error("record has format version {0}, this build reads version {FORMAT}")]
+    #[error("record has format version {0}, this build reads versions {FORMAT_1} and {FORMAT}")]
     Version(u8),
     #[error("record is corrupt: {0}")]
     Corrupt(#[from] bincode::error::DecodeError),
@@ -55,11 +65,26 @@ pub fn decode_raw<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, bincode:
     bincode::serde::borrow_decode_from_slice(bytes, LAYOUT).map(|(value, _)| value)
 }
 
-/// Decode a record written by [`encode`].
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+/// A type drover stores behind a format byte.
+pub trait Record: Sized + for<'de> Deserialize<'de> {
+    /// Decode the body of a format-1 record. The default suits types whose
+    /// layout format 2 did not change.
+    fn from_format_1(body: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        decode_raw(body)
+    }
+}
+
+impl Record for u64 {}
+impl<K: Record + Ord, V: Record> Record for std::collections::BTreeMap<K, V> {}
+impl Record for i64 {}
+impl Record for Vec<u8> {}
+
+/// Decode a record written by [`encode`] (this format or format 1).
+pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
         Some((&FORMAT, rest)) => Ok(decode_raw(rest)?),
+        Some((&FORMAT_1, rest)) => Ok(T::from_format_1(rest)?),
         Some((&v, _)) => Err(CodecError::Version(v)),
     }
 }
@@ -71,7 +96,8 @@ mod tests {
     #[test]
     fn other_formats_and_garbage_are_errors_not_panics() {
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Empty)));
-        assert!(matches!(decode::<u64>(&[2, 0, 0, 0, 0, 0, 0, 0, 0]), Err(CodecError::Version(2))));
+        assert!(matches!(decode::<u64>(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), Err(CodecError::Version(9))));
+        assert_eq!(decode::<u64>(&[FORMAT_1, 7, 0, 0, 0, 0, 0, 0, 0]).unwrap(), 7);
         assert!(matches!(decode::<u64>(&[FORMAT, 1, 2]), Err(CodecError::Corrupt(_))));
         // A length prefix far beyond the record is refused, not allocated.
         let huge = [FORMAT, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];

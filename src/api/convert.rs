@@ -1,11 +1,18 @@
 //! Protobuf <-> domain conversions, in one place at the edge.
 
 use super::ApiError;
-use crate::domain::{CallbackConfig, ScheduleOutcome, Target, Task, TaskState};
+use crate::domain::{CallbackConfig, Gate, GateMode, RateLimit, Retention, ScheduleOutcome, Target, Task, TaskState};
 use crate::pb;
 
-pub fn outcome_to_pb(o: ScheduleOutcome) -> pb::ScheduleResponse {
-    pb::ScheduleResponse { task_id: o.task_id, created: o.created, replayed: false }
+/// A schedule's answer; `note` says why a task was cancelled on arrival.
+pub fn outcome_to_pb(o: ScheduleOutcome, note: String) -> pb::ScheduleResponse {
+    pb::ScheduleResponse {
+        task_id: o.task_id,
+        created: o.created,
+        replayed: false,
+        state: state_to_pb(o.state) as i32,
+        note,
+    }
 }
 
 pub fn state_to_pb(s: TaskState) -> pb::TaskState {
@@ -57,6 +64,7 @@ pub fn task_to_pb(t: Task, now_ms: u64, result: Option<Vec<u8>>, payload: Option
             .map(|h| pb::TaskTransition { state: state_to_pb(h.state) as i32, at_unix_ms: h.at_ms, attempt: h.attempt })
             .collect(),
         payload,
+        collection: t.collection.unwrap_or_default(),
     }
 }
 
@@ -69,6 +77,13 @@ pub fn settings_to_pb(c: &CallbackConfig) -> pb::CallbackSettings {
         concurrency: c.concurrency,
         backoff_initial_ms: c.backoff_initial_ms,
         backoff_max_ms: c.backoff_max_ms,
+        rate_count: c.rate.map_or(0, |r| r.count),
+        rate_period_ms: c.rate.map_or(0, |r| r.per_ms),
+        rate_burst: c.rate.map_or(0, |r| r.burst),
+        retain_succeeded_ms: c.retention.succeeded_ms,
+        retain_cancelled_ms: c.retention.cancelled_ms,
+        retain_failed_ms: c.retention.failed_ms,
+        retain_dead_ms: c.retention.dead_ms,
     }
 }
 
@@ -81,6 +96,40 @@ pub fn settings_from_pb(s: pb::CallbackSettings) -> CallbackConfig {
         concurrency: s.concurrency,
         backoff_initial_ms: s.backoff_initial_ms,
         backoff_max_ms: s.backoff_max_ms,
+        rate: (s.rate_count > 0).then_some(RateLimit {
+            count: s.rate_count,
+            per_ms: if s.rate_period_ms == 0 { 1000 } else { s.rate_period_ms },
+            burst: if s.rate_burst == 0 { s.rate_count } else { s.rate_burst },
+        }),
+        retention: Retention {
+            succeeded_ms: s.retain_succeeded_ms,
+            cancelled_ms: s.retain_cancelled_ms,
+            failed_ms: s.retain_failed_ms,
+            dead_ms: s.retain_dead_ms,
+        },
+    }
+}
+
+pub fn gate_mode_to_pb(m: GateMode) -> pb::GateMode {
+    match m {
+        GateMode::Pause => pb::GateMode::Pause,
+        GateMode::Drop => pb::GateMode::Drop,
+    }
+}
+
+/// A gate with what it holds at `now_ms`.
+pub fn gate_to_pb(g: &Gate, pending: u64, running: u64, now_ms: u64) -> pb::Gate {
+    pb::Gate {
+        callback: g.target.callback.clone(),
+        collection: g.target.collection.clone().unwrap_or_default(),
+        mode: gate_mode_to_pb(g.mode) as i32,
+        since_unix_ms: g.since_ms,
+        since_index: g.since_index,
+        until_unix_ms: g.until_ms,
+        note: g.note.clone(),
+        pending,
+        running,
+        active: g.active(now_ms),
     }
 }
 

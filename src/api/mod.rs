@@ -6,6 +6,7 @@
 //!   callbacks and the dead-letter queue.
 //! - [`cluster`] and [`membership`]: status, membership, backup, digest,
 //!   clocks.
+//! - [`gates`]: gate requests and retention status.
 //! - [`worker`]: the worker stream, bridged to the dispatcher.
 //! - [`convert`]: protobuf <-> domain conversions.
 //! - [`validate`]: request validation at the edge.
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod forward;
+pub mod gates;
 pub mod membership;
 pub mod scheduler;
 pub mod validate;

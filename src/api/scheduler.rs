@@ -8,14 +8,16 @@ use super::convert::{
     outcome_to_pb, settings_from_pb, settings_to_pb, state_from_pb, state_to_pb, target_from_pb, task_to_pb,
 };
 use super::forward::{leader_rpc, Forwarder};
+use super::gates;
 use super::validate::{self, ValidTask};
 use super::ApiError;
 use crate::config::Limits;
 use crate::consensus::clock::ProposerClock;
 use crate::consensus::disk::DiskSpace;
-use crate::domain::{CallbackConfig, Command, CommandResponse, Operation, RequestId, ScheduleOutcome, TaskState};
+use crate::domain::{Command, CommandResponse, Operation, RequestId, ScheduleOutcome, TaskState};
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
+use crate::scheduler::collector::Collector;
 use crate::store::{SharedIndex, TaskStore};
 
 /// Largest page of `ListTasks`.
@@ -32,6 +34,8 @@ pub struct SchedulerService {
     pub auto_register: bool,
     /// The space guard: no new tasks while a member is short of disk.
     pub disk: DiskSpace,
+    /// Retention's figures (`GcStatus`).
+    pub collector: Collector,
 }
 
 fn client(ch: Channel) -> SchedulerClient<Channel> {
@@ -43,7 +47,7 @@ fn client(ch: Channel) -> SchedulerClient<Channel> {
 impl SchedulerService {
     /// Leader only: wait until replicated time is established (a new
     /// cluster samples its voters' clocks first), then stamp.
-    async fn stamp(&self) -> Result<u64, ApiError> {
+    pub(super) async fn stamp(&self) -> Result<u64, ApiError> {
         if !self.clock.wait_established(self.forward.consensus.timing().leader_wait).await {
             return Err(ApiError::Unavailable {
                 message: "this new cluster has not sampled a majority of its nodes' clocks yet; nothing was written"
@@ -56,7 +60,7 @@ impl SchedulerService {
     }
 
     /// Leader only: stamp and propose one operation.
-    async fn write(&self, operation: Operation) -> Result<CommandResponse, ApiError> {
+    pub(super) async fn write(&self, operation: Operation) -> Result<CommandResponse, ApiError> {
         let cmd = Command { stamped_at_ms: self.stamp().await?, operation };
         match self.forward.consensus.propose(cmd).await? {
             CommandResponse::Rejected(r) => Err(r.into()),
@@ -97,9 +101,24 @@ impl SchedulerService {
         }
     }
 
+    /// Answers for `outcomes`: a task cancelled on arrival says why (its
+    /// row holds the gate's reason).
+    fn answers(&self, outcomes: Vec<ScheduleOutcome>, replayed: bool) -> Result<Vec<pb::ScheduleResponse>, ApiError> {
+        outcomes
+            .into_iter()
+            .map(|o| {
+                let note = match o.state {
+                    TaskState::Cancelled => self.store.get(o.task_id)?.and_then(|t| t.last_error).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Ok(pb::ScheduleResponse { replayed, ..outcome_to_pb(o, note) })
+            })
+            .collect()
+    }
+
     /// Leader only: wait until this node may serve a linearizable read
     /// (ReadIndex confirmed by a quorum, and applied up to it).
-    async fn linearizable(&self) -> Result<(), ApiError> {
+    pub(super) async fn linearizable(&self) -> Result<(), ApiError> {
         Ok(self.forward.consensus.read_index().await?)
     }
 
@@ -122,8 +141,13 @@ impl SchedulerService {
             n => n,
         } as usize;
         let callback = (!req.callback.is_empty()).then_some(req.callback.as_str());
+        let collection = (!req.collection.is_empty()).then_some(req.collection.as_str());
+        if let Some(c) = collection {
+            validate::collection_name(c, &self.limits)?;
+        }
         let now = self.clock.stamp();
-        let tasks = self.store.list(callback, state, req.after_id, limit, now)?;
+        let filter = crate::store::TaskFilter { callback, collection, state };
+        let tasks = self.store.list(&filter, req.after_id, limit, now)?;
         let next_after = if tasks.len() == limit { tasks.last().map_or(0, |t| t.id) } else { 0 };
         Ok(pb::ListTasksResponse {
             tasks: tasks.into_iter().map(|t| task_to_pb(t, now, None, None)).collect(),
@@ -133,32 +157,37 @@ impl SchedulerService {
 
     fn callbacks_local(&self) -> Result<pb::ListCallbacksResponse, ApiError> {
         let now = self.clock.stamp();
-        let configs: Vec<(CallbackConfig, Vec<pb::QueueDepth>, u64)> = {
-            let index = crate::store::index::lock(&self.index);
-            index
-                .callbacks()
-                .map(|c| {
-                    let queues = index
-                        .depths(&c.name, now)
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, (r, s))| r + s > 0)
-                        .map(|(p, (ready, scheduled))| pb::QueueDepth {
-                            priority: p as u32,
-                            ready: *ready,
-                            scheduled: *scheduled,
-                        })
-                        .collect();
-                    let running = index.queues(&c.name).map_or(0, |q| q.running) as u64;
-                    (c.clone(), queues, running)
-                })
-                .collect()
-        };
-        let mut callbacks = Vec::with_capacity(configs.len());
-        for (config, queues, running) in configs {
-            let dead = self.store.list(Some(&config.name), Some(TaskState::Dead), 0, usize::MAX, now)?.len() as u64;
-            callbacks.push(pb::CallbackInfo { settings: Some(settings_to_pb(&config)), queues, running, dead });
-        }
+        let index = crate::store::index::lock(&self.index);
+        let callbacks = index
+            .callbacks()
+            .map(|c| {
+                let queues = index
+                    .depths(&c.name, now)
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (r, s))| r + s > 0)
+                    .map(|(p, (ready, scheduled))| pb::QueueDepth {
+                        priority: p as u32,
+                        ready: *ready,
+                        scheduled: *scheduled,
+                    })
+                    .collect();
+                let q = index.queues(&c.name);
+                let collections = index
+                    .collection_depths(&c.name, now)
+                    .into_iter()
+                    .map(|(collection, ready, scheduled)| pb::CollectionDepth { collection, ready, scheduled })
+                    .collect();
+                pb::CallbackInfo {
+                    settings: Some(settings_to_pb(c)),
+                    queues,
+                    running: q.map_or(0, |q| q.running) as u64,
+                    // Counted by apply, not by reading dead tasks.
+                    dead: q.map_or(0, |q| q.finished(TaskState::Dead)),
+                    collections,
+                }
+            })
+            .collect();
         Ok(pb::ListCallbacksResponse { callbacks })
     }
 }
@@ -181,8 +210,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, client, schedule, |req| {
             let _ = &req;
-            let (mut outcomes, replayed) = self.schedule_local(vec![task.clone()], request_id).await?;
-            Ok(pb::ScheduleResponse { replayed, ..outcome_to_pb(outcomes.remove(0)) })
+            let (outcomes, replayed) = self.schedule_local(vec![task.clone()], request_id).await?;
+            self.answers(outcomes, replayed)?
+                .pop()
+                .ok_or_else(|| ApiError::internal("a schedule of one task got no answer".to_string()))
         })
     }
 
@@ -195,10 +226,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         leader_rpc!(self, request, client, schedule_batch, |req| {
             let _ = &req;
             let (outcomes, replayed) = self.schedule_local(tasks.clone(), request_id).await?;
-            Ok(pb::ScheduleBatchResponse {
-                results: outcomes.into_iter().map(|o| pb::ScheduleResponse { replayed, ..outcome_to_pb(o) }).collect(),
-                replayed,
-            })
+            Ok(pb::ScheduleBatchResponse { results: self.answers(outcomes, replayed)?, replayed })
         })
     }
 
@@ -303,6 +331,44 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 CommandResponse::Count(count) => Ok(pb::DeadLetterResponse { count }),
                 other => Err(ApiError::internal(format!("unexpected reply {other}"))),
             }
+        })
+    }
+
+    async fn set_gate(&self, request: Request<pb::SetGateRequest>) -> Result<Response<pb::SetGateResponse>, Status> {
+        let spec = gates::GateSpec::validate(request.get_ref(), &self.limits)?;
+        leader_rpc!(self, request, client, set_gate, |req| {
+            let _ = &req;
+            self.set_gate_local(&spec).await
+        })
+    }
+
+    async fn open_gate(&self, request: Request<pb::OpenGateRequest>) -> Result<Response<pb::OpenGateResponse>, Status> {
+        let target = gates::target(&request.get_ref().callback, &request.get_ref().collection, &self.limits)?;
+        leader_rpc!(self, request, client, open_gate, |req| {
+            let _ = &req;
+            self.open_gate_local(&target).await
+        })
+    }
+
+    async fn list_gates(
+        &self,
+        request: Request<pb::ListGatesRequest>,
+    ) -> Result<Response<pb::ListGatesResponse>, Status> {
+        if request.get_ref().allow_stale {
+            return Ok(Response::new(self.gates_local()));
+        }
+        leader_rpc!(self, request, client, list_gates, |req| {
+            let _ = &req;
+            self.linearizable().await?;
+            Ok(self.gates_local())
+        })
+    }
+
+    async fn gc_status(&self, request: Request<pb::GcStatusRequest>) -> Result<Response<pb::GcStatusResponse>, Status> {
+        leader_rpc!(self, request, client, gc_status, |req| {
+            let _ = &req;
+            self.linearizable().await?;
+            self.gc_status_local().await
         })
     }
 }

@@ -26,6 +26,7 @@ pub struct ValidTask {
     pub priority: u8,
     pub when: When,
     pub idempotency_key: Option<String>,
+    pub collection: Option<String>,
 }
 
 impl ValidTask {
@@ -42,6 +43,7 @@ impl ValidTask {
             priority: self.priority,
             run_at_ms,
             idempotency_key: self.idempotency_key,
+            collection: self.collection,
         }
     }
 }
@@ -52,16 +54,25 @@ pub fn callback_name(name: &str, limits: &Limits) -> Result<(), ApiError> {
             "callback name is empty: name the handler that should run this task".into(),
         ));
     }
-    if name.len() > limits.max_callback_len {
-        return Err(ApiError::InvalidArgument(format!(
-            "callback name is {} bytes; the limit is {}",
-            name.len(),
-            limits.max_callback_len
-        )));
+    label("callback", name, limits.max_callback_len)
+}
+
+/// A collection name: the callback name's rules, at most 128 bytes.
+pub fn collection_name(name: &str, limits: &Limits) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::InvalidArgument("collection name is empty".into()));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))) {
+    label("collection", name, limits.max_callback_len)
+}
+
+/// `value` is at most `max` bytes of [A-Za-z0-9_.:-].
+fn label(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::InvalidArgument(format!("{what} name is {} bytes; the limit is {max}", value.len())));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))) {
         return Err(ApiError::InvalidArgument(format!(
-            "callback name {name:?} contains {c:?}; use letters, digits, '_', '-', '.' and ':'"
+            "{what} name {value:?} contains {c:?}; use letters, digits, '_', '-', '.' and ':'"
         )));
     }
     Ok(())
@@ -115,7 +126,14 @@ pub fn task_spec(spec: pb::TaskSpec, limits: &Limits, now_ms: u64) -> Result<Val
     } else {
         Some(spec.idempotency_key)
     };
+    let collection = if spec.collection.is_empty() {
+        None
+    } else {
+        collection_name(&spec.collection, limits)?;
+        Some(spec.collection)
+    };
     Ok(ValidTask {
+        collection,
         callback: spec.callback,
         payload: spec.payload,
         priority: spec.priority as u8,
@@ -229,6 +247,18 @@ mod tests {
     }
 
     #[test]
+    fn collections_follow_the_callback_name_rules() {
+        let l = Limits::default();
+        let ok = task_spec(pb::TaskSpec { collection: "password_reset".into(), ..spec("a") }, &l, 0).unwrap();
+        assert_eq!(ok.collection.as_deref(), Some("password_reset"));
+        assert_eq!(task_spec(spec("a"), &l, 0).unwrap().collection, None);
+        for bad in ["a/b", "has space", &"x".repeat(129)] {
+            let err = task_spec(pb::TaskSpec { collection: bad.into(), ..spec("a") }, &l, 0).unwrap_err();
+            assert!(matches!(&err, ApiError::InvalidArgument(m) if m.contains("collection name")), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
     fn resolve_turns_delays_into_absolute_times() {
         let t = ValidTask {
             callback: "c".into(),
@@ -236,6 +266,7 @@ mod tests {
             priority: 0,
             when: When::Delay(500),
             idempotency_key: None,
+            collection: None,
         };
         assert_eq!(t.resolve(1000).run_at_ms, 1500);
     }

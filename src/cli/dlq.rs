@@ -54,6 +54,7 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> Result<(), CliError> {
                 limit: *limit,
                 after_id: 0,
                 allow_stale: false,
+                collection: String::new(),
             };
             let r = client.list_tasks(req).await.map_err(failed)?;
             print_tasks(cli.json, &r);

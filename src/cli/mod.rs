@@ -3,7 +3,8 @@
 //!
 //! - [`server`]: `drover server`.
 //! - [`dev`]: `drover dev`, a local cluster of child processes.
-//! - [`task`], [`callback`], [`dlq`], [`cluster`]: client commands.
+//! - [`task`], [`callback`], [`dlq`], [`gate`], [`gc`], [`cluster`]: client
+//!   commands.
 //! - [`worker`]: `drover worker`, the shell worker.
 //! - [`bench`]: `drover bench`.
 
@@ -14,6 +15,8 @@ pub mod chaos;
 pub mod cluster;
 pub mod dev;
 pub mod dlq;
+pub mod gate;
+pub mod gc;
 pub mod server;
 pub mod task;
 pub mod worker;
@@ -53,7 +56,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one cluster node.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a local N-node cluster on 127.0.0.1 (child processes), until Ctrl-C.
     Dev(dev::DevArgs),
     /// Schedule, inspect, list and cancel tasks.
@@ -67,6 +70,12 @@ pub enum Command {
     /// The dead-letter queue: tasks that ran out of attempts.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Pause or drop a callback, or one collection of its tasks, and open it again.
+    #[command(subcommand)]
+    Gate(gate::GateCommand),
+    /// Retention: how many finished tasks were deleted, and what is still kept.
+    #[command(subcommand)]
+    Gc(gc::GcCommand),
     /// Inspect and resize the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -172,6 +181,8 @@ pub fn main() -> ExitCode {
             Command::Callback(cmd) => callback::run(&cli, cmd).await,
             Command::Worker(args) => worker::run(&cli, args).await,
             Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
+            Command::Gate(cmd) => gate::run(&cli, cmd).await,
+            Command::Gc(cmd) => gc::run(&cli, cmd).await,
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
             Command::Admin(cmd) => admin::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,

@@ -93,6 +93,21 @@ pub struct ServerArgs {
     /// Least free space on the data dir's filesystem, as a size (256MiB, 1GB) or a percentage (5%): under it the node refuses to start, a leader hands over, and the cluster refuses new tasks (RESOURCE_EXHAUSTED) until space is freed. 0 turns the guard off.
     #[arg(long, default_value = "256MiB", value_parser = DiskThreshold::parse, env = "DROVER_MIN_FREE_DISK")]
     pub min_free_disk: DiskThreshold,
+    /// Keep succeeded tasks this long after they finish, for callbacks that set no retention ("forever" keeps them). Give every node the same value: the leader's applies.
+    #[arg(long, default_value = "24h", value_parser = parse_retention, help_heading = "Retention", env = "DROVER_RETAIN_SUCCEEDED")]
+    pub retain_succeeded: Retain,
+    /// Keep cancelled tasks this long ("forever" keeps them).
+    #[arg(long, default_value = "24h", value_parser = parse_retention, help_heading = "Retention", env = "DROVER_RETAIN_CANCELLED")]
+    pub retain_cancelled: Retain,
+    /// Keep failed tasks this long ("forever" keeps them).
+    #[arg(long, default_value = "7d", value_parser = parse_retention, help_heading = "Retention", env = "DROVER_RETAIN_FAILED")]
+    pub retain_failed: Retain,
+    /// Keep dead tasks (the dead-letter queue) this long ("forever" keeps them).
+    #[arg(long, default_value = "30d", value_parser = parse_retention, help_heading = "Retention", env = "DROVER_RETAIN_DEAD")]
+    pub retain_dead: Retain,
+    /// Most rows retention deletes per Raft entry (1..=10000).
+    #[arg(long, default_value_t = 1000, help_heading = "Retention")]
+    pub gc_batch: usize,
     /// Messages buffered per worker stream (tests shrink it to overflow it).
     #[arg(long, default_value_t = 4096, hide = true)]
     pub worker_buffer: usize,
@@ -126,9 +141,26 @@ impl ServerArgs {
         c.max_clock_offset = self.max_clock_offset;
         c.clock_skew_ms = self.fault_clock_skew.unwrap_or(0);
         c.min_free_disk = self.min_free_disk;
+        c.retention.succeeded = self.retain_succeeded.0;
+        c.retention.cancelled = self.retain_cancelled.0;
+        c.retention.failed = self.retain_failed.0;
+        c.retention.dead = self.retain_dead.0;
+        c.retention.batch = self.gc_batch;
         c.validate().map_err(CliError)?;
         Ok(c)
     }
+}
+
+/// A retention period; `None` keeps forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain(pub Option<std::time::Duration>);
+
+/// "24h", "7d", or "forever".
+pub fn parse_retention(s: &str) -> Result<Retain, String> {
+    if s == "forever" {
+        return Ok(Retain(None));
+    }
+    parse_duration(s).map(|d| Retain(Some(d)))
 }
 
 /// Exit status of a node that stopped because its storage failed (a full

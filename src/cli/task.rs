@@ -17,6 +17,7 @@ pub enum TaskCommand {
     #[command(after_help = "Examples:\n  \
         drover task schedule send_email --payload '{\"to\":\"a@example.com\"}'\n  \
         drover task schedule report --delay 10m --priority 5 --key report-2026-11-26\n  \
+        drover task schedule send_email --collection password_reset --payload '{\"to\":\"a@b.c\"}'\n  \
         drover task schedule cleanup --at 2026-12-01T00:00:00Z --payload-file job.json --json")]
     Schedule(ScheduleArgs),
     /// Show a task's state, attempts, last error, result and history.
@@ -43,6 +44,9 @@ pub struct ListArgs {
     /// Start after this task id (for paging).
     #[arg(long, default_value_t = 0)]
     pub after: u64,
+    /// Only tasks of this collection.
+    #[arg(long)]
+    pub collection: Option<String>,
 }
 
 fn parse_state(s: &str) -> Result<TaskState, String> {
@@ -71,9 +75,12 @@ pub struct ScheduleArgs {
     /// 0 (lowest, default) to 9 (highest).
     #[arg(long, default_value_t = 0)]
     pub priority: u32,
-    /// Idempotency key: scheduling again with the same key returns the first task.
+    /// Idempotency key: scheduling again with the same key returns the first task (while it is kept: retention deletes finished tasks with their keys).
     #[arg(long)]
     pub key: Option<String>,
+    /// The collection (labelled subset of the callback's tasks) it belongs to; gates can pause or drop one collection.
+    #[arg(long)]
+    pub collection: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -127,11 +134,20 @@ async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
         priority: args.priority,
         when,
         idempotency_key: args.key.clone().unwrap_or_default(),
+        collection: args.collection.clone().unwrap_or_default(),
     };
     let client = cli.client();
     let reply = client.schedule(0, spec).await.map_err(failed)?;
+    if reply.state == pb::TaskState::Cancelled as i32 {
+        // Acknowledged, but a dropping gate took it: say so where a script
+        // will not parse it.
+        eprintln!("warning: task {} was cancelled on arrival: {}", reply.task_id, reply.note);
+    }
     if cli.json {
-        println!("{}", json!({ "task_id": reply.task_id, "created": reply.created }));
+        println!(
+            "{}",
+            json!({ "task_id": reply.task_id, "created": reply.created, "state": state_name(reply.state), "note": reply.note })
+        );
     } else if reply.created {
         println!("{}", reply.task_id);
     } else {
@@ -163,6 +179,7 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
     json!({
         "id": t.id,
         "callback": t.callback,
+        "collection": if t.collection.is_empty() { None } else { Some(&t.collection) },
         "state": state_name(t.state),
         "priority": t.priority,
         "run_at": fmt_time(t.run_at_unix_ms),
@@ -193,6 +210,9 @@ async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
     }
     println!("id:           {}", t.id);
     println!("callback:     {}", t.callback);
+    if !t.collection.is_empty() {
+        println!("collection:   {}", t.collection);
+    }
     println!("state:        {}{}", state_name(t.state), if t.cancel_requested { " (cancel requested)" } else { "" });
     println!("priority:     {}", t.priority);
     println!("run at:       {}", fmt_time(t.run_at_unix_ms));
@@ -263,6 +283,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
         limit: args.limit,
         after_id: args.after,
         allow_stale: false,
+        collection: args.collection.clone().unwrap_or_default(),
     };
     let r = client.list_tasks(req).await.map_err(failed)?;
     print_tasks(cli.json, &r);

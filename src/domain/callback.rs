@@ -20,6 +20,99 @@ pub struct CallbackConfig {
     pub backoff_initial_ms: u64,
     /// Cap on the retry delay.
     pub backoff_max_ms: u64,
+    /// Most starts per period across all workers, enforced by the leader's
+    /// dispatcher; `None`: no limit.
+    pub rate: Option<RateLimit>,
+    /// How long finished tasks are kept; unset fields take the cluster's
+    /// default (a `drover server` option of the leader).
+    pub retention: Retention,
+}
+
+/// A start-rate limit: `count` starts per `per_ms`, with bursts of up to
+/// `burst` starts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per_ms: u64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Starts per second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count) * 1000.0 / self.per_ms.max(1) as f64
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.count == 0 {
+            return Err("a rate must allow at least 1 start per period; leave --rate out for no limit".into());
+        }
+        if !(1_000..=3_600_000).contains(&self.per_ms) {
+            return Err("a rate's period must be between 1s and 1h (N/s, N/m or N/h)".into());
+        }
+        if self.burst == 0 || self.burst > 1_000_000 {
+            return Err("burst must be between 1 and 1,000,000".into());
+        }
+        Ok(())
+    }
+}
+
+/// How long finished tasks are kept, per final state, counted from when
+/// they finished (replicated time). `None`: the cluster default.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub succeeded_ms: Option<u64>,
+    pub cancelled_ms: Option<u64>,
+    pub failed_ms: Option<u64>,
+    pub dead_ms: Option<u64>,
+}
+
+impl Retention {
+    /// Defaults of a cluster that was given none: succeeded and cancelled
+    /// 24 h, failed 7 days, dead 30 days.
+    pub const DEFAULT: Retention = Retention {
+        succeeded_ms: Some(24 * 3_600_000),
+        cancelled_ms: Some(24 * 3_600_000),
+        failed_ms: Some(7 * 24 * 3_600_000),
+        dead_ms: Some(30 * 24 * 3_600_000),
+    };
+
+    /// The setting for tasks that finished in `state` (None for states
+    /// that are not final).
+    pub fn for_state(&self, state: super::TaskState) -> Option<u64> {
+        use super::TaskState::*;
+        match state {
+            Succeeded => self.succeeded_ms,
+            Cancelled => self.cancelled_ms,
+            Failed => self.failed_ms,
+            Dead => self.dead_ms,
+            _ => None,
+        }
+    }
+
+    /// These settings, with unset ones taken from `defaults`.
+    pub fn or(self, defaults: Retention) -> Retention {
+        Retention {
+            succeeded_ms: self.succeeded_ms.or(defaults.succeeded_ms),
+            cancelled_ms: self.cancelled_ms.or(defaults.cancelled_ms),
+            failed_ms: self.failed_ms.or(defaults.failed_ms),
+            dead_ms: self.dead_ms.or(defaults.dead_ms),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("succeeded", self.succeeded_ms),
+            ("cancelled", self.cancelled_ms),
+            ("failed", self.failed_ms),
+            ("dead", self.dead_ms),
+        ] {
+            if v.is_some_and(|ms| ms > 10 * 365 * 24 * 3_600_000) {
+                return Err(format!("retention of {name} tasks must be at most 10 years"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl CallbackConfig {
@@ -33,6 +126,8 @@ impl CallbackConfig {
             concurrency: 0,
             backoff_initial_ms: 1_000,
             backoff_max_ms: 600_000,
+            rate: None,
+            retention: Retention::default(),
         }
     }
 
@@ -53,7 +148,10 @@ impl CallbackConfig {
         if self.backoff_max_ms > 7 * 24 * 3_600_000 {
             return Err("backoff max must be at most 7 days".into());
         }
-        Ok(())
+        if let Some(rate) = &self.rate {
+            rate.validate()?;
+        }
+        self.retention.validate()
     }
 
     /// Retry delay after failed attempt `attempt` (1-based): exponential

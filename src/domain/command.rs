@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::callback::CallbackConfig;
+use super::gate::{Gate, GateTarget};
 use super::task::TaskState;
 
 /// One Raft log entry's worth of application work.
@@ -57,6 +58,17 @@ pub enum Operation {
     /// nothing, so a client may retry any schedule whose outcome it does
     /// not know.
     ScheduleRequest { request_id: RequestId, tasks: Vec<NewTask>, auto_register: bool },
+    /// Set (or replace) a gate. Its `since_ms` is the applying entry's
+    /// time. A dropping gate cancels the pending tasks it covers in this
+    /// entry; with `cancel_running`, running ones get a cancel request.
+    SetGate { gate: Gate, cancel_running: bool },
+    /// Remove a gate. With `if_expired`, only if it no longer applies (the
+    /// leader's clean-up, which must not remove a gate set again since).
+    OpenGate { target: GateTarget, if_expired: bool },
+    /// Retention: delete these finished tasks (with payload, result, index
+    /// rows and idempotency key) and forget these request ids. The leader
+    /// picks them; apply skips any task that is not finished.
+    Collect { task_ids: Vec<u64>, request_ids: Vec<RequestId> },
 }
 
 impl Operation {
@@ -69,9 +81,10 @@ impl Operation {
             Operation::Complete { completions } => completions.len(),
             Operation::Expire { leases } | Operation::Release { leases } => leases.len(),
             Operation::Import { records } => records.len().max(1_000),
-            Operation::Redrive { target: Target::Callback(_) } | Operation::Purge { target: Target::Callback(_) } => {
-                1_000
-            }
+            Operation::Redrive { target: Target::Callback(_) }
+            | Operation::Purge { target: Target::Callback(_) }
+            | Operation::SetGate { .. } => 1_000,
+            Operation::Collect { task_ids, request_ids } => task_ids.len() + request_ids.len(),
             _ => 1,
         }
     }
@@ -111,6 +124,7 @@ pub struct NewTask {
     pub priority: u8,
     pub run_at_ms: u64,
     pub idempotency_key: Option<String>,
+    pub collection: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -198,6 +212,16 @@ pub enum CommandResponse {
     Rejected(Rejection),
     /// A repeated request id: the first answer, again; nothing was created.
     Replayed(Vec<ScheduleOutcome>),
+    /// A gate was set: how many pending tasks it cancelled and how many
+    /// running ones were asked to stop.
+    GateSet {
+        cancelled: u64,
+        cancel_requested: u64,
+    },
+    /// A gate was removed (`existed`: there was one to remove).
+    GateOpened {
+        existed: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +229,9 @@ pub struct ScheduleOutcome {
     pub task_id: u64,
     /// False when an existing task with the same idempotency key was returned.
     pub created: bool,
+    /// The task's state when this entry applied: `Cancelled` for a task
+    /// scheduled into a dropping gate.
+    pub state: TaskState,
 }
 
 /// A lease granted by an `Assign`.
@@ -234,6 +261,11 @@ impl std::fmt::Display for Command {
                 write!(f, "schedule {} task(s) (request id) @{at}", tasks.len())
             }
             Operation::Release { leases } => write!(f, "release {} undelivered assignment(s) @{at}", leases.len()),
+            Operation::SetGate { gate, .. } => write!(f, "{} gate {} @{at}", gate.mode.name(), gate.target),
+            Operation::OpenGate { target, .. } => write!(f, "open gate {target} @{at}"),
+            Operation::Collect { task_ids, request_ids } => {
+                write!(f, "collect {} task(s), {} request id(s) @{at}", task_ids.len(), request_ids.len())
+            }
         }
     }
 }
@@ -250,6 +282,10 @@ impl std::fmt::Display for CommandResponse {
             CommandResponse::Count(n) => write!(f, "{n} task(s)"),
             CommandResponse::Rejected(r) => write!(f, "rejected: {r}"),
             CommandResponse::Replayed(o) => write!(f, "replayed {} task(s)", o.len()),
+            CommandResponse::GateSet { cancelled, cancel_requested } => {
+                write!(f, "gate set: {cancelled} cancelled, {cancel_requested} asked to stop")
+            }
+            CommandResponse::GateOpened { existed } => write!(f, "gate opened (existed: {existed})"),
         }
     }
 }

@@ -1,29 +1,43 @@
-//! Records of every earlier build (bincode 1.3) decode, and this build
-//! writes the same bytes: data directories, backups and replicas in a
-//! rolling upgrade stay identical.
+//! This build writes bincode 1.3's layout byte for byte, and records of
+//! earlier builds (format 1, bincode 1.3) still decode, into today's types
+//! with the fields format 2 added left empty.
 
 use proptest::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::domain::{Command, Completion, NewTask, Operation, Outcome, RequestId, Task, TaskState, Transition};
-use crate::encoding::{decode, encode, FORMAT};
+use crate::domain::legacy::{CallbackConfigV1, CommandV1, NewTaskV1, OperationV1, TaskV1};
+use crate::domain::{
+    CallbackConfig, Command, Completion, NewTask, Operation, Outcome, RequestId, Retention, Task, TaskState, Transition,
+};
+use crate::encoding::{decode, encode, Record, FORMAT, FORMAT_1};
 
-/// What bincode 1.3 (every earlier build) wrote for `value`.
-fn bincode1<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT];
+/// What bincode 1.3 wrote for `value`, behind format byte `format`.
+fn bincode1<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![format];
     out.extend(bincode1::serialize(value).unwrap());
     out
 }
 
-/// `value` encodes to the bytes bincode 1.3 wrote, and those decode back.
+/// `value` encodes to the bytes bincode 1.3 writes, and those decode back.
 fn same_as_bincode1<T>(value: &T) -> Result<(), TestCaseError>
 where
-    T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    T: Serialize + Record + PartialEq + std::fmt::Debug,
 {
-    let old = bincode1(value);
-    prop_assert_eq!(&encode(value), &old);
-    let back: T = decode(&old).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let bytes = bincode1(FORMAT, value);
+    prop_assert_eq!(&encode(value), &bytes);
+    let back: T = decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&back, value);
+    Ok(())
+}
+
+/// A format-1 record (`old`, as an earlier build wrote it) decodes to
+/// `expected`.
+fn format_1_reads_as<Old: Serialize, T: Record + PartialEq + std::fmt::Debug>(
+    old: &Old,
+    expected: &T,
+) -> Result<(), TestCaseError> {
+    let back: T = decode(&bincode1(FORMAT_1, old)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&back, expected);
     Ok(())
 }
 
@@ -41,12 +55,32 @@ proptest! {
         numbers_map in proptest::collection::btree_map(any::<u64>(), any::<i64>(), 0..8),
     ) {
         let (at, id, attempts, priority) = numbers;
-        let task = NewTask { callback: callback.clone(), payload: payload.clone(), priority, run_at_ms: at, idempotency_key: key.clone() };
+        let collection = error.clone().filter(|_| id % 2 == 0);
+        let task = NewTask { callback: callback.clone(), payload: payload.clone(), priority, run_at_ms: at, idempotency_key: key.clone(), collection: collection.clone() };
         let command = Command {
             stamped_at_ms: at,
             operation: Operation::ScheduleRequest { request_id: RequestId(request), tasks: vec![task.clone(), task], auto_register: id % 2 == 0 },
         };
         same_as_bincode1(&command)?;
+        // An earlier build's log entry: the same schedule, without collections.
+        let old_task = NewTaskV1 { callback: callback.clone(), payload: payload.clone(), priority, run_at_ms: at, idempotency_key: key.clone() };
+        let old_command = CommandV1 {
+            stamped_at_ms: at,
+            operation: OperationV1::ScheduleRequest { request_id: RequestId(request), tasks: vec![old_task], auto_register: true },
+        };
+        let new_task = NewTask { collection: None, ..task_of(&callback, &payload, priority, at, &key) };
+        format_1_reads_as(&old_command, &Command {
+            stamped_at_ms: at,
+            operation: Operation::ScheduleRequest { request_id: RequestId(request), tasks: vec![new_task], auto_register: true },
+        })?;
+        let old_config = CallbackConfigV1 {
+            name: callback.clone(), max_attempts: attempts, lease_ms: at, timeout_ms: id, concurrency: attempts / 2,
+            backoff_initial_ms: at / 3, backoff_max_ms: at,
+        };
+        format_1_reads_as(&old_config, &CallbackConfig {
+            name: callback.clone(), max_attempts: attempts, lease_ms: at, timeout_ms: id, concurrency: attempts / 2,
+            backoff_initial_ms: at / 3, backoff_max_ms: at, rate: None, retention: Retention::default(),
+        })?;
         let outcome = match (id % 3, error.clone()) {
             (0, _) | (_, None) => Outcome::Success { result: payload.clone() },
             (1, Some(error)) => Outcome::Retry { error, retry_after_ms: Some(at) },
@@ -56,9 +90,9 @@ proptest! {
             stamped_at_ms: at,
             operation: Operation::Complete { completions: vec![Completion { task_id: id, fencing_token: at, outcome }] },
         })?;
-        same_as_bincode1(&Task {
+        let row = Task {
             id,
-            callback,
+            callback: callback.clone(),
             priority,
             state: TaskState::RetryWait,
             run_at_ms: at,
@@ -73,7 +107,28 @@ proptest! {
             result_size: Some(at),
             cancel_requested: attempts % 2 == 0,
             history: vec![Transition { state: TaskState::Running, at_ms: at, attempt: attempts }],
-        })?;
+            collection,
+        };
+        same_as_bincode1(&row)?;
+        let old_row = TaskV1 {
+            id: row.id, callback: row.callback.clone(), priority, state: row.state, run_at_ms: at, created_at_ms: at / 2,
+            attempts, payload_size: row.payload_size, idempotency_key: row.idempotency_key.clone(),
+            created_index: row.created_index, fencing_token: id, worker: row.worker.clone(),
+            last_error: row.last_error.clone(), result_size: Some(at), cancel_requested: row.cancel_requested,
+            history: row.history.clone(),
+        };
+        format_1_reads_as(&old_row, &Task { collection: None, ..row })?;
         same_as_bincode1(&numbers_map)?;
+    }
+}
+
+fn task_of(callback: &str, payload: &[u8], priority: u8, at: u64, key: &Option<String>) -> NewTask {
+    NewTask {
+        callback: callback.into(),
+        payload: payload.to_vec(),
+        priority,
+        run_at_ms: at,
+        idempotency_key: key.clone(),
+        collection: None,
     }
 }

@@ -4,14 +4,20 @@
 //! - [`task`]: the task row and its states.
 //! - [`callback`]: callback settings and retry backoff.
 //! - [`command`]: the replicated commands and the state machine's replies.
+//! - [`gate`]: gates (pause, drop) on callbacks and collections.
+//! - [`legacy`]: the format-1 layouts of records that format 2 changed,
+//!   read only.
 
 pub mod callback;
 pub mod command;
+pub mod gate;
+pub mod legacy;
 pub mod task;
 
 #[cfg(test)]
 mod encoding_tests;
 
-pub use callback::CallbackConfig;
+pub use callback::{CallbackConfig, RateLimit, Retention};
 pub use command::*;
+pub use gate::{Gate, GateMode, GateTarget};
 pub use task::{Task, TaskState, Transition};

@@ -119,6 +119,9 @@ pub struct Task {
     /// A cancel arrived while the task was running.
     pub cancel_requested: bool,
     pub history: Vec<Transition>,
+    /// The labelled subset of its callback's tasks it belongs to (gates
+    /// and listings select by it).
+    pub collection: Option<String>,
 }
 
 impl Task {
@@ -129,6 +132,15 @@ impl Task {
             TaskState::Scheduled | TaskState::RetryWait if self.run_at_ms <= now_ms => TaskState::Ready,
             s => s,
         }
+    }
+
+    /// When a finished task finished (replicated time): the time of its
+    /// last transition, which is the one into its final state.
+    pub fn finished_at_ms(&self) -> Option<u64> {
+        if !self.state.is_terminal() {
+            return None;
+        }
+        Some(self.history.last().filter(|t| t.state == self.state).map_or(self.created_at_ms, |t| t.at_ms))
     }
 
     /// Move to `state` at `at_ms`, recording it in the history.

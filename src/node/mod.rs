@@ -34,8 +34,10 @@ use crate::config::NodeConfig;
 use crate::consensus::clock::{ProposerClock, WallClock};
 use crate::consensus::disk::{self, DiskSpace};
 use crate::consensus::{timekeeper, Consensus, ConsensusError};
+use crate::domain::Retention;
 use crate::net::ChannelPool;
 use crate::raft::service::RaftService;
+use crate::scheduler::collector::{Collector, CollectorConfig};
 use crate::scheduler::{Deps, Dispatcher, Scheduler};
 use crate::store::{self, TaskStore};
 
@@ -123,6 +125,14 @@ impl RunningNode {
             applied: started.applied.clone(),
         };
         tasks.spawn(Dispatcher::new(deps, scheduler_rx, scheduler.sender()).run(shutdown.clone()));
+        let collector = Collector {
+            consensus: consensus.clone(),
+            store: store.clone(),
+            index: started.index.clone(),
+            clock: clock.clone(),
+            config: collector_config(&config.retention),
+        };
+        tasks.spawn(collector.clone().run(shutdown.clone()));
 
         let handles = Handles {
             consensus: consensus.clone(),
@@ -131,6 +141,7 @@ impl RunningNode {
             disk: disk.clone(),
             pool: pool.clone(),
             index: started.index.clone(),
+            collector,
         };
         let services = Services::build(&config, &handles, scheduler);
         let raft_service =
@@ -285,6 +296,22 @@ struct Handles {
     disk: DiskSpace,
     pool: ChannelPool,
     index: crate::store::SharedIndex,
+    collector: Collector,
+}
+
+/// The collector's settings from the node's retention options.
+fn collector_config(r: &crate::config::RetentionDefaults) -> CollectorConfig {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    CollectorConfig {
+        defaults: Retention {
+            succeeded_ms: ms(r.succeeded),
+            cancelled_ms: ms(r.cancelled),
+            failed_ms: ms(r.failed),
+            dead_ms: ms(r.dead),
+        },
+        batch: r.batch,
+        ..CollectorConfig::default()
+    }
 }
 
 impl Services {
@@ -305,6 +332,7 @@ impl Services {
                 limits: config.limits.clone(),
                 auto_register: config.auto_register,
                 disk: h.disk.clone(),
+                collector: h.collector.clone(),
             },
             cluster: ClusterService {
                 forward,

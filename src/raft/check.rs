@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rocksdb::{IteratorMode, ReadOptions, DB};
 
 use super::snapshot::{self, SnapshotDir};
-use crate::encoding::FORMAT;
+use crate::encoding::{FORMAT, FORMAT_1};
 use crate::store::keys;
 
 /// What a check read.
@@ -68,7 +68,7 @@ pub fn verify(db: &DB, data_dir: &Path) -> Result<CheckReport, Corrupt> {
 
 fn check_format(cf: &str, key: &[u8], value: &[u8]) -> Result<(), Corrupt> {
     match value.first() {
-        Some(&FORMAT) => Ok(()),
+        Some(&(FORMAT | FORMAT_1)) => Ok(()),
         Some(v) => Err(corrupt(format!("column family {cf}: record {key:02x?} has unknown format {v}"))),
         None => Err(corrupt(format!("column family {cf}: record {key:02x?} is empty"))),
     }

@@ -11,8 +11,9 @@ use openraft::entry::RaftEntry;
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, EntryPayload, LogId, Membership, Node, StoredMembership, Vote};
+use crate::domain::legacy::CommandV1;
 use crate::domain::Command;
-use crate::encoding::{decode, encode, CodecError};
+use crate::encoding::{decode, decode_raw, encode, CodecError, Record};
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogIdRecord {
@@ -82,6 +83,36 @@ struct EntryRecord {
     log_id: LogIdRecord,
     payload: PayloadRecord,
 }
+
+/// A log entry as format 1 wrote it (its command in format 1's layout).
+#[derive(Deserialize)]
+enum PayloadRecordV1 {
+    Blank,
+    Normal(CommandV1),
+    Membership(MembershipRecord),
+}
+
+#[derive(Deserialize)]
+struct EntryRecordV1 {
+    log_id: LogIdRecord,
+    payload: PayloadRecordV1,
+}
+
+impl Record for EntryRecord {
+    fn from_format_1(body: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+        let r: EntryRecordV1 = decode_raw(body)?;
+        let payload = match r.payload {
+            PayloadRecordV1::Blank => PayloadRecord::Blank,
+            PayloadRecordV1::Normal(cmd) => PayloadRecord::Normal(cmd.into()),
+            PayloadRecordV1::Membership(m) => PayloadRecord::Membership(m),
+        };
+        Ok(EntryRecord { log_id: r.log_id, payload })
+    }
+}
+
+impl Record for LogIdRecord {}
+impl Record for VoteRecord {}
+impl Record for StoredMembershipRecord {}
 
 pub fn encode_log_id(l: &LogId) -> Vec<u8> {
     encode(&LogIdRecord::from(l))

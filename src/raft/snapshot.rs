@@ -46,6 +46,8 @@ pub struct SnapshotFile {
     pub path: PathBuf,
 }
 
+impl crate::encoding::Record for MetaRecord {}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MetaRecord {
     last_log_id: Option<codec::LogIdRecord>,

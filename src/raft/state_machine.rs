@@ -36,6 +36,7 @@ impl StateMachine {
     /// install first.
     pub fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<(Self, watch::Receiver<Applied>), StoreError> {
         snapshot::recover_interrupted_install(&db)?;
+        crate::store::layout::ensure(&db)?;
         let snapshots = SnapshotDir::open(snapshot_dir)?;
         let applier = Applier::load(&db)?;
         let live = Arc::new(std::sync::Mutex::new(LiveIndex::load(&db)?));
@@ -216,6 +217,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot::verify(&data.path)?;
             let path = snapshots.commit(&meta_owned, &data.path)?;
             snapshot::install(&db, &path)?;
+            crate::store::layout::ensure(&db)?;
             Ok((Applier::load(&db)?, LiveIndex::load(&db)?))
         })
         .await

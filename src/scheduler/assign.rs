@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::dispatcher::{Dispatcher, Proposal, ProposalFailed, MAX_IDLE};
 use super::leases::Lease;
 use super::protocol::{Assignment, ToWorker};
+use super::rate::TokenBucket;
 use super::{Deps, Msg, SessionId};
 use crate::domain::{Command, CommandResponse, Expiry, Leased, Operation, Rejection};
 use crate::store::index;
@@ -57,8 +58,9 @@ impl Dispatcher {
 
     /// Which ready tasks go to which sessions: per callback, within its
     /// concurrency limit and the sessions' free credits, round-robin.
-    fn plan(&self) -> Vec<Planned> {
+    fn plan(&mut self) -> Vec<Planned> {
         let now_ms = self.deps.clock.stamp();
+        let now = Instant::now();
         let aging_ms = self.deps.priority_aging.as_millis() as u64;
         let callbacks: BTreeSet<String> =
             self.sessions.values().flat_map(|s| s.credits.keys().filter(|c| s.free(c) > 0).cloned()).collect();
@@ -75,12 +77,21 @@ impl Dispatcher {
                 self.sessions.iter().map(|(id, s)| (*id, s.free(&name))).filter(|(_, f)| *f > 0).collect();
             free.sort_unstable();
             let total: u32 = free.iter().map(|(_, f)| *f).sum();
-            let n = cap.min(total).min((MAX_ASSIGN_BATCH - planned.len()) as u32) as usize;
+            let mut n = cap.min(total).min((MAX_ASSIGN_BATCH - planned.len()) as u32);
+            let bucket = config.rate.map(|limit| {
+                let bucket = self.buckets.entry(name.clone()).or_insert_with(|| TokenBucket::empty(now));
+                n = n.min(bucket.available(&limit, now));
+                bucket
+            });
             if n == 0 {
                 continue;
             }
+            let picked = index.pick(&name, now_ms, n as usize, &self.claimed, aging_ms);
+            if let Some(bucket) = bucket {
+                bucket.take(picked.len() as u32);
+            }
             let mut slot = 0;
-            for task in index.pick(&name, now_ms, n, &self.claimed, aging_ms) {
+            for task in picked {
                 while free[slot % free.len()].1 == 0 {
                     slot += 1;
                 }
@@ -178,7 +189,7 @@ impl Dispatcher {
         let index = index::lock(&self.deps.index);
         for s in self.sessions.values() {
             for callback in s.credits.keys().filter(|c| s.free(c) > 0) {
-                if let Some(at) = index.next_run_at(callback, &self.claimed) {
+                if let Some(at) = index.next_run_at(callback, now_ms, &self.claimed) {
                     wake = wake.min(now + Duration::from_millis(at.saturating_sub(now_ms)));
                 }
             }

@@ -91,6 +91,9 @@ pub struct Dispatcher {
     pub(super) last_reconcile: Instant,
     /// After a failed proposal, wait until then before trying again.
     pub(super) hold_until: Option<Instant>,
+    /// Start-rate buckets of rate-limited callbacks; emptied whenever this
+    /// node starts leading.
+    pub(super) buckets: HashMap<String, super::rate::TokenBucket>,
 }
 
 impl Dispatcher {
@@ -111,6 +114,7 @@ impl Dispatcher {
             expiring: HashSet::new(),
             last_reconcile: Instant::now(),
             hold_until: None,
+            buckets: HashMap::new(),
         }
     }
 
@@ -153,6 +157,8 @@ impl Dispatcher {
             self.leader = true;
             self.leases.clear();
             self.claimed.clear();
+            // No credit carried over from an earlier term (see `rate`).
+            self.buckets.clear();
             // Every task already running gets a full lease from now.
             self.reconcile(Instant::now());
         } else if !ready && self.leader {

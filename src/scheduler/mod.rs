@@ -12,15 +12,23 @@
 //!                                            |  lapsed leases: proposes Expire in batches
 //! ```
 //!
+//! Gates are checked twice: the dispatcher does not pick what a gate holds
+//! (the live index skips gated collections), and apply refuses an
+//! assignment whose task a gate held when it committed. Rate limits are the
+//! dispatcher's alone ([`rate`]). The [`collector`] proposes retention's
+//! deletes and removes expired gates.
+//!
 //! Leases are held by the leader in memory, on its monotonic clock. A new
 //! leader gives every running task a full lease from the moment it takes
 //! over, so a failover can only lengthen a lease, never cut it short. See
 //! DESIGN.md, "Leases and fencing".
 
 mod assign;
+pub mod collector;
 pub mod dispatcher;
 mod leases;
 pub mod protocol;
+mod rate;
 mod session;
 
 use std::time::{Duration, Instant};

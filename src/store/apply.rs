@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 
-use super::index::{running_of, IndexOp};
+use super::index::{running_of, IndexOp, QueueSlot};
 use super::{cf, get_u64, keys, StoreError};
 use crate::domain::callback::{splitmix64, CallbackConfig};
 use crate::domain::command::*;
-use crate::domain::{Task, TaskState};
+use crate::domain::{Gate, GateTarget, Task, TaskState};
 use crate::encoding;
 
 /// Largest result kept per task, bytes.
@@ -31,6 +31,10 @@ pub struct Applier {
     /// reads the scheduler's live index (which changes only after a batch
     /// is written) and never holds its lock.
     pub callbacks: BTreeMap<String, CallbackConfig>,
+    /// Every gate, for the same reason.
+    pub gates: BTreeMap<GateTarget, Gate>,
+    /// Rows retention has deleted so far.
+    pub collected: u64,
 }
 
 /// Pending writes of one applied batch.
@@ -40,19 +44,20 @@ pub struct Applier {
 /// in this batch or an earlier one: otherwise replicas that cut the log into
 /// different batches would diverge. The only reads of RocksDB are in
 /// [`ApplyBatch::task`], [`ApplyBatch::idempotent_task`] and
-/// [`ApplyBatch::dead_ids`] and [`ApplyBatch::request`], and each consults
+/// [`ApplyBatch::dead_ids`], [`ApplyBatch::ids_under`] and [`ApplyBatch::request`], and each consults
 /// the overlay of this batch first. Keys that apply never reads back (payloads, results, queue and
 /// by-state index entries, retired ids) go straight into the write batch.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
     batch: WriteBatch,
     /// Task rows changed in this batch (`None`: deleted), written at the end.
-    tasks: HashMap<u64, Option<Task>>,
+    pub(super) tasks: HashMap<u64, Option<Task>>,
     /// Idempotency keys changed in this batch (`None`: deleted), written at
     /// the end.
     idempotency: HashMap<Vec<u8>, Option<u64>>,
-    /// Request ids recorded in this batch, written at the end.
-    requests: HashMap<RequestId, RequestRecord>,
+    /// Request ids recorded (`Some`) or forgotten (`None`) in this batch,
+    /// written at the end.
+    pub(super) requests: HashMap<RequestId, Option<RequestRecord>>,
     /// Index changes, applied after the write succeeds.
     pub index_ops: Vec<IndexOp>,
     /// Raw records were imported: rebuild the live index from disk.
@@ -79,13 +84,13 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// Delete a key that apply never reads back.
-    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.batch.delete_cf(cf(self.db, keys::CF_SM)?, key);
         Ok(())
     }
 
     /// The task an idempotency key names, as of the commands applied so far.
-    fn idempotent_task(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    pub(super) fn idempotent_task(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         if let Some(id) = self.idempotency.get(key) {
             return Ok(*id);
         }
@@ -96,9 +101,9 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// What a request id answered, as of the commands applied so far.
-    fn request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
+    pub(super) fn request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
         if let Some(r) = self.requests.get(id) {
-            return Ok(Some(r.clone()));
+            return Ok(r.clone());
         }
         match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, keys::request(&id.0))? {
             Some(v) => Ok(Some(encoding::decode(&v)?)),
@@ -106,12 +111,12 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
-    fn set_idempotency(&mut self, key: Vec<u8>, id: Option<u64>) {
+    pub(super) fn set_idempotency(&mut self, key: Vec<u8>, id: Option<u64>) {
         self.idempotency.insert(key, id);
     }
 
     /// A task row, as of the commands applied so far.
-    fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
+    pub(super) fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
         if let Some(t) = self.tasks.get(&id) {
             return Ok(t.clone());
         }
@@ -125,34 +130,44 @@ impl<'a> ApplyBatch<'a> {
     /// by-state index plus those this batch changed. Callers check each
     /// with [`ApplyBatch::task`], which sees this batch's changes.
     fn dead_ids(&self) -> Result<Vec<u64>, StoreError> {
+        self.ids_in_state(TaskState::Dead)
+    }
+
+    /// Ids of tasks that may be in `state` (one with a by-state index), in
+    /// id order: the on-disk index plus this batch's changes. Callers check
+    /// each with [`ApplyBatch::task`].
+    pub(super) fn ids_in_state(&self, state: TaskState) -> Result<Vec<u64>, StoreError> {
+        let prefix = keys::by_state_prefix(state.code());
+        let mut ids = self.ids_under(&prefix, keys::by_state_id)?;
+        ids.extend(self.tasks.iter().filter(|(_, t)| t.as_ref().is_some_and(|t| t.state == state)).map(|(id, _)| *id));
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Task ids parsed out of the on-disk keys under `prefix`.
+    pub(super) fn ids_under(
+        &self,
+        prefix: &[u8],
+        id_of: impl Fn(&[u8]) -> Option<u64>,
+    ) -> Result<std::collections::BTreeSet<u64>, StoreError> {
         let sm = cf(self.db, keys::CF_SM)?;
-        let prefix = keys::by_state_prefix(TaskState::Dead.code());
         let mut ids = std::collections::BTreeSet::new();
         for item in self.db.prefix_iterator_cf(sm, prefix) {
             let (k, _) = item?;
-            if !k.starts_with(&prefix) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            if let Some(id) = keys::by_state_id(&k) {
+            if let Some(id) = id_of(&k) {
                 ids.insert(id);
             }
         }
-        ids.extend(
-            self.tasks
-                .iter()
-                .filter(|(_, t)| t.as_ref().is_some_and(|t| t.state == TaskState::Dead))
-                .map(|(id, _)| *id),
-        );
-        Ok(ids.into_iter().collect())
+        Ok(ids)
     }
 
     /// Record a task's new row, keeping the by-state and pending indexes in
     /// step with the change from `before`.
-    fn save(&mut self, before: Option<&Task>, after: Task) -> Result<(), StoreError> {
-        let (old_state, old_pending) = match before {
-            Some(b) => (Some(b.state), b.state.is_pending().then(|| (b.callback.clone(), b.priority, b.run_at_ms))),
-            None => (None, None),
-        };
+    pub(super) fn save(&mut self, before: Option<&Task>, after: Task) -> Result<(), StoreError> {
+        let old_state = before.map(|b| b.state);
+        let old_pending = before.filter(|b| b.state.is_pending()).map(QueueSlot::of);
         if old_state != Some(after.state) {
             if let Some(s) = old_state.filter(|s| s.has_state_index()) {
                 self.delete(&keys::by_state(s.code(), after.id))?;
@@ -161,15 +176,27 @@ impl<'a> ApplyBatch<'a> {
                 self.put(&keys::by_state(after.state.code(), after.id), &[])?;
             }
         }
-        let new_pending = after.state.is_pending().then(|| (after.callback.clone(), after.priority, after.run_at_ms));
-        if old_pending != new_pending {
-            if let Some((callback, priority, run_at_ms)) = old_pending {
-                self.delete(&keys::pending(&callback, priority, run_at_ms, after.id))?;
-                self.index_ops.push(IndexOp::RemovePending { callback, priority, run_at_ms, id: after.id });
+        let old_finished = before.and_then(finished_entry);
+        let new_finished = finished_entry(&after);
+        if old_finished != new_finished {
+            if let Some((key, callback, state)) = old_finished {
+                self.delete(&key)?;
+                self.index_ops.push(IndexOp::RemoveFinished { callback, state });
             }
-            if new_pending.is_some() {
-                self.put(&keys::pending(&after.callback, after.priority, after.run_at_ms, after.id), &[])?;
-                self.index_ops.push(IndexOp::add_pending(&after));
+            if let Some((key, callback, state)) = new_finished {
+                self.put(&key, &[])?;
+                self.index_ops.push(IndexOp::AddFinished { callback, state });
+            }
+        }
+        let new_pending = after.state.is_pending().then(|| QueueSlot::of(&after));
+        if old_pending != new_pending {
+            if let Some(slot) = old_pending {
+                self.delete(&slot.key())?;
+                self.index_ops.push(IndexOp::RemovePending(slot));
+            }
+            if let Some(slot) = new_pending {
+                self.put(&slot.key(), &[])?;
+                self.index_ops.push(IndexOp::AddPending(slot));
             }
         }
         let was_running = old_state == Some(TaskState::Running);
@@ -182,22 +209,31 @@ impl<'a> ApplyBatch<'a> {
         Ok(())
     }
 
-    /// Delete a task with everything that refers to it.
-    fn remove(&mut self, t: &Task) -> Result<(), StoreError> {
+    /// Delete a task with everything that refers to it, its idempotency
+    /// key included (the key may then name a new task).
+    pub(super) fn remove(&mut self, t: &Task) -> Result<(), StoreError> {
         self.delete(&keys::payload(t.id))?;
         self.delete(&keys::result(t.id))?;
         if t.state.has_state_index() {
             self.delete(&keys::by_state(t.state.code(), t.id))?;
         }
+        if let Some((key, callback, state)) = finished_entry(t) {
+            self.delete(&key)?;
+            self.index_ops.push(IndexOp::RemoveFinished { callback, state });
+        }
         if t.state.is_pending() {
-            self.delete(&keys::pending(&t.callback, t.priority, t.run_at_ms, t.id))?;
-            self.index_ops.push(IndexOp::remove_pending(t));
+            let slot = QueueSlot::of(t);
+            self.delete(&slot.key())?;
+            self.index_ops.push(IndexOp::RemovePending(slot));
         }
         if t.state == TaskState::Running {
             self.index_ops.push(IndexOp::RemoveRunning { id: t.id });
         }
         if let Some(key) = &t.idempotency_key {
-            self.set_idempotency(keys::idempotency(&t.callback, key), None);
+            let key = keys::idempotency(&t.callback, key);
+            if self.idempotent_task(&key)? == Some(t.id) {
+                self.set_idempotency(key, None);
+            }
         }
         self.tasks.insert(t.id, None);
         Ok(())
@@ -219,23 +255,31 @@ impl<'a> ApplyBatch<'a> {
             }
         }
         for (id, record) in &self.requests {
-            self.batch.put_cf(sm, keys::request(&id.0), encoding::encode(record));
+            match record {
+                Some(record) => self.batch.put_cf(sm, keys::request(&id.0), encoding::encode(record)),
+                None => self.batch.delete_cf(sm, keys::request(&id.0)),
+            }
         }
         Ok((self.batch, self.index_ops, self.reload_index))
     }
 }
 
-/// Every callback's settings, from disk.
-fn load_callbacks(db: &DB) -> Result<BTreeMap<String, CallbackConfig>, StoreError> {
+/// The finished-index key of a finished task, with its callback and state.
+fn finished_entry(t: &Task) -> Option<(Vec<u8>, String, TaskState)> {
+    let at = t.finished_at_ms()?;
+    Some((keys::finished(&t.callback, t.state.code(), at, t.id), t.callback.clone(), t.state))
+}
+
+/// Every record under `prefix`, from disk.
+fn load_records<T: encoding::Record>(db: &DB, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
     let sm = cf(db, keys::CF_SM)?;
-    let mut out = BTreeMap::new();
-    for item in db.prefix_iterator_cf(sm, keys::CALLBACK_PREFIX) {
+    let mut out = Vec::new();
+    for item in db.prefix_iterator_cf(sm, prefix) {
         let (k, v) = item?;
-        if !k.starts_with(&keys::CALLBACK_PREFIX) {
+        if !k.starts_with(prefix) {
             break;
         }
-        let config: CallbackConfig = encoding::decode(&v)?;
-        out.insert(config.name.clone(), config);
+        out.push(encoding::decode(&v)?);
     }
     Ok(out)
 }
@@ -273,7 +317,12 @@ impl Applier {
             now_ms: get_u64(db, keys::SM_NOW)?,
             next_task_id: get_u64(db, keys::SM_NEXT_TASK_ID)?.max(1),
             task_count: get_u64(db, keys::SM_TASK_COUNT)?,
-            callbacks: load_callbacks(db)?,
+            callbacks: load_records::<CallbackConfig>(db, &keys::CALLBACK_PREFIX)?
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
+            gates: load_records::<Gate>(db, &keys::GATE_PREFIX)?.into_iter().map(|g| (g.target.clone(), g)).collect(),
+            collected: get_u64(db, keys::SM_COLLECTED)?,
         })
     }
 
@@ -309,6 +358,9 @@ impl Applier {
             Operation::ScheduleRequest { request_id, tasks, auto_register } => {
                 self.schedule_request(b, index, *request_id, tasks, *auto_register)
             }
+            Operation::SetGate { gate, cancel_running } => self.set_gate(b, index, gate, *cancel_running),
+            Operation::OpenGate { target, if_expired } => self.open_gate(b, target, *if_expired),
+            Operation::Collect { task_ids, request_ids } => self.collect(b, task_ids, request_ids),
         }
     }
 
@@ -319,7 +371,9 @@ impl Applier {
     ) -> Result<CommandResponse, StoreError> {
         for (k, v) in records {
             let (k, v) = (k.as_slice(), v.as_slice());
-            if keys::is_raft_state(k) {
+            // Index rows are rebuilt from the rows below (a backup of an
+            // earlier build may lack some, or have them in an older form).
+            if keys::is_raft_state(k) || keys::is_derived(k) || k == keys::SM_LAYOUT {
                 continue;
             }
             // The counters live in this applier and are written at the end
@@ -330,9 +384,12 @@ impl Applier {
                 self.next_task_id = self.next_task_id.max(encoding::decode(v)?);
             } else if k == keys::SM_TASK_COUNT {
                 self.task_count = encoding::decode(v)?;
+            } else if k == keys::SM_COLLECTED {
+                self.collected = encoding::decode(v)?;
             } else if let Some(id) = keys::task_id(k) {
                 // Rows, keys and callbacks go through the batch's overlay, so
-                // that later commands in the same batch read them.
+                // that later commands in the same batch read them; saving a
+                // row writes its index rows.
                 let task: Task = encoding::decode(v)?;
                 if task.id != id {
                     return Ok(CommandResponse::Rejected(Rejection::InvalidArgument(format!(
@@ -340,16 +397,23 @@ impl Applier {
                         task.id
                     ))));
                 }
-                b.tasks.insert(id, Some(task));
+                b.save(None, task)?;
             } else if keys::is_idempotency(k) {
                 b.set_idempotency(k.to_vec(), Some(encoding::decode(v)?));
             } else if keys::is_request(k) {
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&k[1..]);
-                b.requests.insert(RequestId(id), encoding::decode(v)?);
+                let record: RequestRecord = encoding::decode(v)?;
+                b.put(&keys::request_by_time(record.at_ms, &id), &[])?;
+                b.requests.insert(RequestId(id), Some(record));
             } else if keys::is_callback(k) {
                 let config: CallbackConfig = encoding::decode(v)?;
                 self.callbacks.insert(config.name.clone(), config);
+                b.put(k, v)?;
+            } else if keys::is_gate(k) {
+                let gate: Gate = encoding::decode(v)?;
+                self.gates.insert(gate.target.clone(), gate);
+                b.put(k, v)?;
             } else {
                 b.put(k, v)?;
             }
@@ -382,7 +446,8 @@ impl Applier {
             let idem_key = new.idempotency_key.as_deref().map(|k| keys::idempotency(&new.callback, k));
             if let Some(key) = &idem_key {
                 if let Some(task_id) = b.idempotent_task(key)? {
-                    outcomes.push(ScheduleOutcome { task_id, created: false });
+                    let state = b.task(task_id)?.map_or(TaskState::Scheduled, |t| t.display_state(self.now_ms));
+                    outcomes.push(ScheduleOutcome { task_id, created: false, state });
                     continue;
                 }
             }
@@ -406,15 +471,21 @@ impl Applier {
                 result_size: None,
                 cancel_requested: false,
                 history: Vec::new(),
+                collection: new.collection.clone(),
             };
             task.transition(TaskState::Scheduled, self.now_ms);
+            if let Some(gate) = self.dropping_gate(&task) {
+                task.last_error = Some(gate.drop_reason());
+                task.transition(TaskState::Cancelled, self.now_ms);
+            }
+            let state = task.display_state(self.now_ms);
             b.put(&keys::payload(id), &new.payload)?;
             b.save(None, task)?;
             if let Some(key) = idem_key {
                 b.put(&key, &encoding::encode(&id))?;
                 b.set_idempotency(key, Some(id));
             }
-            outcomes.push(ScheduleOutcome { task_id: id, created: true });
+            outcomes.push(ScheduleOutcome { task_id: id, created: true, state });
         }
         Ok(CommandResponse::Scheduled(outcomes))
     }
@@ -438,7 +509,11 @@ impl Applier {
         // Only a schedule that happened is remembered: a rejected request
         // changed nothing, and its retry is judged afresh.
         if let CommandResponse::Scheduled(outcomes) = &response {
-            b.requests.insert(request_id, RequestRecord { at_ms: self.now_ms, outcomes: outcomes.clone() });
+            if let Some(earlier) = b.request(&request_id)? {
+                b.delete(&keys::request_by_time(earlier.at_ms, &request_id.0))?;
+            }
+            b.put(&keys::request_by_time(self.now_ms, &request_id.0), &[])?;
+            b.requests.insert(request_id, Some(RequestRecord { at_ms: self.now_ms, outcomes: outcomes.clone() }));
         }
         Ok(response)
     }
@@ -473,6 +548,17 @@ impl Applier {
                     before.state.name(),
                     before.attempts,
                     a.attempts_seen
+                ))));
+                continue;
+            }
+            // The gate as of this entry: an assignment planned before a
+            // pause committed is refused here.
+            if let Some(gate) = self.gate_for(&before) {
+                out.push(Err(Rejection::FailedPrecondition(format!(
+                    "task {} is held by the {} gate on {}",
+                    a.task_id,
+                    gate.mode.name(),
+                    gate.target
                 ))));
                 continue;
             }
@@ -667,6 +753,7 @@ impl Applier {
         batch.put(keys::SM_NOW, &encoding::encode(&self.now_ms))?;
         batch.put(keys::SM_NEXT_TASK_ID, &encoding::encode(&self.next_task_id))?;
         batch.put(keys::SM_TASK_COUNT, &encoding::encode(&self.task_count))?;
+        batch.put(keys::SM_COLLECTED, &encoding::encode(&self.collected))?;
         Ok(())
     }
 }

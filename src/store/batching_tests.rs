@@ -32,6 +32,7 @@ use crate::domain::*;
 
 const CALLBACKS: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+const COLLECTIONS: [&str; 2] = ["x", "y"];
 /// Task ids the generator refers to (ids are handed out from 1).
 const MAX_ID: u64 = 12;
 
@@ -39,17 +40,69 @@ const MAX_ID: u64 = 12;
 /// store when the sequence is concretised.
 #[derive(Debug, Clone)]
 enum Abstract {
-    Register { callback: usize, max_attempts: u32 },
-    Schedule { tasks: Vec<(usize, Option<usize>, u64)>, auto_register: bool, request: Option<u8> },
-    Assign { ids: Vec<u64>, stale_attempts: bool },
-    Complete { id: u64, stale: bool, outcome: u8 },
-    Expire { id: u64, stale: bool },
-    Release { id: u64, stale: bool },
-    Cancel { id: u64 },
-    Redrive { target: AbstractTarget },
-    Purge { target: AbstractTarget },
-    Retire { node: u64 },
-    Import { first_id: u64, dead: bool, key: usize, callback: usize },
+    Register {
+        callback: usize,
+        max_attempts: u32,
+    },
+    Schedule {
+        tasks: Vec<(usize, Option<usize>, u64, Option<usize>)>,
+        auto_register: bool,
+        request: Option<u8>,
+    },
+    Assign {
+        ids: Vec<u64>,
+        stale_attempts: bool,
+    },
+    Complete {
+        id: u64,
+        stale: bool,
+        outcome: u8,
+    },
+    Expire {
+        id: u64,
+        stale: bool,
+    },
+    Release {
+        id: u64,
+        stale: bool,
+    },
+    Cancel {
+        id: u64,
+    },
+    Redrive {
+        target: AbstractTarget,
+    },
+    Purge {
+        target: AbstractTarget,
+    },
+    Retire {
+        node: u64,
+    },
+    Import {
+        first_id: u64,
+        dead: bool,
+        key: usize,
+        callback: usize,
+    },
+    /// A gate on a callback or one of its collections; `until` is relative
+    /// to the entry's stamp (some end within the sequence).
+    SetGate {
+        callback: usize,
+        collection: Option<usize>,
+        drop: bool,
+        until: Option<u64>,
+        cancel_running: bool,
+    },
+    OpenGate {
+        callback: usize,
+        collection: Option<usize>,
+        if_expired: bool,
+    },
+    /// Retention: delete these ids (finished or not) and some request ids.
+    Collect {
+        ids: Vec<u64>,
+        request: Option<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +120,7 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
     prop_oneof![
         1 => (0..CALLBACKS.len(), 1u32..=3).prop_map(|(callback, max_attempts)| Abstract::Register { callback, max_attempts }),
         5 => (
-            prop::collection::vec((0..CALLBACKS.len(), prop::option::of(0..KEYS.len()), prop_oneof![Just(0u64), 1u64..3000]), 1..4),
+            prop::collection::vec((0..CALLBACKS.len(), prop::option::of(0..KEYS.len()), prop_oneof![Just(0u64), 1u64..3000], prop::option::of(0..COLLECTIONS.len())), 1..4),
             any::<bool>(),
             prop::option::of(0u8..3),
         )
@@ -83,6 +136,12 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
         1 => (1u64..4).prop_map(|node| Abstract::Retire { node }),
         1 => (100u64..103, any::<bool>(), 0..KEYS.len(), 0..CALLBACKS.len())
             .prop_map(|(first_id, dead, key, callback)| Abstract::Import { first_id, dead, key, callback }),
+        2 => (0..CALLBACKS.len(), prop::option::of(0..COLLECTIONS.len()), any::<bool>(), prop::option::of(1u64..5000), prop::bool::weighted(0.3))
+            .prop_map(|(callback, collection, drop, until, cancel_running)| Abstract::SetGate { callback, collection, drop, until, cancel_running }),
+        1 => (0..CALLBACKS.len(), prop::option::of(0..COLLECTIONS.len()), any::<bool>())
+            .prop_map(|(callback, collection, if_expired)| Abstract::OpenGate { callback, collection, if_expired }),
+        2 => (prop::collection::vec(1..=MAX_ID, 1..5), prop::option::of(0u8..3))
+            .prop_map(|(ids, request)| Abstract::Collect { ids, request }),
     ]
 }
 
@@ -162,7 +221,8 @@ fn import_records(first_id: u64, dead: bool, key: usize, callback: usize) -> Ope
         last_error: None,
         result_size: None,
         cancel_requested: false,
-        history: Vec::new(),
+        history: vec![Transition { state, at_ms: 0, attempt: u32::from(dead) }],
+        collection: None,
     };
     let mut records = vec![
         (keys::callback(name), encoding::encode(&callback_config(callback, 2))),
@@ -174,7 +234,7 @@ fn import_records(first_id: u64, dead: bool, key: usize, callback: usize) -> Ope
     if dead {
         records.push((keys::by_state(TaskState::Dead.code(), first_id).to_vec(), Vec::new()));
     } else {
-        records.push((keys::pending(name, 0, 0, first_id), Vec::new()));
+        records.push((keys::pending(name, None, 0, 0, first_id), Vec::new()));
     }
     Operation::Import {
         records: records
@@ -193,8 +253,9 @@ fn outcome(code: u8) -> Outcome {
     }
 }
 
-/// Resolve one abstract command against the current state of `r`.
-fn concretise(r: &Replica, a: &Abstract) -> Operation {
+/// Resolve one abstract command against the current state of `r`, for an
+/// entry stamped `stamp`.
+fn concretise(r: &Replica, a: &Abstract, stamp: u64) -> Operation {
     let token = |id: u64, stale: bool| {
         let t = r.task(id).map_or(0, |t| t.fencing_token);
         if stale {
@@ -210,12 +271,13 @@ fn concretise(r: &Replica, a: &Abstract) -> Operation {
         Abstract::Schedule { tasks, auto_register, request } => {
             let tasks = tasks
                 .iter()
-                .map(|(callback, key, run_at_ms)| NewTask {
+                .map(|(callback, key, run_at_ms, collection)| NewTask {
                     callback: CALLBACKS[*callback].into(),
                     payload: vec![*callback as u8],
                     priority: (*run_at_ms % 3) as u8,
                     run_at_ms: *run_at_ms,
                     idempotency_key: key.map(|k| KEYS[k].to_string()),
+                    collection: collection.map(|c| COLLECTIONS[c].to_string()),
                 })
                 .collect();
             match request {
@@ -249,7 +311,29 @@ fn concretise(r: &Replica, a: &Abstract) -> Operation {
         Abstract::Purge { target } => Operation::Purge { target: concrete_target(target) },
         Abstract::Retire { node } => Operation::RetireNode { node_id: *node },
         Abstract::Import { first_id, dead, key, callback } => import_records(*first_id, *dead, *key, *callback),
+        Abstract::SetGate { callback, collection, drop, until, cancel_running } => Operation::SetGate {
+            gate: Gate {
+                target: gate_target(*callback, *collection),
+                mode: if *drop { GateMode::Drop } else { GateMode::Pause },
+                since_ms: 0,
+                since_index: 0,
+                until_ms: until.map(|u| stamp + u),
+                note: "n".into(),
+            },
+            cancel_running: *cancel_running,
+        },
+        Abstract::OpenGate { callback, collection, if_expired } => {
+            Operation::OpenGate { target: gate_target(*callback, *collection), if_expired: *if_expired }
+        }
+        Abstract::Collect { ids, request } => Operation::Collect {
+            task_ids: ids.clone(),
+            request_ids: request.map(|r| RequestId([r; 16])).into_iter().collect(),
+        },
     }
+}
+
+fn gate_target(callback: usize, collection: Option<usize>) -> GateTarget {
+    GateTarget::new(CALLBACKS[callback], collection.map(|c| COLLECTIONS[c].to_string()))
 }
 
 fn concrete_target(t: &AbstractTarget) -> Target {
@@ -290,7 +374,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
     let mut stamp = 1_000_000u64;
     for (i, a) in case.commands.iter().enumerate() {
         stamp += case.steps[i];
-        let entry = (i as u64 + 1, Command { stamped_at_ms: stamp, operation: concretise(&reference, a) });
+        let entry = (i as u64 + 1, Command { stamped_at_ms: stamp, operation: concretise(&reference, a, stamp) });
         reference_replies.extend(reference.apply(std::slice::from_ref(&entry)));
         entries.push(entry);
     }

@@ -42,6 +42,9 @@ const SM_BY_STATE: u8 = b'S';
 const SM_CALLBACK: u8 = b'C';
 const SM_RETIRED: u8 = b'N';
 const SM_REQUEST: u8 = b'D';
+const SM_GATE: u8 = b'G';
+const SM_FINISHED: u8 = b'F';
+const SM_REQUEST_BY_TIME: u8 = b'd';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -53,6 +56,13 @@ pub const SM_NOW: &[u8] = b"M/now";
 pub const SM_NEXT_TASK_ID: &[u8] = b"M/next_task_id";
 /// Number of task rows.
 pub const SM_TASK_COUNT: &[u8] = b"M/task_count";
+/// Rows retention has deleted so far (tasks and request ids).
+pub const SM_COLLECTED: &[u8] = b"M/collected";
+/// Version of the derived index rows (2: with the finished and
+/// request-by-time indexes); absent in data written before them.
+pub const SM_LAYOUT: &[u8] = b"M/layout";
+/// The [`SM_LAYOUT`] this build writes.
+pub const LAYOUT: u64 = 2;
 
 /// First key of the state machine: every state-machine key sorts at or after
 /// it, and before [`sm_end`].
@@ -96,15 +106,27 @@ pub fn task_id(key: &[u8]) -> Option<u64> {
 }
 
 /// Whether the value at state-machine `key` is a record behind a format
-/// byte (task rows, idempotency keys, callbacks, request ids); index rows
-/// are empty and payloads and results are the user's bytes.
+/// byte (task rows, idempotency keys, callbacks, request ids, gates); index
+/// rows are empty and payloads and results are the user's bytes.
 pub fn holds_record(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&(SM_TASK | SM_IDEMPOTENCY | SM_CALLBACK | SM_REQUEST)))
+    matches!(key.first(), Some(&(SM_TASK | SM_IDEMPOTENCY | SM_CALLBACK | SM_REQUEST | SM_GATE)))
+}
+
+/// Whether `key` is a row derived from task rows (pending queues, the
+/// by-state, finished and request-by-time indexes): a restore rebuilds
+/// these from the rows rather than trusting a backup's copies.
+pub fn is_derived(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&(SM_PENDING | SM_BY_STATE | SM_FINISHED | SM_REQUEST_BY_TIME)))
 }
 
 /// Whether `key` is an [`idempotency`] key.
 pub fn is_idempotency(key: &[u8]) -> bool {
     key.first() == Some(&SM_IDEMPOTENCY)
+}
+
+/// Whether `key` is a [`gate`] key.
+pub fn is_gate(key: &[u8]) -> bool {
+    key.first() == Some(&SM_GATE)
 }
 
 /// Whether `key` is a [`callback`] key.
@@ -123,33 +145,138 @@ pub fn idempotency(callback: &str, key: &str) -> Vec<u8> {
     k
 }
 
-/// Pending queue of one (callback, priority): tasks waiting to run,
-/// ordered by run-at, then arrival (task ids increase with arrival).
-pub fn pending(callback: &str, priority: u8, run_at_ms: u64, id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(19 + callback.len());
-    k.push(SM_PENDING);
-    k.extend_from_slice(callback.as_bytes());
-    k.push(0);
+/// Pending queue of one (callback, collection, priority): tasks waiting
+/// to run, ordered by run-at, then arrival (task ids increase with
+/// arrival).
+///
+/// A task without a collection has the key `Q callback 0 priority run_at
+/// id` (the only form format 1 wrote); one in a collection `Q callback 0
+/// collection 0 priority run_at id`. The two are told apart by length
+/// (the tail after the first 0 is 17 bytes, or a collection, a 0 and 17
+/// bytes), and the first sort before the second (priorities are below any
+/// collection name's first byte).
+pub fn pending(callback: &str, collection: Option<&str>, priority: u8, run_at_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = pending_prefix(callback, collection);
     k.push(priority);
     k.extend_from_slice(&run_at_ms.to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
+/// Prefix of every [`pending`] key of `callback` (with `None`: of all its
+/// collections too) or of one of its collections.
+pub fn pending_prefix(callback: &str, collection: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(20 + callback.len() + collection.map_or(0, str::len));
+    k.push(SM_PENDING);
+    k.extend_from_slice(callback.as_bytes());
+    k.push(0);
+    if let Some(c) = collection {
+        k.extend_from_slice(c.as_bytes());
+        k.push(0);
+    }
+    k
+}
+
 pub const PENDING_PREFIX: [u8; 1] = [SM_PENDING];
 
-/// Parse a [`pending`] key into (callback, priority, run_at, id).
-pub fn parse_pending(key: &[u8]) -> Option<(String, u8, u64, u64)> {
+pub const REQUEST_PREFIX: [u8; 1] = [SM_REQUEST];
+
+/// A parsed [`pending`] key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    pub callback: String,
+    pub collection: Option<String>,
+    pub priority: u8,
+    pub run_at_ms: u64,
+    pub id: u64,
+}
+
+/// Parse a [`pending`] key.
+pub fn parse_pending(key: &[u8]) -> Option<PendingKey> {
     let rest = key.strip_prefix(&PENDING_PREFIX)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let callback = std::str::from_utf8(&rest[..nul]).ok()?.to_string();
+    let tail = &rest[nul + 1..];
+    let (collection, tail) = match tail.len() {
+        17 => (None, tail),
+        n if n >= 19 && tail[n - 18] == 0 => {
+            (Some(std::str::from_utf8(&tail[..n - 18]).ok()?.to_string()), &tail[n - 17..])
+        }
+        _ => return None,
+    };
+    let run_at_ms = u64::from_be_bytes(tail[1..9].try_into().ok()?);
+    let id = u64::from_be_bytes(tail[9..17].try_into().ok()?);
+    Some(PendingKey { callback, collection, priority: tail[0], run_at_ms, id })
+}
+
+/// A gate on a callback or one of its collections.
+pub fn gate(callback: &str, collection: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + callback.len() + collection.map_or(0, str::len));
+    k.push(SM_GATE);
+    k.extend_from_slice(callback.as_bytes());
+    if let Some(c) = collection {
+        k.push(0);
+        k.extend_from_slice(c.as_bytes());
+    }
+    k
+}
+
+pub const GATE_PREFIX: [u8; 1] = [SM_GATE];
+
+/// Finished index: tasks of one (callback, final state) by when they
+/// finished, so that retention finds the oldest of each without reading
+/// rows, and dead tasks are counted per callback by keys alone.
+pub fn finished(callback: &str, state: u8, finished_at_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = finished_prefix(callback, state);
+    k.extend_from_slice(&finished_at_ms.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Prefix of the [`finished`] keys of one (callback, state).
+pub fn finished_prefix(callback: &str, state: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(19 + callback.len());
+    k.push(SM_FINISHED);
+    k.extend_from_slice(callback.as_bytes());
+    k.push(0);
+    k.push(state);
+    k
+}
+
+pub const FINISHED_PREFIX: [u8; 1] = [SM_FINISHED];
+
+/// Parse a [`finished`] key into (callback, state, finished_at, id).
+pub fn parse_finished(key: &[u8]) -> Option<(String, u8, u64, u64)> {
+    let rest = key.strip_prefix(&FINISHED_PREFIX)?;
     let nul = rest.iter().position(|b| *b == 0)?;
     let callback = std::str::from_utf8(&rest[..nul]).ok()?.to_string();
     let tail = &rest[nul + 1..];
     if tail.len() != 17 {
         return None;
     }
-    let run_at = u64::from_be_bytes(tail[1..9].try_into().ok()?);
+    let at = u64::from_be_bytes(tail[1..9].try_into().ok()?);
     let id = u64::from_be_bytes(tail[9..17].try_into().ok()?);
-    Some((callback, tail[0], run_at, id))
+    Some((callback, tail[0], at, id))
+}
+
+/// Request ids by when they were first applied, so that retention finds
+/// those past their window.
+pub fn request_by_time(at_ms: u64, id: &[u8; 16]) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = SM_REQUEST_BY_TIME;
+    k[1..9].copy_from_slice(&at_ms.to_be_bytes());
+    k[9..].copy_from_slice(id);
+    k
+}
+
+pub const REQUEST_BY_TIME_PREFIX: [u8; 1] = [SM_REQUEST_BY_TIME];
+
+/// Parse a [`request_by_time`] key.
+pub fn parse_request_by_time(key: &[u8]) -> Option<(u64, [u8; 16])> {
+    if key.len() != 25 || key[0] != SM_REQUEST_BY_TIME {
+        return None;
+    }
+    Some((u64::from_be_bytes(key[1..9].try_into().ok()?), key[9..].try_into().ok()?))
 }
 
 /// A task's result bytes.
@@ -233,12 +360,43 @@ mod tests {
 
     #[test]
     fn pending_keys_group_by_callback_and_priority_then_time_then_id() {
-        assert!(pending("a", 1, 9, 9) < pending("a", 2, 0, 0));
-        assert!(pending("a", 9, 9, 9) < pending("ab", 0, 0, 0));
-        assert!(pending("a", 1, 5, 9) < pending("a", 1, 6, 1));
-        assert!(pending("a", 1, 5, 1) < pending("a", 1, 5, 2));
-        assert_eq!(parse_pending(&pending("cb.x", 7, 123, 456)), Some(("cb.x".to_string(), 7, 123, 456)));
+        assert!(pending("a", None, 1, 9, 9) < pending("a", None, 2, 0, 0));
+        assert!(pending("a", None, 9, 9, 9) < pending("ab", None, 0, 0, 0));
+        assert!(pending("a", None, 1, 5, 9) < pending("a", None, 1, 6, 1));
+        assert!(pending("a", None, 1, 5, 1) < pending("a", None, 1, 5, 2));
+        assert!(pending("a", None, 9, u64::MAX, u64::MAX) < pending("a", Some("-"), 0, 0, 0));
+        assert!(pending("a", Some("x"), 9, u64::MAX, u64::MAX) < pending("ab", None, 0, 0, 0));
+        for collection in [None, Some("x"), Some("email.reset-1")] {
+            // Ids and times whose bytes are 0 must not confuse the parser.
+            for (run_at, id) in [(123, 456), (0, 0), (1 << 56, 256)] {
+                let key = pending("cb.x", collection, 7, run_at, id);
+                assert!(key.starts_with(&pending_prefix("cb.x", None)));
+                assert!(key.starts_with(&pending_prefix("cb.x", collection)));
+                let parsed = parse_pending(&key).unwrap();
+                assert_eq!(
+                    parsed,
+                    PendingKey {
+                        callback: "cb.x".into(),
+                        collection: collection.map(String::from),
+                        priority: 7,
+                        run_at_ms: run_at,
+                        id
+                    }
+                );
+            }
+        }
         assert_eq!(parse_pending(b"Qbad"), None);
+        assert!(!pending("a", Some("x"), 0, 0, 0).starts_with(&pending_prefix("a", Some("xy"))));
+    }
+
+    #[test]
+    fn finished_and_request_keys_roundtrip_in_time_order() {
+        assert!(finished("a", 4, 10, 99) < finished("a", 4, 11, 1));
+        assert!(finished("a", 4, u64::MAX, 1) < finished("a", 5, 0, 0));
+        assert_eq!(parse_finished(&finished("cb", 6, 77, 0)), Some(("cb".into(), 6, 77, 0)));
+        assert!(finished("cb", 6, 77, 0).starts_with(&finished_prefix("cb", 6)));
+        assert!(request_by_time(1, &[9; 16]) < request_by_time(2, &[0; 16]));
+        assert_eq!(parse_request_by_time(&request_by_time(5, &[3; 16])), Some((5, [3; 16])));
     }
 
     #[test]
@@ -254,7 +412,10 @@ mod tests {
             payload(1).to_vec(),
             by_state(255, u64::MAX).to_vec(),
             idempotency("cb", "k"),
-            pending("zzz", 255, u64::MAX, u64::MAX),
+            pending("zzz", Some("zzz"), 255, u64::MAX, u64::MAX),
+            gate("zzz", Some("zzz")),
+            finished("zzz", 255, u64::MAX, u64::MAX),
+            request_by_time(u64::MAX, &[0xff; 16]).to_vec(),
             result(9).to_vec(),
             callback("zzz"),
             SM_LAST_APPLIED.to_vec(),

@@ -5,11 +5,16 @@
 //!   run of commands into one RocksDB `WriteBatch`. It never reads a clock.
 //! - [`index`]: the in-memory live index (callbacks, queues, running tasks)
 //!   the scheduler reads; rebuilt from disk.
+//! - [`layout`]: derives the indexes an earlier build's data lacks.
+//! - `gating`, `retention`: the apply of gates and of retention's deletes.
 //! - [`TaskStore`]: reads (any thread, any time).
 
 pub mod apply;
+mod gating;
 pub mod index;
 pub mod keys;
+pub mod layout;
+pub mod retention;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 pub use apply::{Applier, ApplyBatch};
 pub use index::{LiveIndex, SharedIndex};
+pub use retention::{Collectable, RetentionOf, RetentionStatus};
 
 use crate::domain::{Task, TaskState};
 
@@ -113,6 +119,22 @@ pub(crate) fn get_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
     }
 }
 
+/// Which tasks a listing wants; `None` matches anything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskFilter<'a> {
+    pub callback: Option<&'a str>,
+    pub collection: Option<&'a str>,
+    pub state: Option<TaskState>,
+}
+
+impl TaskFilter<'_> {
+    pub fn matches(&self, t: &Task, now_ms: u64) -> bool {
+        self.callback.is_none_or(|c| t.callback == c)
+            && self.collection.is_none_or(|c| t.collection.as_deref() == Some(c))
+            && self.state.is_none_or(|s| t.display_state(now_ms) == s)
+    }
+}
+
 /// Read access to the task store. Cheap to clone; safe from any thread.
 #[derive(Clone)]
 pub struct TaskStore {
@@ -171,15 +193,14 @@ impl TaskStore {
     /// matches those not yet due.
     pub fn list(
         &self,
-        callback: Option<&str>,
-        state: Option<TaskState>,
+        filter: &TaskFilter<'_>,
         after: u64,
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<Task>, StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
-        let keep =
-            |t: &Task| callback.is_none_or(|c| t.callback == c) && state.is_none_or(|s| t.display_state(now_ms) == s);
+        let state = filter.state;
+        let keep = |t: &Task| filter.matches(t, now_ms);
         let mut out = Vec::new();
         // Indexed states walk the by-state index; the others scan rows.
         let stored_states: Vec<TaskState> = match state {
@@ -279,5 +300,7 @@ impl TaskStore {
 
 #[cfg(test)]
 mod batching_tests;
+#[cfg(test)]
+mod gating_tests;
 #[cfg(test)]
 mod tests;

@@ -5,16 +5,16 @@ use super::index::LiveIndex;
 use super::*;
 use crate::domain::*;
 
-struct Sm {
+pub(super) struct Sm {
     _dir: tempfile::TempDir,
-    db: Arc<DB>,
-    applier: Applier,
-    index: LiveIndex,
-    next_index: u64,
+    pub(super) db: Arc<DB>,
+    pub(super) applier: Applier,
+    pub(super) index: LiveIndex,
+    pub(super) next_index: u64,
 }
 
 impl Sm {
-    fn new() -> Sm {
+    pub(super) fn new() -> Sm {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
         let mut sm = Sm {
@@ -33,7 +33,7 @@ impl Sm {
     }
 
     /// Apply commands as one batch at consecutive log indexes.
-    fn batch(&mut self, cmds: Vec<Command>) -> Vec<CommandResponse> {
+    pub(super) fn batch(&mut self, cmds: Vec<Command>) -> Vec<CommandResponse> {
         let mut b = ApplyBatch::new(&self.db);
         let mut out = Vec::new();
         for cmd in &cmds {
@@ -49,22 +49,22 @@ impl Sm {
         out
     }
 
-    fn run(&mut self, stamp: u64, operation: Operation) -> CommandResponse {
+    pub(super) fn run(&mut self, stamp: u64, operation: Operation) -> CommandResponse {
         self.batch(vec![Command { stamped_at_ms: stamp, operation }]).remove(0)
     }
 
-    fn schedule(&mut self, stamp: u64, tasks: Vec<NewTask>) -> Vec<ScheduleOutcome> {
+    pub(super) fn schedule(&mut self, stamp: u64, tasks: Vec<NewTask>) -> Vec<ScheduleOutcome> {
         match self.run(stamp, Operation::Schedule { tasks, auto_register: false }) {
             CommandResponse::Scheduled(o) => o,
             other => panic!("expected Scheduled, got {other:?}"),
         }
     }
 
-    fn task(&self, id: u64) -> Task {
+    pub(super) fn task(&self, id: u64) -> Task {
         TaskStore::new(self.db.clone()).get(id).unwrap().unwrap()
     }
 
-    fn assign(&mut self, stamp: u64, id: u64) -> Result<Leased, Rejection> {
+    pub(super) fn assign(&mut self, stamp: u64, id: u64) -> Result<Leased, Rejection> {
         let attempts_seen = self.task(id).attempts;
         let a = Assignment { task_id: id, worker: "w1".into(), attempts_seen };
         match self.run(stamp, Operation::Assign { assignments: vec![a] }) {
@@ -73,7 +73,13 @@ impl Sm {
         }
     }
 
-    fn complete(&mut self, stamp: u64, id: u64, token: u64, outcome: Outcome) -> Result<TaskState, Rejection> {
+    pub(super) fn complete(
+        &mut self,
+        stamp: u64,
+        id: u64,
+        token: u64,
+        outcome: Outcome,
+    ) -> Result<TaskState, Rejection> {
         let c = Completion { task_id: id, fencing_token: token, outcome };
         match self.run(stamp, Operation::Complete { completions: vec![c] }) {
             CommandResponse::Transitioned(mut r) => r.remove(0),
@@ -82,17 +88,18 @@ impl Sm {
     }
 }
 
-fn new_task(cb: &str, run_at_ms: u64, key: Option<&str>) -> NewTask {
+pub(super) fn new_task(cb: &str, run_at_ms: u64, key: Option<&str>) -> NewTask {
     NewTask {
         callback: cb.into(),
         payload: b"p".to_vec(),
         priority: 3,
         run_at_ms,
         idempotency_key: key.map(String::from),
+        collection: None,
     }
 }
 
-fn retry(msg: &str) -> Outcome {
+pub(super) fn retry(msg: &str) -> Outcome {
     Outcome::Retry { error: msg.into(), retry_after_ms: None }
 }
 
@@ -100,7 +107,13 @@ fn retry(msg: &str) -> Outcome {
 fn schedule_creates_rows_payloads_and_queue_entries() {
     let mut sm = Sm::new();
     let o = sm.schedule(1000, vec![new_task("a", 500, None), new_task("b", 5000, None)]);
-    assert_eq!(o, vec![ScheduleOutcome { task_id: 1, created: true }, ScheduleOutcome { task_id: 2, created: true }]);
+    assert_eq!(
+        o,
+        vec![
+            ScheduleOutcome { task_id: 1, created: true, state: TaskState::Ready },
+            ScheduleOutcome { task_id: 2, created: true, state: TaskState::Scheduled }
+        ]
+    );
     let a = sm.task(1);
     assert_eq!((a.callback.as_str(), a.state, a.created_at_ms), ("a", TaskState::Scheduled, 1000));
     assert_eq!(a.display_state(1000), TaskState::Ready, "due: shown as ready");
@@ -109,7 +122,7 @@ fn schedule_creates_rows_payloads_and_queue_entries() {
     assert_eq!(store.payload(1).unwrap().as_deref(), Some(&b"p"[..]));
     assert_eq!(store.task_count().unwrap(), 2);
     let sm_cf = cf(&sm.db, keys::CF_SM).unwrap();
-    assert!(sm.db.get_cf(sm_cf, keys::pending("a", 3, 500, 1)).unwrap().is_some());
+    assert!(sm.db.get_cf(sm_cf, keys::pending("a", None, 3, 500, 1)).unwrap().is_some());
     assert_eq!(sm.index.depths("a", 1000)[3], (1, 0));
     assert_eq!(sm.index.depths("b", 1000)[3], (0, 1));
     // The index rebuilt from disk matches the one kept by apply.
@@ -135,12 +148,21 @@ fn unknown_callbacks_are_refused_unless_auto_registered() {
 fn idempotency_key_returns_the_first_task_across_and_within_batches() {
     let mut sm = Sm::new();
     let o = sm.schedule(10, vec![new_task("a", 0, Some("k")), new_task("a", 0, Some("k"))]);
-    assert_eq!(o, vec![ScheduleOutcome { task_id: 1, created: true }, ScheduleOutcome { task_id: 1, created: false }]);
+    assert_eq!(
+        o,
+        vec![
+            ScheduleOutcome { task_id: 1, created: true, state: TaskState::Ready },
+            ScheduleOutcome { task_id: 1, created: false, state: TaskState::Ready }
+        ]
+    );
     sm.applier = Applier::load(&sm.db).unwrap();
     let o = sm.schedule(20, vec![new_task("a", 0, Some("k")), new_task("b", 0, Some("k"))]);
     assert_eq!(
         o,
-        vec![ScheduleOutcome { task_id: 1, created: false }, ScheduleOutcome { task_id: 2, created: true }],
+        vec![
+            ScheduleOutcome { task_id: 1, created: false, state: TaskState::Ready },
+            ScheduleOutcome { task_id: 2, created: true, state: TaskState::Ready }
+        ],
         "same key under another callback is another task"
     );
 }

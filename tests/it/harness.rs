@@ -250,6 +250,7 @@ pub fn callback(name: &str, lease_ms: u64) -> pb::CallbackSettings {
         concurrency: 0,
         backoff_initial_ms: 100,
         backoff_max_ms: 1_000,
+        ..Default::default()
     }
 }
 

@@ -6,12 +6,14 @@
 //! - [`replication`]: durability and availability guarantees.
 //! - [`api`]: status codes for bad requests, idempotency.
 //! - [`cli`]: the command line's contract.
+//! - [`gating`]: collections, gates, rate limits and retention.
 
 mod api;
 mod cli;
 mod clock;
 mod disk;
 mod execution;
+mod gating;
 mod harness;
 mod invariants;
 mod layers;

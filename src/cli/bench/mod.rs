@@ -3,10 +3,13 @@
 //!
 //! - [`schedule`]: Schedule / ScheduleBatch throughput and ack latency.
 //! - [`execution`]: `e2e` (no-op SDK workers) and `delayed` (lateness).
+//! - [`ops`]: `failover` and `backlog` (local clusters it kills and fills).
+//! - [`soak`]: a steady load with retention: disk, memory and rows over time.
 
 pub mod execution;
 pub mod ops;
 pub mod schedule;
+pub mod soak;
 
 use std::sync::Arc;
 
@@ -30,6 +33,8 @@ pub enum BenchCommand {
     Failover(ops::FailoverBench),
     /// A large pending backlog: throughput against an empty cluster, memory, disk, restart time (needs --local).
     Backlog(ops::BacklogBench),
+    /// A steady end-to-end load with a retention of seconds: disk, RSS and rows every minute stay flat; Schedule p99 with retention deleting vs without.
+    Soak(soak::SoakBench),
 }
 
 /// Where a scenario runs.
@@ -58,6 +63,7 @@ pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
         BenchCommand::Delayed(a) => &a.target,
         BenchCommand::Failover(a) => &a.target,
         BenchCommand::Backlog(a) => &a.target,
+        BenchCommand::Soak(a) => &a.target,
     };
     let mut local = match target.local {
         true => {
@@ -86,6 +92,7 @@ pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
             Some(c) => ops::backlog(&client, c, args).await,
             None => Err(needs_local("backlog")),
         },
+        BenchCommand::Soak(args) => soak::soak(&client, args).await,
     };
     if let Some(mut c) = local {
         if let Err(e) = c.stop_all().await {
@@ -121,6 +128,7 @@ pub async fn ensure_callback(client: &Client, name: &str) -> Result<(), CliError
         concurrency: 0,
         backoff_initial_ms: 1000,
         backoff_max_ms: 60_000,
+        ..Default::default()
     };
     client
         .register_callback(settings)

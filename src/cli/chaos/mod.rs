@@ -199,6 +199,7 @@ async fn register(client: &Client) -> Result<(), CliError> {
             concurrency: 0,
             backoff_initial_ms: 100,
             backoff_max_ms: 1000,
+            ..Default::default()
         };
         client
             .register_callback(settings)
