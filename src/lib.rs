@@ -28,8 +28,10 @@
 //!   Worker and Cluster): protobuf to domain types, validation, forwarding
 //!   to the leader, and the one `ApiError -> Status` conversion.
 //! - [`scheduler`]: the leader-side dispatcher: worker sessions, leases
-//!   held in memory, assignment, completion and expiry proposals. It speaks
-//!   domain types ([`scheduler::protocol`]).
+//!   held in memory, assignment (skipping gated collections, within rate
+//!   limits), completion and expiry proposals; and the retention collector
+//!   ([`scheduler::collector`]). It speaks domain types
+//!   ([`scheduler::protocol`]).
 //! - [`consensus`]: the handle over Raft: propose, linearizable reads,
 //!   routing to the leader, leadership and quorum state, membership, and
 //!   replicated time ([`consensus::clock`], [`consensus::timekeeper`]).
@@ -40,8 +42,10 @@
 //!   ([`raft::state_machine`]), snapshots ([`raft::snapshot`]) and
 //!   node-to-node RPC ([`raft::network`], [`raft::service`]).
 //! - [`store`]: the task store on RocksDB: keys, task rows, the in-memory
-//!   queue index and the deterministic apply logic.
-//! - [`domain`]: tasks, callbacks, replicated commands and their replies.
+//!   queue index (per callback, collection and priority; gates) and the
+//!   deterministic apply logic, gates and retention's deletes included.
+//! - [`domain`]: tasks, callbacks, gates, replicated commands and their
+//!   replies; the format-1 layouts earlier builds wrote.
 //! - [`config`] (typed node configuration, limits, and every timing with
 //!   its checked relationships), [`net`] (shared gRPC channels, the one
 //!   backoff, failure classification), [`encoding`] (the versioned record

@@ -122,12 +122,13 @@ pub async fn run(cli: &Cli, cmd: &GateCommand) -> Result<(), CliError> {
         GateCommand::Open { gate } => {
             let (callback, collection) = split_target(gate)?;
             let r = client.open_gate(&callback, &collection).await.map_err(failed)?;
+            if !r.existed {
+                return Err(CliError(format!("not found: no gate on {gate} (see `drover gate list`)")));
+            }
             if cli.json {
                 println!("{}", json!({ "gate": gate, "existed": r.existed }));
-            } else if r.existed {
-                println!("opened gate {gate}");
             } else {
-                println!("no gate on {gate}; nothing to open");
+                println!("opened gate {gate}");
             }
             Ok(())
         }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::callback::CallbackConfig;
 use super::gate::{Gate, GateTarget};
+use super::schedule::{Schedule, Slot};
 use super::task::TaskState;
 
 /// One Raft log entry's worth of application work.
@@ -27,48 +28,112 @@ pub enum Operation {
     /// idempotency key. Unknown callbacks are refused unless
     /// `auto_register` (a node option, carried in the command so that every
     /// replica decides alike).
-    Schedule { tasks: Vec<NewTask>, auto_register: bool },
+    Schedule {
+        tasks: Vec<NewTask>,
+        auto_register: bool,
+    },
     /// Create or update a callback.
     RegisterCallback(CallbackConfig),
     /// Lease pending tasks to workers. The fencing token of each is this
     /// entry's log index.
-    Assign { assignments: Vec<Assignment> },
+    Assign {
+        assignments: Vec<Assignment>,
+    },
     /// Workers' reports.
-    Complete { completions: Vec<Completion> },
+    Complete {
+        completions: Vec<Completion>,
+    },
     /// Leases the leader saw lapse (or tasks past their timeout).
-    Expire { leases: Vec<Expiry> },
+    Expire {
+        leases: Vec<Expiry>,
+    },
     /// Cancel a task: at once if it is not running, else when its worker
     /// stops it (or its lease lapses).
-    Cancel { task_id: u64 },
+    Cancel {
+        task_id: u64,
+    },
     /// Dead tasks back to pending with attempts reset.
-    Redrive { target: Target },
+    Redrive {
+        target: Target,
+    },
     /// Delete dead tasks.
-    Purge { target: Target },
+    Purge {
+        target: Target,
+    },
     /// Remember a removed node id, so that it is never reused.
-    RetireNode { node_id: u64 },
+    RetireNode {
+        node_id: u64,
+    },
     /// Load raw state machine records from a backup (a restore). Only ever
     /// proposed by a freshly restored single-node cluster, before it serves.
-    Import { records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> },
+    Import {
+        records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    },
     /// Assignments the leader could not hand to their worker (its stream
     /// was full or gone): back to pending at once, and the attempt does not
     /// count, since the task never ran.
-    Release { leases: Vec<Expiry> },
+    Release {
+        leases: Vec<Expiry>,
+    },
     /// `Schedule` under a client's request id: a repeat of the id (within
     /// [`REQUEST_ID_WINDOW_MS`]) gets the first answer again and creates
     /// nothing, so a client may retry any schedule whose outcome it does
     /// not know.
-    ScheduleRequest { request_id: RequestId, tasks: Vec<NewTask>, auto_register: bool },
+    ScheduleRequest {
+        request_id: RequestId,
+        tasks: Vec<NewTask>,
+        auto_register: bool,
+    },
     /// Set (or replace) a gate. Its `since_ms` is the applying entry's
     /// time. A dropping gate cancels the pending tasks it covers in this
     /// entry; with `cancel_running`, running ones get a cancel request.
-    SetGate { gate: Gate, cancel_running: bool },
+    SetGate {
+        gate: Gate,
+        cancel_running: bool,
+    },
     /// Remove a gate. With `if_expired`, only if it no longer applies (the
     /// leader's clean-up, which must not remove a gate set again since).
-    OpenGate { target: GateTarget, if_expired: bool },
+    OpenGate {
+        target: GateTarget,
+        if_expired: bool,
+    },
     /// Retention: delete these finished tasks (with payload, result, index
     /// rows and idempotency key) and forget these request ids. The leader
     /// picks them; apply skips any task that is not finished.
-    Collect { task_ids: Vec<u64>, request_ids: Vec<RequestId> },
+    Collect {
+        task_ids: Vec<u64>,
+        request_ids: Vec<RequestId>,
+    },
+    /// Create (`create`) or update a periodic schedule; an update keeps its
+    /// state (last slot, runs, counts).
+    PutSchedule {
+        schedule: Schedule,
+        create: bool,
+    },
+    DeleteSchedule {
+        name: String,
+    },
+    /// Pause or resume; a resume without `catch_up` never fires the slots
+    /// up to its entry's time.
+    PauseSchedule {
+        name: String,
+        paused: bool,
+        note: String,
+        catch_up: bool,
+    },
+    /// Fire `slots` of a schedule, each only if later than its last slot
+    /// (compare-and-set), after moving the last slot to `skip_to` and
+    /// counting `skipped` missed slots.
+    FireSchedule {
+        name: String,
+        slots: Vec<Slot>,
+        skip_to: Option<Slot>,
+        skipped: u64,
+    },
+    /// Run a schedule's task now, under its overlap policy.
+    TriggerSchedule {
+        name: String,
+    },
 }
 
 impl Operation {
@@ -85,6 +150,7 @@ impl Operation {
             | Operation::Purge { target: Target::Callback(_) }
             | Operation::SetGate { .. } => 1_000,
             Operation::Collect { task_ids, request_ids } => task_ids.len() + request_ids.len(),
+            Operation::FireSchedule { slots, .. } => slots.len().max(1),
             _ => 1,
         }
     }
@@ -222,6 +288,15 @@ pub enum CommandResponse {
     GateOpened {
         existed: bool,
     },
+    /// A schedule was created (or updated).
+    ScheduleSaved {
+        created: bool,
+    },
+    /// The tasks a fire or trigger created, and the slots it skipped.
+    Fired {
+        task_ids: Vec<u64>,
+        skipped: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +341,15 @@ impl std::fmt::Display for Command {
             Operation::Collect { task_ids, request_ids } => {
                 write!(f, "collect {} task(s), {} request id(s) @{at}", task_ids.len(), request_ids.len())
             }
+            Operation::PutSchedule { schedule, create } => {
+                write!(f, "{} schedule {} @{at}", if *create { "create" } else { "update" }, schedule.name)
+            }
+            Operation::DeleteSchedule { name } => write!(f, "delete schedule {name} @{at}"),
+            Operation::PauseSchedule { name, paused, .. } => {
+                write!(f, "{} schedule {name} @{at}", if *paused { "pause" } else { "resume" })
+            }
+            Operation::FireSchedule { name, slots, .. } => write!(f, "fire {} slot(s) of {name} @{at}", slots.len()),
+            Operation::TriggerSchedule { name } => write!(f, "trigger schedule {name} @{at}"),
         }
     }
 }
@@ -286,6 +370,10 @@ impl std::fmt::Display for CommandResponse {
                 write!(f, "gate set: {cancelled} cancelled, {cancel_requested} asked to stop")
             }
             CommandResponse::GateOpened { existed } => write!(f, "gate opened (existed: {existed})"),
+            CommandResponse::ScheduleSaved { created } => write!(f, "schedule saved (new: {created})"),
+            CommandResponse::Fired { task_ids, skipped } => {
+                write!(f, "fired {} task(s), skipped {skipped}", task_ids.len())
+            }
         }
     }
 }

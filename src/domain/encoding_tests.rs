@@ -108,6 +108,7 @@ proptest! {
             cancel_requested: attempts % 2 == 0,
             history: vec![Transition { state: TaskState::Running, at_ms: at, attempt: attempts }],
             collection,
+            schedule: Some(callback.clone()).filter(|_| id % 3 == 0),
         };
         same_as_bincode1(&row)?;
         let old_row = TaskV1 {
@@ -117,7 +118,7 @@ proptest! {
             last_error: row.last_error.clone(), result_size: Some(at), cancel_requested: row.cancel_requested,
             history: row.history.clone(),
         };
-        format_1_reads_as(&old_row, &Task { collection: None, ..row })?;
+        format_1_reads_as(&old_row, &Task { collection: None, schedule: None, ..row })?;
         same_as_bincode1(&numbers_map)?;
     }
 }

@@ -55,6 +55,7 @@ impl From<TaskV1> for Task {
             cancel_requested: t.cancel_requested,
             history: t.history,
             collection: None,
+            schedule: None,
         }
     }
 }
@@ -210,5 +211,7 @@ impl Record for RequestRecord {
     }
 }
 
-/// Gates did not exist in format 1: their layout is the same in both.
+/// Gates and schedules did not exist in format 1: their layout is the
+/// same in both.
 impl Record for super::gate::Gate {}
+impl Record for super::schedule::Schedule {}

@@ -5,6 +5,7 @@
 //! - [`callback`]: callback settings and retry backoff.
 //! - [`command`]: the replicated commands and the state machine's replies.
 //! - [`gate`]: gates (pause, drop) on callbacks and collections.
+//! - [`schedule`]: periodic schedules and their slots.
 //! - [`legacy`]: the format-1 layouts of records that format 2 changed,
 //!   read only.
 
@@ -12,6 +13,7 @@ pub mod callback;
 pub mod command;
 pub mod gate;
 pub mod legacy;
+pub mod schedule;
 pub mod task;
 
 #[cfg(test)]

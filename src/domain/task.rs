@@ -122,6 +122,9 @@ pub struct Task {
     /// The labelled subset of its callback's tasks it belongs to (gates
     /// and listings select by it).
     pub collection: Option<String>,
+    /// The periodic schedule that created it, if any (its final transition
+    /// updates the schedule in the same entry).
+    pub schedule: Option<String>,
 }
 
 impl Task {

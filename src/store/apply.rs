@@ -35,6 +35,8 @@ pub struct Applier {
     pub gates: BTreeMap<GateTarget, Gate>,
     /// Rows retention has deleted so far.
     pub collected: u64,
+    /// Every periodic schedule, for the same reason as callbacks.
+    pub schedules: BTreeMap<String, crate::domain::schedule::Schedule>,
 }
 
 /// Pending writes of one applied batch.
@@ -62,6 +64,9 @@ pub struct ApplyBatch<'a> {
     pub index_ops: Vec<IndexOp>,
     /// Raw records were imported: rebuild the live index from disk.
     pub reload_index: bool,
+    /// Tasks of periodic schedules that reached a final state in the
+    /// current command: (schedule, task id, state).
+    pub(super) ended_runs: std::collections::VecDeque<(String, u64, TaskState)>,
 }
 
 impl<'a> ApplyBatch<'a> {
@@ -74,6 +79,7 @@ impl<'a> ApplyBatch<'a> {
             requests: HashMap::new(),
             index_ops: Vec::new(),
             reload_index: false,
+            ended_runs: std::collections::VecDeque::new(),
         }
     }
 
@@ -197,6 +203,11 @@ impl<'a> ApplyBatch<'a> {
             if let Some(slot) = new_pending {
                 self.put(&slot.key(), &[])?;
                 self.index_ops.push(IndexOp::AddPending(slot));
+            }
+        }
+        if let Some(name) = after.schedule.as_ref().filter(|_| after.state.is_terminal()) {
+            if !old_state.is_some_and(TaskState::is_terminal) {
+                self.ended_runs.push_back((name.clone(), after.id, after.state));
             }
         }
         let was_running = old_state == Some(TaskState::Running);
@@ -323,6 +334,10 @@ impl Applier {
                 .collect(),
             gates: load_records::<Gate>(db, &keys::GATE_PREFIX)?.into_iter().map(|g| (g.target.clone(), g)).collect(),
             collected: get_u64(db, keys::SM_COLLECTED)?,
+            schedules: load_records::<crate::domain::schedule::Schedule>(db, &keys::SCHEDULE_PREFIX)?
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect(),
         })
     }
 
@@ -330,7 +345,20 @@ impl Applier {
     /// depends only on the store's contents and the command.
     pub fn apply(&mut self, b: &mut ApplyBatch<'_>, index: u64, cmd: &Command) -> Result<CommandResponse, StoreError> {
         self.now_ms = self.now_ms.max(cmd.stamped_at_ms);
-        match &cmd.operation {
+        let response = self.apply_operation(b, index, &cmd.operation)?;
+        // Runs of periodic schedules that ended update their schedule in
+        // this same entry.
+        self.settle_schedules(b, index)?;
+        Ok(response)
+    }
+
+    fn apply_operation(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        index: u64,
+        operation: &Operation,
+    ) -> Result<CommandResponse, StoreError> {
+        match operation {
             Operation::Schedule { tasks, auto_register } => self.schedule(b, index, tasks, *auto_register),
             Operation::RegisterCallback(config) => self.register(b, config),
             Operation::Assign { assignments } => self.assign(b, index, assignments),
@@ -361,6 +389,15 @@ impl Applier {
             Operation::SetGate { gate, cancel_running } => self.set_gate(b, index, gate, *cancel_running),
             Operation::OpenGate { target, if_expired } => self.open_gate(b, target, *if_expired),
             Operation::Collect { task_ids, request_ids } => self.collect(b, task_ids, request_ids),
+            Operation::PutSchedule { schedule, create } => self.put_schedule(b, schedule, *create),
+            Operation::DeleteSchedule { name } => self.delete_schedule(b, name),
+            Operation::PauseSchedule { name, paused, note, catch_up } => {
+                self.pause_schedule(b, name, *paused, note, *catch_up)
+            }
+            Operation::FireSchedule { name, slots, skip_to, skipped } => {
+                self.fire_schedule(b, index, name, slots, skip_to.as_ref(), *skipped)
+            }
+            Operation::TriggerSchedule { name } => self.trigger_schedule(b, index, name),
         }
     }
 
@@ -414,6 +451,10 @@ impl Applier {
                 let gate: Gate = encoding::decode(v)?;
                 self.gates.insert(gate.target.clone(), gate);
                 b.put(k, v)?;
+            } else if keys::is_schedule(k) {
+                let s: crate::domain::schedule::Schedule = encoding::decode(v)?;
+                self.schedules.insert(s.name.clone(), s);
+                b.put(k, v)?;
             } else {
                 b.put(k, v)?;
             }
@@ -422,103 +463,11 @@ impl Applier {
         Ok(CommandResponse::Count(records.len() as u64))
     }
 
-    fn schedule(
+    pub(super) fn register(
         &mut self,
         b: &mut ApplyBatch<'_>,
-        index: u64,
-        tasks: &[NewTask],
-        auto_register: bool,
+        config: &CallbackConfig,
     ) -> Result<CommandResponse, StoreError> {
-        // All or nothing: check every callback first.
-        for new in tasks {
-            if !self.callbacks.contains_key(&new.callback) {
-                if !auto_register {
-                    return Ok(CommandResponse::Rejected(Rejection::NotFound(format!(
-                        "callback {:?} is not registered: run `drover callback register {}` first",
-                        new.callback, new.callback
-                    ))));
-                }
-                self.register(b, &CallbackConfig::with_defaults(new.callback.clone()))?;
-            }
-        }
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            let idem_key = new.idempotency_key.as_deref().map(|k| keys::idempotency(&new.callback, k));
-            if let Some(key) = &idem_key {
-                if let Some(task_id) = b.idempotent_task(key)? {
-                    let state = b.task(task_id)?.map_or(TaskState::Scheduled, |t| t.display_state(self.now_ms));
-                    outcomes.push(ScheduleOutcome { task_id, created: false, state });
-                    continue;
-                }
-            }
-            let id = self.next_task_id;
-            self.next_task_id += 1;
-            self.task_count += 1;
-            let mut task = Task {
-                id,
-                callback: new.callback.clone(),
-                priority: new.priority,
-                state: TaskState::Scheduled,
-                run_at_ms: new.run_at_ms,
-                created_at_ms: self.now_ms,
-                attempts: 0,
-                payload_size: new.payload.len() as u64,
-                idempotency_key: new.idempotency_key.clone(),
-                created_index: index,
-                fencing_token: 0,
-                worker: None,
-                last_error: None,
-                result_size: None,
-                cancel_requested: false,
-                history: Vec::new(),
-                collection: new.collection.clone(),
-            };
-            task.transition(TaskState::Scheduled, self.now_ms);
-            if let Some(gate) = self.dropping_gate(&task) {
-                task.last_error = Some(gate.drop_reason());
-                task.transition(TaskState::Cancelled, self.now_ms);
-            }
-            let state = task.display_state(self.now_ms);
-            b.put(&keys::payload(id), &new.payload)?;
-            b.save(None, task)?;
-            if let Some(key) = idem_key {
-                b.put(&key, &encoding::encode(&id))?;
-                b.set_idempotency(key, Some(id));
-            }
-            outcomes.push(ScheduleOutcome { task_id: id, created: true, state });
-        }
-        Ok(CommandResponse::Scheduled(outcomes))
-    }
-
-    /// A schedule under a request id: the first time, schedule and remember
-    /// the answer; a repeat within the window gets that answer again.
-    fn schedule_request(
-        &mut self,
-        b: &mut ApplyBatch<'_>,
-        index: u64,
-        request_id: RequestId,
-        tasks: &[NewTask],
-        auto_register: bool,
-    ) -> Result<CommandResponse, StoreError> {
-        if let Some(seen) = b.request(&request_id)? {
-            if self.now_ms.saturating_sub(seen.at_ms) <= REQUEST_ID_WINDOW_MS {
-                return Ok(CommandResponse::Replayed(seen.outcomes));
-            }
-        }
-        let response = self.schedule(b, index, tasks, auto_register)?;
-        // Only a schedule that happened is remembered: a rejected request
-        // changed nothing, and its retry is judged afresh.
-        if let CommandResponse::Scheduled(outcomes) = &response {
-            if let Some(earlier) = b.request(&request_id)? {
-                b.delete(&keys::request_by_time(earlier.at_ms, &request_id.0))?;
-            }
-            b.put(&keys::request_by_time(self.now_ms, &request_id.0), &[])?;
-            b.requests.insert(request_id, Some(RequestRecord { at_ms: self.now_ms, outcomes: outcomes.clone() }));
-        }
-        Ok(response)
-    }
-
-    fn register(&mut self, b: &mut ApplyBatch<'_>, config: &CallbackConfig) -> Result<CommandResponse, StoreError> {
         if let Err(e) = config.validate() {
             return Ok(CommandResponse::Rejected(Rejection::InvalidArgument(e)));
         }

@@ -223,6 +223,7 @@ fn import_records(first_id: u64, dead: bool, key: usize, callback: usize) -> Ope
         cancel_requested: false,
         history: vec![Transition { state, at_ms: 0, attempt: u32::from(dead) }],
         collection: None,
+        schedule: None,
     };
     let mut records = vec![
         (keys::callback(name), encoding::encode(&callback_config(callback, 2))),

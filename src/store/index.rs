@@ -14,6 +14,7 @@ use rocksdb::DB;
 
 use super::{cf, keys, StoreError};
 use crate::domain::gate::strictest;
+use crate::domain::schedule::Schedule;
 use crate::domain::{CallbackConfig, Gate, GateTarget, Task, TaskState};
 use crate::encoding;
 
@@ -115,6 +116,8 @@ pub enum IndexOp {
     RemoveGate(GateTarget),
     AddFinished { callback: String, state: TaskState },
     RemoveFinished { callback: String, state: TaskState },
+    PutSchedule(Schedule),
+    RemoveSchedule(String),
 }
 
 /// A task picked for dispatch.
@@ -133,6 +136,7 @@ pub struct LiveIndex {
     /// Node ids removed from the cluster (the Raft service refuses them).
     retired: BTreeSet<u64>,
     gates: BTreeMap<GateTarget, Gate>,
+    schedules: BTreeMap<String, Schedule>,
 }
 
 /// Equal content: the same callbacks, running tasks, retired ids, gates and
@@ -155,6 +159,7 @@ impl PartialEq for LiveIndex {
             && self.running == other.running
             && self.retired == other.retired
             && self.gates == other.gates
+            && self.schedules == other.schedules
             && non_empty(self) == non_empty(other)
     }
 }
@@ -182,6 +187,10 @@ impl LiveIndex {
         for item in scan(db, &keys::GATE_PREFIX)? {
             let (_, v) = item?;
             index.apply(IndexOp::PutGate(encoding::decode(&v)?));
+        }
+        for item in scan(db, &keys::SCHEDULE_PREFIX)? {
+            let (_, v) = item?;
+            index.apply(IndexOp::PutSchedule(encoding::decode(&v)?));
         }
         for item in scan(db, &keys::PENDING_PREFIX)? {
             let (k, _) = item?;
@@ -269,6 +278,12 @@ impl LiveIndex {
                     q.finished[i] = q.finished[i].saturating_sub(1);
                 }
             }
+            IndexOp::PutSchedule(s) => {
+                self.schedules.insert(s.name.clone(), s);
+            }
+            IndexOp::RemoveSchedule(name) => {
+                self.schedules.remove(&name);
+            }
         }
     }
 
@@ -304,6 +319,14 @@ impl LiveIndex {
 
     pub fn gates(&self) -> impl Iterator<Item = &Gate> {
         self.gates.values()
+    }
+
+    pub fn schedules(&self) -> impl Iterator<Item = &Schedule> {
+        self.schedules.values()
+    }
+
+    pub fn schedule(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.get(name)
     }
 
     pub fn gate(&self, target: &GateTarget) -> Option<&Gate> {

@@ -43,6 +43,7 @@ const SM_CALLBACK: u8 = b'C';
 const SM_RETIRED: u8 = b'N';
 const SM_REQUEST: u8 = b'D';
 const SM_GATE: u8 = b'G';
+const SM_SCHEDULE: u8 = b'H';
 const SM_FINISHED: u8 = b'F';
 const SM_REQUEST_BY_TIME: u8 = b'd';
 
@@ -109,7 +110,7 @@ pub fn task_id(key: &[u8]) -> Option<u64> {
 /// byte (task rows, idempotency keys, callbacks, request ids, gates); index
 /// rows are empty and payloads and results are the user's bytes.
 pub fn holds_record(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&(SM_TASK | SM_IDEMPOTENCY | SM_CALLBACK | SM_REQUEST | SM_GATE)))
+    matches!(key.first(), Some(&(SM_TASK | SM_IDEMPOTENCY | SM_CALLBACK | SM_REQUEST | SM_GATE | SM_SCHEDULE)))
 }
 
 /// Whether `key` is a row derived from task rows (pending queues, the
@@ -122,6 +123,21 @@ pub fn is_derived(key: &[u8]) -> bool {
 /// Whether `key` is an [`idempotency`] key.
 pub fn is_idempotency(key: &[u8]) -> bool {
     key.first() == Some(&SM_IDEMPOTENCY)
+}
+
+/// A periodic schedule.
+pub fn schedule(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(SM_SCHEDULE);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub const SCHEDULE_PREFIX: [u8; 1] = [SM_SCHEDULE];
+
+/// Whether `key` is a [`schedule`] key.
+pub fn is_schedule(key: &[u8]) -> bool {
+    key.first() == Some(&SM_SCHEDULE)
 }
 
 /// Whether `key` is a [`gate`] key.
@@ -414,6 +430,7 @@ mod tests {
             idempotency("cb", "k"),
             pending("zzz", Some("zzz"), 255, u64::MAX, u64::MAX),
             gate("zzz", Some("zzz")),
+            schedule("zzz"),
             finished("zzz", 255, u64::MAX, u64::MAX),
             request_by_time(u64::MAX, &[0xff; 16]).to_vec(),
             result(9).to_vec(),

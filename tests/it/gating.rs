@@ -83,6 +83,8 @@ async fn a_paused_collection_holds_its_tasks_while_the_others_run_until_opened()
     assert_eq!(json(&out)["callbacks"][0]["collections"][0]["collection"], "marketing");
     let (ok, out, err) = cli(&ep, &["gate", "open", "email/marketing"]);
     assert!(ok && out.contains("opened"), "{out}{err}");
+    let (ok, _, err) = cli(&ep, &["gate", "open", "email/marketing"]);
+    assert!(!ok && err.contains("no gate on email/marketing"), "{err}");
     for id in &marketing {
         wait_state(&client, *id, pb::TaskState::Succeeded, Duration::from_secs(20)).await;
     }
