@@ -279,6 +279,79 @@ impl Client {
         .await
     }
 
+    /// Create a periodic schedule. Not retried once it may have been
+    /// applied (a retry would find the name taken).
+    pub async fn create_schedule(&self, def: pb::ScheduleDefinition) -> Result<pb::ScheduleInfo, Status> {
+        self.call(0, |i| {
+            let def = def.clone();
+            async move { Ok(self.scheduler(i)?.create_schedule(def).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Replace a schedule's definition (idempotent).
+    pub async fn update_schedule(&self, def: pb::ScheduleDefinition) -> Result<pb::ScheduleInfo, Status> {
+        self.call_idempotent(0, |i| {
+            let def = def.clone();
+            async move { Ok(self.scheduler(i)?.update_schedule(def).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn get_schedule(&self, name: &str) -> Result<pb::ScheduleInfo, Status> {
+        let req = pb::ScheduleRef { name: name.into() };
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.get_schedule(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list_schedules(&self) -> Result<pb::ListSchedulesResponse, Status> {
+        let req = pb::ListSchedulesRequest { allow_stale: false };
+        self.call_idempotent(0, |i| async move { Ok(self.scheduler(i)?.list_schedules(req).await?.into_inner()) }).await
+    }
+
+    /// Delete a schedule (not retried once it may have been applied).
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Status> {
+        let req = pb::ScheduleRef { name: name.into() };
+        self.call(0, |i| {
+            let req = req.clone();
+            async move { self.scheduler(i)?.delete_schedule(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Pause (idempotent).
+    pub async fn pause_schedule(&self, name: &str, note: &str) -> Result<pb::ScheduleInfo, Status> {
+        let req = pb::PauseScheduleRequest { name: name.into(), note: note.into() };
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.pause_schedule(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Resume (idempotent).
+    pub async fn resume_schedule(&self, name: &str, catch_up: bool) -> Result<pb::ScheduleInfo, Status> {
+        let req = pb::ResumeScheduleRequest { name: name.into(), catch_up };
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.resume_schedule(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Run one now (not retried once it may have been applied).
+    pub async fn trigger_schedule(&self, name: &str) -> Result<pb::TriggerScheduleResponse, Status> {
+        let req = pb::ScheduleRef { name: name.into() };
+        self.call(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.trigger_schedule(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// The cluster as the leader sees it.
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, Status> {
         self.call_idempotent(0, |i| async move {

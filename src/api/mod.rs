@@ -7,6 +7,7 @@
 //! - [`cluster`] and [`membership`]: status, membership, backup, digest,
 //!   clocks.
 //! - [`gates`]: gate requests and retention status.
+//! - [`schedules`]: periodic schedule definitions and their handlers.
 //! - [`worker`]: the worker stream, bridged to the dispatcher.
 //! - [`convert`]: protobuf <-> domain conversions.
 //! - [`validate`]: request validation at the edge.
@@ -20,6 +21,7 @@ pub mod forward;
 pub mod gates;
 pub mod membership;
 pub mod scheduler;
+pub mod schedules;
 pub mod validate;
 pub mod worker;
 

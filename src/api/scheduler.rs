@@ -9,6 +9,7 @@ use super::convert::{
 };
 use super::forward::{leader_rpc, Forwarder};
 use super::gates;
+use super::schedules;
 use super::validate::{self, ValidTask};
 use super::ApiError;
 use crate::config::Limits;
@@ -361,6 +362,105 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             let _ = &req;
             self.linearizable().await?;
             Ok(self.gates_local())
+        })
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<pb::ScheduleDefinition>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        let s = schedules::schedule_from_pb(request.get_ref(), &self.limits)?;
+        leader_rpc!(self, request, client, create_schedule, |req| {
+            let _ = &req;
+            self.put_schedule_local(&s, true).await
+        })
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<pb::ScheduleDefinition>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        let s = schedules::schedule_from_pb(request.get_ref(), &self.limits)?;
+        leader_rpc!(self, request, client, update_schedule, |req| {
+            let _ = &req;
+            self.put_schedule_local(&s, false).await
+        })
+    }
+
+    async fn get_schedule(&self, request: Request<pb::ScheduleRef>) -> Result<Response<pb::ScheduleInfo>, Status> {
+        leader_rpc!(self, request, client, get_schedule, |req| {
+            self.linearizable().await?;
+            self.get_schedule_local(&req.name)
+        })
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        if request.get_ref().allow_stale {
+            return Ok(Response::new(self.list_schedules_local()?));
+        }
+        leader_rpc!(self, request, client, list_schedules, |req| {
+            let _ = &req;
+            self.linearizable().await?;
+            self.list_schedules_local()
+        })
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        leader_rpc!(self, request, client, delete_schedule, |req| {
+            self.schedule_op_local(&req.name, Operation::DeleteSchedule { name: req.name.clone() }).await?;
+            Ok(pb::DeleteScheduleResponse {})
+        })
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        let note = schedules::note(&request.get_ref().note)?;
+        leader_rpc!(self, request, client, pause_schedule, |req| {
+            let op =
+                Operation::PauseSchedule { name: req.name.clone(), paused: true, note: note.clone(), catch_up: false };
+            self.schedule_op_local(&req.name, op).await?;
+            self.get_schedule_local(&req.name)
+        })
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<pb::ResumeScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        leader_rpc!(self, request, client, resume_schedule, |req| {
+            let op = Operation::PauseSchedule {
+                name: req.name.clone(),
+                paused: false,
+                note: String::new(),
+                catch_up: req.catch_up,
+            };
+            self.schedule_op_local(&req.name, op).await?;
+            self.get_schedule_local(&req.name)
+        })
+    }
+
+    async fn trigger_schedule(
+        &self,
+        request: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::TriggerScheduleResponse>, Status> {
+        leader_rpc!(self, request, client, trigger_schedule, |req| {
+            if let Some(why) = self.disk.refusal() {
+                return Err(ApiError::ResourceExhausted(why));
+            }
+            match self.schedule_op_local(&req.name, Operation::TriggerSchedule { name: req.name.clone() }).await? {
+                CommandResponse::Fired { task_ids, .. } => {
+                    Ok(pb::TriggerScheduleResponse { task_id: task_ids.first().copied() })
+                }
+                other => Err(ApiError::internal(format!("unexpected reply {other}"))),
+            }
         })
     }
 

@@ -65,6 +65,15 @@ pub fn collection_name(name: &str, limits: &Limits) -> Result<(), ApiError> {
     label("collection", name, limits.max_callback_len)
 }
 
+/// A non-empty name under the callback name's rules (`what` names it in
+/// the message).
+pub fn label_name(what: &str, name: &str, limits: &Limits) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::InvalidArgument(format!("{what} name is empty")));
+    }
+    label(what, name, limits.max_callback_len)
+}
+
 /// `value` is at most `max` bytes of [A-Za-z0-9_.:-].
 fn label(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.len() > max {

@@ -3,8 +3,8 @@
 //!
 //! - [`server`]: `drover server`.
 //! - [`dev`]: `drover dev`, a local cluster of child processes.
-//! - [`task`], [`callback`], [`dlq`], [`gate`], [`gc`], [`cluster`]: client
-//!   commands.
+//! - [`task`], [`callback`], [`dlq`], [`gate`], [`gc`], [`schedule`],
+//!   [`cluster`]: client commands.
 //! - [`worker`]: `drover worker`, the shell worker.
 //! - [`bench`]: `drover bench`.
 
@@ -17,6 +17,7 @@ pub mod dev;
 pub mod dlq;
 pub mod gate;
 pub mod gc;
+pub mod schedule;
 pub mod server;
 pub mod task;
 pub mod worker;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Retention: how many finished tasks were deleted, and what is still kept.
     #[command(subcommand)]
     Gc(gc::GcCommand),
+    /// Periodic schedules: a task per slot of a cron pattern or a period, exactly once per slot.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Inspect and resize the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -183,6 +187,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
             Command::Gate(cmd) => gate::run(&cli, cmd).await,
             Command::Gc(cmd) => gc::run(&cli, cmd).await,
+            Command::Schedule(cmd) => schedule::run(&cli, cmd).await,
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
             Command::Admin(cmd) => admin::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,

@@ -107,7 +107,7 @@ pub enum Operation {
     /// Create (`create`) or update a periodic schedule; an update keeps its
     /// state (last slot, runs, counts).
     PutSchedule {
-        schedule: Schedule,
+        schedule: Box<Schedule>,
         create: bool,
     },
     DeleteSchedule {

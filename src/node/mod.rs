@@ -38,6 +38,7 @@ use crate::domain::Retention;
 use crate::net::ChannelPool;
 use crate::raft::service::RaftService;
 use crate::scheduler::collector::{Collector, CollectorConfig};
+use crate::scheduler::ticker::Ticker;
 use crate::scheduler::{Deps, Dispatcher, Scheduler};
 use crate::store::{self, TaskStore};
 
@@ -133,6 +134,8 @@ impl RunningNode {
             config: collector_config(&config.retention),
         };
         tasks.spawn(collector.clone().run(shutdown.clone()));
+        let ticker = Ticker { consensus: consensus.clone(), index: started.index.clone(), clock: clock.clone() };
+        tasks.spawn(ticker.run(shutdown.clone()));
 
         let handles = Handles {
             consensus: consensus.clone(),

@@ -24,7 +24,7 @@ pub struct CollectorConfig {
     pub defaults: Retention,
     /// Most rows deleted per entry.
     pub batch: usize,
-    /// Pause between batches while old rows remain.
+    /// Pause between batches while rows keep coming due.
     pub busy_interval: Duration,
     /// Pause between looks when nothing is old enough.
     pub idle_interval: Duration,
@@ -96,8 +96,8 @@ impl Collector {
         }
     }
 
-    /// One round: open expired gates, then delete one batch. True if there
-    /// may be more to do at once.
+    /// One round: open expired gates, then delete one batch. True if it
+    /// deleted something (more may come due soon).
     async fn round(&self) -> bool {
         let now_ms = self.clock.stamp();
         let expired: Vec<_> =
@@ -116,10 +116,10 @@ impl Collector {
         if batch.is_empty() {
             return false;
         }
-        let full = batch.task_ids.len() + batch.request_ids.len() >= self.config.batch;
         tracing::debug!(tasks = batch.task_ids.len(), request_ids = batch.request_ids.len(), "collecting");
-        let done = self.propose(Operation::Collect { task_ids: batch.task_ids, request_ids: batch.request_ids }).await;
-        done && full
+        // While rows keep coming due, collect every `busy_interval`: many
+        // small entries delay other writes less than a few large ones.
+        self.propose(Operation::Collect { task_ids: batch.task_ids, request_ids: batch.request_ids }).await
     }
 
     /// Run while this node leads, until `stop`.

@@ -16,7 +16,8 @@
 //! (the live index skips gated collections), and apply refuses an
 //! assignment whose task a gate held when it committed. Rate limits are the
 //! dispatcher's alone ([`rate`]). The [`collector`] proposes retention's
-//! deletes and removes expired gates.
+//! deletes and removes expired gates; the [`ticker`] fires periodic
+//! schedules.
 //!
 //! Leases are held by the leader in memory, on its monotonic clock. A new
 //! leader gives every running task a full lease from the moment it takes
@@ -30,6 +31,7 @@ mod leases;
 pub mod protocol;
 mod rate;
 mod session;
+pub mod ticker;
 
 use std::time::{Duration, Instant};
 

@@ -103,6 +103,27 @@ enum Abstract {
         ids: Vec<u64>,
         request: Option<u8>,
     },
+    /// A periodic schedule on a callback, with an overlap policy.
+    PutSchedule {
+        schedule: usize,
+        callback: usize,
+        overlap: u8,
+        create: bool,
+    },
+    /// Fire slots (relative to the entry's stamp, some stale).
+    Fire {
+        schedule: usize,
+        slots: Vec<i64>,
+        skip: bool,
+    },
+    PauseSchedule {
+        schedule: usize,
+        paused: bool,
+        catch_up: bool,
+    },
+    Trigger {
+        schedule: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +163,13 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
             .prop_map(|(callback, collection, if_expired)| Abstract::OpenGate { callback, collection, if_expired }),
         2 => (prop::collection::vec(1..=MAX_ID, 1..5), prop::option::of(0u8..3))
             .prop_map(|(ids, request)| Abstract::Collect { ids, request }),
+        1 => (0..2usize, 0..CALLBACKS.len(), 0u8..5, any::<bool>())
+            .prop_map(|(schedule, callback, overlap, create)| Abstract::PutSchedule { schedule, callback, overlap, create }),
+        3 => (0..2usize, prop::collection::vec(-3000i64..3000, 1..4), any::<bool>())
+            .prop_map(|(schedule, slots, skip)| Abstract::Fire { schedule, slots, skip }),
+        1 => (0..2usize, any::<bool>(), any::<bool>())
+            .prop_map(|(schedule, paused, catch_up)| Abstract::PauseSchedule { schedule, paused, catch_up }),
+        1 => (0..2usize).prop_map(|schedule| Abstract::Trigger { schedule }),
     ]
 }
 
@@ -326,11 +354,68 @@ fn concretise(r: &Replica, a: &Abstract, stamp: u64) -> Operation {
         Abstract::OpenGate { callback, collection, if_expired } => {
             Operation::OpenGate { target: gate_target(*callback, *collection), if_expired: *if_expired }
         }
+        Abstract::PutSchedule { schedule, callback, overlap, create } => {
+            Operation::PutSchedule { schedule: Box::new(periodic(*schedule, *callback, *overlap)), create: *create }
+        }
+        Abstract::Fire { schedule, slots, skip } => Operation::FireSchedule {
+            name: SCHEDULES[*schedule].into(),
+            slots: slots.iter().map(|o| slot_at(stamp, *o)).collect(),
+            skip_to: skip.then(|| slot_at(stamp, -3_500)),
+            skipped: u64::from(*skip),
+        },
+        Abstract::PauseSchedule { schedule, paused, catch_up } => Operation::PauseSchedule {
+            name: SCHEDULES[*schedule].into(),
+            paused: *paused,
+            note: String::new(),
+            catch_up: *catch_up,
+        },
+        Abstract::Trigger { schedule } => Operation::TriggerSchedule { name: SCHEDULES[*schedule].into() },
         Abstract::Collect { ids, request } => Operation::Collect {
             task_ids: ids.clone(),
             request_ids: request.map(|r| RequestId([r; 16])).into_iter().collect(),
         },
     }
+}
+
+const SCHEDULES: [&str; 2] = ["s0", "s1"];
+
+fn periodic(name: usize, callback: usize, overlap: u8) -> schedule::Schedule {
+    use schedule::*;
+    let overlap = [Overlap::Skip, Overlap::BufferOne, Overlap::BufferAll, Overlap::Allow, Overlap::CancelOther]
+        [overlap as usize % 5];
+    Schedule {
+        name: SCHEDULES[name].into(),
+        spec: ScheduleSpec {
+            cadence: Cadence::Every { period_ms: 1_000 },
+            start_ms: None,
+            end_ms: None,
+            jitter_ms: 0,
+            dst_repeat: DstRepeat::Once,
+            dst_gap: DstGap::Shift,
+        },
+        template: TaskTemplate { callback: CALLBACKS[callback].into(), payload: vec![], priority: 0, collection: None },
+        policy: SchedulePolicy {
+            overlap,
+            catchup: Catchup::All,
+            catchup_window_ms: 1_000,
+            pause_on_failure: callback == 1,
+        },
+        created_ms: 0,
+        paused: false,
+        note: String::new(),
+        last_slot: None,
+        not_before_ms: 0,
+        active: vec![],
+        buffered: vec![],
+        fired: 0,
+        skipped: 0,
+        runs: vec![],
+    }
+}
+
+fn slot_at(stamp: u64, offset: i64) -> schedule::Slot {
+    let at = stamp.saturating_add_signed(offset);
+    schedule::Slot { at_ms: at, id: at.to_string() }
 }
 
 fn gate_target(callback: usize, collection: Option<usize>) -> GateTarget {

@@ -116,7 +116,7 @@ pub enum IndexOp {
     RemoveGate(GateTarget),
     AddFinished { callback: String, state: TaskState },
     RemoveFinished { callback: String, state: TaskState },
-    PutSchedule(Schedule),
+    PutSchedule(Box<Schedule>),
     RemoveSchedule(String),
 }
 
@@ -190,7 +190,7 @@ impl LiveIndex {
         }
         for item in scan(db, &keys::SCHEDULE_PREFIX)? {
             let (_, v) = item?;
-            index.apply(IndexOp::PutSchedule(encoding::decode(&v)?));
+            index.apply(IndexOp::PutSchedule(Box::new(encoding::decode(&v)?)));
         }
         for item in scan(db, &keys::PENDING_PREFIX)? {
             let (k, _) = item?;
@@ -279,7 +279,7 @@ impl LiveIndex {
                 }
             }
             IndexOp::PutSchedule(s) => {
-                self.schedules.insert(s.name.clone(), s);
+                self.schedules.insert(s.name.clone(), *s);
             }
             IndexOp::RemoveSchedule(name) => {
                 self.schedules.remove(&name);

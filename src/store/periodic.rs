@@ -24,7 +24,7 @@ fn later(slot: &Slot, last: Option<&Slot>) -> bool {
 impl Applier {
     fn save_schedule(&mut self, b: &mut ApplyBatch<'_>, s: Schedule) -> Result<(), StoreError> {
         b.put(&keys::schedule(&s.name), &encoding::encode(&s))?;
-        b.index_ops.push(IndexOp::PutSchedule(s.clone()));
+        b.index_ops.push(IndexOp::PutSchedule(Box::new(s.clone())));
         self.schedules.insert(s.name.clone(), s);
         Ok(())
     }

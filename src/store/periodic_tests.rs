@@ -46,7 +46,7 @@ fn fire(sm: &mut Sm, stamp: u64, name: &str, slots: Vec<Slot>) -> Vec<u64> {
 
 fn create(sm: &mut Sm, s: Schedule) {
     assert_eq!(
-        sm.run(1, Operation::PutSchedule { schedule: s, create: true }),
+        sm.run(1, Operation::PutSchedule { schedule: Box::new(s), create: true }),
         CommandResponse::ScheduleSaved { created: true }
     );
 }

@@ -23,7 +23,7 @@ fn real_ms() -> u64 {
 }
 
 /// Environment that shifts a process's wall clock (not its monotonic clock).
-fn faketime(offset: &str) -> Vec<(String, String)> {
+pub fn faketime(offset: &str) -> Vec<(String, String)> {
     assert!(
         std::path::Path::new(LIBFAKETIME).exists(),
         "{LIBFAKETIME} is missing: install Debian's `faketime` package (scripts/prereqs.sh does)"

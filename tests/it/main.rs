@@ -7,6 +7,7 @@
 //! - [`api`]: status codes for bad requests, idempotency.
 //! - [`cli`]: the command line's contract.
 //! - [`gating`]: collections, gates, rate limits and retention.
+//! - [`periodic`]: periodic schedules.
 
 mod api;
 mod cli;
@@ -18,6 +19,7 @@ mod harness;
 mod invariants;
 mod layers;
 mod membership;
+mod periodic;
 mod proxy;
 mod replication;
 mod trust;

@@ -1,0 +1,224 @@
+//! Periodic schedules: a slot fires exactly once whatever happens to the
+//! leaders; overlap policies against a slow worker; the command line.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+use drover::pb;
+use drover::worker::{TaskContext, TaskResult, Worker};
+
+fn every(name: &str, callback: &str, period: &str, overlap: &str, catchup: &str) -> Vec<String> {
+    [
+        "schedule",
+        "create",
+        name,
+        "--callback",
+        callback,
+        "--every",
+        period,
+        "--overlap",
+        overlap,
+        "--catchup",
+        catchup,
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run_cli(ep: &str, args: &[String]) -> serde_json::Value {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = cli(ep, &args);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// A worker whose handler takes `work` per task.
+fn worker(c: &TestCluster, callback: &str, credits: u32, work: Duration) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let w = Worker::builder(c.endpoints())
+        .id(format!("w-{callback}"))
+        .handle(callback, credits, move |_ctx: TaskContext| async move {
+            tokio::time::sleep(work).await;
+            TaskResult::Success(Vec::new())
+        })
+        .run(stop.clone());
+    tokio::spawn(w);
+    stop
+}
+
+/// The slot (nominal ms) of every task of a schedule, from its key.
+async fn slots_of(client: &drover::client::Client, callback: &str, schedule: &str) -> Vec<u64> {
+    let prefix = format!("schedule:{schedule}:");
+    list(client, callback, pb::TaskState::Unspecified)
+        .await
+        .iter()
+        .filter_map(|t| t.idempotency_key.strip_prefix(&prefix).and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// A 1-second schedule with `--catchup all` while the leader is SIGKILLed
+/// over and over: every slot from the first to the last fired has exactly
+/// one task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_slot_fires_exactly_once_across_leader_kills() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let ep = endpoints(&c);
+    register(&client, callback("tick", 5_000)).await;
+    let stop = worker(&c, "tick", 64, Duration::ZERO);
+    run_cli(&ep, &every("ticker", "tick", "1s", "allow", "all"));
+    let kills = 5 * scale();
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let leader = c.leader().await;
+        c.kill(leader);
+        c.wait_for_leader(Duration::from_secs(20)).await;
+        c.restart(leader);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let info = client.pause_schedule("ticker", "end of test").await.unwrap();
+    stop.cancel();
+    let last = info.last_slot.expect("a slot fired").at_unix_ms;
+    let slots = slots_of(&client, "tick", "ticker").await;
+    let distinct: BTreeSet<u64> = slots.iter().copied().collect();
+    assert_eq!(distinct.len(), slots.len(), "a slot fired twice");
+    let first = *distinct.first().expect("some slots");
+    let expected: BTreeSet<u64> = (0..=(last - first) / 1_000).map(|k| first + k * 1_000).collect();
+    let missing: Vec<u64> = expected.difference(&distinct).copied().collect();
+    eprintln!(
+        "periodic: {kills} leader kills; {} slots expected from the first to the last fired, {} with exactly one task, {} missing, skipped {}",
+        expected.len(),
+        distinct.len(),
+        missing.len(),
+        info.skipped
+    );
+    assert!(missing.is_empty(), "slots without a task: {missing:?}");
+    assert_eq!(distinct, expected);
+    assert_eq!(info.skipped, 0, "catchup all skips nothing");
+    assert!(expected.len() as u64 >= kills as u64 * 2, "the schedule kept firing: {} slots", expected.len());
+    let digests = converged_digests(&c).await;
+    assert_eq!(digests.values().collect::<BTreeSet<_>>().len(), 1, "{digests:?}");
+}
+
+/// Runs of a 1-second schedule against a worker that takes 2.5 s: `skip`
+/// and `buffer-one` never run two at once, `allow` does, `cancel-other`
+/// cancels the previous run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlap_policies_against_a_slow_worker() {
+    let c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let ep = endpoints(&c);
+    let policies = ["skip", "buffer-one", "allow", "cancel-other"];
+    let mut stops = Vec::new();
+    for p in policies {
+        let cb = format!("slow-{p}");
+        register(&client, callback(&cb, 10_000)).await;
+        stops.push(worker(&c, &cb, 8, Duration::from_millis(2_500)));
+        run_cli(&ep, &every(p, &cb, "1s", p, "latest"));
+    }
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let mut infos = HashMap::new();
+    for p in policies {
+        infos.insert(p, client.pause_schedule(p, "").await.unwrap());
+    }
+    // Let running tasks end, then read their histories.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for s in stops {
+        s.cancel();
+    }
+    let mut concurrency = HashMap::new();
+    for p in policies {
+        let tasks = list(&client, &format!("slow-{p}"), pb::TaskState::Unspecified).await;
+        // Running intervals (replicated time) of each task.
+        let mut edges: Vec<(u64, i32)> = Vec::new();
+        for t in &tasks {
+            let mut start = None;
+            for h in &t.history {
+                if h.state == pb::TaskState::Running as i32 {
+                    start = Some(h.at_unix_ms);
+                } else if let Some(s) = start.take() {
+                    edges.push((s, 1));
+                    edges.push((h.at_unix_ms, -1));
+                }
+            }
+        }
+        edges.sort();
+        let (mut now, mut most) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            most = most.max(now);
+        }
+        concurrency.insert(
+            p,
+            (most, tasks.len(), tasks.iter().filter(|t| t.state == pb::TaskState::Cancelled as i32).count()),
+        );
+    }
+    eprintln!("overlap: {concurrency:?}");
+    let (skip_most, skip_tasks, _) = concurrency["skip"];
+    assert_eq!(skip_most, 1, "skip ran two at once");
+    assert!(infos["skip"].skipped >= 3, "{:?}", infos["skip"]);
+    assert!(skip_tasks <= 5, "skip made {skip_tasks} tasks in 9 s of 2.5-s runs");
+    let (buffer_most, buffer_tasks, _) = concurrency["buffer-one"];
+    assert_eq!(buffer_most, 1, "buffer-one ran two at once");
+    assert!(buffer_tasks >= skip_tasks, "buffer-one runs the buffered slot");
+    let (allow_most, allow_tasks, _) = concurrency["allow"];
+    assert!(allow_most >= 2 && allow_tasks >= 8, "allow: {allow_most} at once, {allow_tasks} tasks");
+    let (_, _, cancelled) = concurrency["cancel-other"];
+    assert!(cancelled >= 3, "cancel-other cancelled {cancelled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_schedule_commands_teach_and_refuse_bad_input() {
+    let c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let ep = endpoints(&c);
+    register(&client, callback("report", 5_000)).await;
+    for (args, expect) in [
+        (vec!["schedule", "create", "r", "--callback", "report", "--cron", "61 * * * *"], "cron"),
+        (
+            vec!["schedule", "create", "r", "--callback", "report", "--cron", "0 2 * * *", "--tz", "Mars/Base"],
+            "time zone",
+        ),
+        (vec!["schedule", "create", "r", "--callback", "report", "--every", "10ms"], "at least 1s"),
+        (vec!["schedule", "create", "r", "--callback", "report", "--every", "1m", "--overlap", "maybe"], "overlap"),
+        (vec!["schedule", "create", "r", "--callback", "nope", "--every", "1m"], "not registered"),
+        (vec!["schedule", "get", "missing"], "does not exist"),
+    ] {
+        let (ok, _, err) = cli(&ep, &args);
+        assert!(!ok && err.contains(expect), "{args:?}: {err}");
+    }
+    let made = run_cli(
+        &ep,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--callback",
+            "report",
+            "--cron",
+            "30 1 * * *",
+            "--tz",
+            "America/New_York",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(made["next"].as_array().map(Vec::len), Some(5));
+    let (ok, _, err) = cli(&ep, &["schedule", "create", "nightly", "--callback", "report", "--every", "1h"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    // A manual trigger runs now; get shows it among the runs.
+    let (ok, out, err) = cli(&ep, &["schedule", "trigger", "nightly", "--json"]);
+    assert!(ok, "{err}");
+    let task: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let got = run_cli(&ep, &["schedule", "get", "nightly", "--json"].map(String::from));
+    assert_eq!(got["runs"][0]["task_id"], task["task_id"]);
+    let listed = run_cli(&ep, &["schedule", "list", "--json"].map(String::from));
+    assert_eq!(listed["schedules"][0]["name"], "nightly");
+    let (ok, _, err) = cli(&ep, &["schedule", "delete", "nightly"]);
+    assert!(ok, "{err}");
+}
