@@ -64,12 +64,16 @@ pub struct DefinitionArgs {
     /// IANA time zone of the cron pattern (e.g. America/New_York); default UTC.
     #[arg(long)]
     pub tz: Option<String>,
+    /// Payload of every task, as text.
     #[arg(long, conflicts_with = "payload_file")]
     pub payload: Option<String>,
+    /// Payload of every task, read from a file.
     #[arg(long, value_name = "FILE")]
     pub payload_file: Option<PathBuf>,
+    /// Priority of every task: 0 (lowest) to 9.
     #[arg(long, default_value_t = 0)]
     pub priority: u32,
+    /// Collection of every task (gates can pause or drop it).
     #[arg(long)]
     pub collection: Option<String>,
     /// When the previous run is still active: skip, buffer-one, buffer-all, allow or cancel-other.
@@ -78,6 +82,7 @@ pub struct DefinitionArgs {
     /// Missed slots after an outage: latest (the newest, within --catchup-window), all (oldest first, at most 1000) or none.
     #[arg(long, default_value = "latest")]
     pub catchup: String,
+    /// With --catchup latest: how old the newest missed slot may be and still fire.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub catchup_window: Duration,
     /// Fire up to this much after each slot (deterministic per slot; the slot keeps its nominal time).

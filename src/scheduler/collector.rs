@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consensus::clock::ProposerClock;
 use crate::consensus::Consensus;
 use crate::domain::{Command, Operation, Retention, TaskState};
+use crate::store::retention::ScanFrom;
 use crate::store::{index, Collectable, RetentionStatus, SharedIndex, StoreError, TaskStore};
 
 /// How the collector paces itself.
@@ -73,13 +74,14 @@ impl Collector {
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
     }
 
-    async fn collectable(&self, now_ms: u64) -> Result<Collectable, StoreError> {
+    async fn collectable(&self, now_ms: u64, from: &ScanFrom) -> Result<Collectable, StoreError> {
         let (callbacks, map) = self.retention();
         let store = self.store.clone();
         let limit = self.config.batch;
+        let from = from.clone();
         tokio::task::spawn_blocking(move || {
             let of = |cb: &str, s: TaskState| map.get(cb).and_then(|r| r.for_state(s));
-            store.collectable(&callbacks, &of, now_ms, limit)
+            store.collectable(&callbacks, &of, now_ms, limit, &from)
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
@@ -98,7 +100,7 @@ impl Collector {
 
     /// One round: open expired gates, then delete one batch. True if it
     /// deleted something (more may come due soon).
-    async fn round(&self) -> bool {
+    async fn round(&self, cursors: &mut ScanFrom) -> bool {
         let now_ms = self.clock.stamp();
         let expired: Vec<_> =
             index::lock(&self.index).gates().filter(|g| !g.active(now_ms)).map(|g| g.target.clone()).collect();
@@ -106,7 +108,7 @@ impl Collector {
             tracing::info!(gate = %target, "gate expired; opening it");
             self.propose(Operation::OpenGate { target, if_expired: true }).await;
         }
-        let batch = match self.collectable(now_ms).await {
+        let batch = match self.collectable(now_ms, cursors).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "reading what retention may delete");
@@ -119,13 +121,26 @@ impl Collector {
         tracing::debug!(tasks = batch.task_ids.len(), request_ids = batch.request_ids.len(), "collecting");
         // While rows keep coming due, collect every `busy_interval`: many
         // small entries delay other writes less than a few large ones.
-        self.propose(Operation::Collect { task_ids: batch.task_ids, request_ids: batch.request_ids }).await
+        let done = self.propose(Operation::Collect { task_ids: batch.task_ids, request_ids: batch.request_ids }).await;
+        if done {
+            // Deleted: later scans start past their tombstones. Not before
+            // the delete committed, or a failed one would be skipped.
+            *cursors = batch.cursors;
+        }
+        done
     }
 
     /// Run while this node leads, until `stop`.
     pub async fn run(self, stop: CancellationToken) {
+        let mut cursors = ScanFrom::default();
         loop {
-            let busy = if self.consensus.leadership().ready { self.round().await } else { false };
+            let busy = if self.consensus.leadership().ready {
+                self.round(&mut cursors).await
+            } else {
+                // Another leader may have deleted since: scan from the start.
+                cursors = ScanFrom::default();
+                false
+            };
             let pause = if busy { self.config.busy_interval } else { self.config.idle_interval };
             tokio::select! {
                 _ = stop.cancelled() => break,

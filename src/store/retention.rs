@@ -47,6 +47,17 @@ impl Applier {
 pub struct Collectable {
     pub task_ids: Vec<u64>,
     pub request_ids: Vec<RequestId>,
+    /// Where the next scan may start once these are deleted.
+    pub cursors: ScanFrom,
+}
+
+/// Where the collector's scans start: per (callback, state code) the finish
+/// time below which everything was deleted, and likewise for request ids.
+/// Leader-local, an optimisation only (a new leader starts from 0).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanFrom {
+    pub finished: std::collections::HashMap<(String, u8), u64>,
+    pub requests: u64,
 }
 
 impl Collectable {
@@ -75,22 +86,29 @@ pub type RetentionOf<'a> = &'a dyn Fn(&str, TaskState) -> Option<u64>;
 impl TaskStore {
     /// Up to `limit` finished tasks of `callbacks` whose retention (from
     /// `retention`) has passed at `now_ms`, oldest first per callback and
-    /// state, and request ids past their window.
+    /// state, and request ids past their window. Each scan starts where
+    /// `from` says (the collector's cursors), so it does not walk again over
+    /// the tombstones of rows already deleted; `out.cursors` says where the
+    /// next scan may start once this batch is deleted.
     pub fn collectable(
         &self,
         callbacks: &[String],
         retention: RetentionOf<'_>,
         now_ms: u64,
         limit: usize,
+        from: &ScanFrom,
     ) -> Result<Collectable, StoreError> {
         let sm = cf(self.db(), keys::CF_SM)?;
-        let mut out = Collectable::default();
+        let mut out = Collectable { cursors: from.clone(), ..Default::default() };
         'callbacks: for callback in callbacks {
             for state in FINAL_STATES {
                 let Some(keep_ms) = retention(callback, state) else { continue };
                 let cutoff = now_ms.saturating_sub(keep_ms);
                 let prefix = keys::finished_prefix(callback, state.code());
-                for item in self.db().prefix_iterator_cf(sm, &prefix) {
+                let cursor = (callback.clone(), state.code());
+                let start = keys::finished(callback, state.code(), from.finished.get(&cursor).copied().unwrap_or(0), 0);
+                let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+                for item in self.db().iterator_cf(sm, mode) {
                     let (k, _) = item?;
                     if out.task_ids.len() >= limit {
                         break 'callbacks;
@@ -102,17 +120,24 @@ impl TaskStore {
                         break;
                     }
                     out.task_ids.push(id);
+                    // Not past `at`: other rows may share its millisecond.
+                    out.cursors.finished.insert(cursor.clone(), at);
                 }
             }
         }
         let cutoff = now_ms.saturating_sub(REQUEST_ID_WINDOW_MS);
-        for item in self.db().prefix_iterator_cf(sm, keys::REQUEST_BY_TIME_PREFIX) {
+        let start = keys::request_by_time(from.requests, &[0; 16]);
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in self.db().iterator_cf(sm, mode) {
             let (k, _) = item?;
             if out.task_ids.len() + out.request_ids.len() >= limit {
                 break;
             }
             match keys::parse_request_by_time(&k) {
-                Some((at, id)) if at < cutoff => out.request_ids.push(RequestId(id)),
+                Some((at, id)) if at < cutoff => {
+                    out.request_ids.push(RequestId(id));
+                    out.cursors.requests = at;
+                }
                 _ => break,
             }
         }
