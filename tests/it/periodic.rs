@@ -2,6 +2,7 @@
 //! leaders; overlap policies against a slow worker; the command line.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -221,4 +222,71 @@ async fn the_schedule_commands_teach_and_refuse_bad_input() {
     assert_eq!(listed["schedules"][0]["name"], "nightly");
     let (ok, _, err) = cli(&ep, &["schedule", "delete", "nightly"]);
     assert!(ok, "{err}");
+}
+
+/// A node whose wall clock is 5 s ahead or behind changes nothing: every
+/// slot fires once, and no task starts before its slot by the real clock,
+/// even when leadership is offered to the skewed node and the good leader is
+/// killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_a_skewed_clock_fires_nothing_early_or_twice() {
+    for offset in ["+5s", "-5s"] {
+        let skewed = 3u64;
+        let env: HashMap<u64, Vec<(String, String)>> = [(skewed, crate::clock::faketime(offset))].into();
+        let mut c = TestCluster::start_with_env(3, &[], env).await;
+        let client = c.client();
+        let ep = endpoints(&c);
+        register(&client, callback("skew", 5_000)).await;
+        // Record when, by the real clock, each task starts.
+        let started: Arc<std::sync::Mutex<HashMap<u64, u64>>> = Arc::default();
+        let rec = started.clone();
+        let stop = CancellationToken::new();
+        let w = Worker::builder(c.endpoints())
+            .id("skew-worker")
+            .handle("skew", 16, move |ctx: TaskContext| {
+                let rec = rec.clone();
+                async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    rec.lock().unwrap_or_else(|p| p.into_inner()).entry(ctx.task_id).or_insert(now);
+                    TaskResult::Success(Vec::new())
+                }
+            })
+            .run(stop.clone());
+        tokio::spawn(w);
+        run_cli(&ep, &every("skewed", "skew", "1s", "allow", "all"));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Offer leadership to the skewed node (it may refuse), then kill
+        // whoever leads.
+        let _ = cli(&ep, &["cluster", "transfer-leader", "--to", &skewed.to_string()]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let leader = c.leader().await;
+        c.kill(leader);
+        c.wait_for_leader(Duration::from_secs(20)).await;
+        c.restart(leader);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let info = client.pause_schedule("skewed", "").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.cancel();
+        let tasks = list(&client, "skew", pb::TaskState::Unspecified).await;
+        let by_slot: Vec<(u64, u64)> = tasks
+            .iter()
+            .filter_map(|t| Some((t.idempotency_key.strip_prefix("schedule:skewed:")?.parse().ok()?, t.id)))
+            .collect();
+        let slots: BTreeSet<u64> = by_slot.iter().map(|(s, _)| *s).collect();
+        assert_eq!(slots.len(), by_slot.len(), "{offset}: a slot fired twice");
+        let first = *slots.first().expect("some slots");
+        let last = info.last_slot.expect("a slot").at_unix_ms;
+        let expected: BTreeSet<u64> = (0..=(last - first) / 1_000).map(|k| first + k * 1_000).collect();
+        assert_eq!(slots, expected, "{offset}: slots missing");
+        let real = started.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (slot, id) in &by_slot {
+            if let Some(at) = real.get(id) {
+                // 250 ms for the clock reads of two processes.
+                assert!(*at + 250 >= *slot, "{offset}: task {id} of slot {slot} started at {at}, early");
+            }
+        }
+        eprintln!("skew {offset}: {} slots, each once; none started early", slots.len());
+    }
 }
