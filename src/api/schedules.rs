@@ -88,9 +88,9 @@ pub fn schedule_from_pb(d: &pb::ScheduleDefinition, limits: &Limits) -> Result<S
     let dst_repeat =
         pick("dst-repeat", &d.dst_repeat, DstRepeat::Once, &[("once", DstRepeat::Once), ("both", DstRepeat::Both)])?;
     let dst_gap = pick("dst-gap", &d.dst_gap, DstGap::Shift, &[("shift", DstGap::Shift), ("skip", DstGap::Skip)])?;
-    Ok(Schedule {
-        name: d.name.clone(),
-        spec: ScheduleSpec {
+    Ok(Schedule::new(
+        d.name.clone(),
+        ScheduleSpec {
             cadence,
             start_ms: d.start_unix_ms,
             end_ms: d.end_unix_ms,
@@ -98,29 +98,19 @@ pub fn schedule_from_pb(d: &pb::ScheduleDefinition, limits: &Limits) -> Result<S
             dst_repeat,
             dst_gap,
         },
-        template: TaskTemplate {
+        TaskTemplate {
             callback: d.callback.clone(),
             payload: d.payload.clone(),
             priority: d.priority as u8,
             collection,
         },
-        policy: SchedulePolicy {
+        SchedulePolicy {
             overlap,
             catchup,
             catchup_window_ms: if d.catchup_window_ms == 0 { 24 * 3_600_000 } else { d.catchup_window_ms },
             pause_on_failure: d.pause_on_failure,
         },
-        created_ms: 0,
-        paused: false,
-        note: String::new(),
-        last_slot: None,
-        not_before_ms: 0,
-        active: Vec::new(),
-        buffered: Vec::new(),
-        fired: 0,
-        skipped: 0,
-        runs: Vec::new(),
-    })
+    ))
 }
 
 fn name_of<T: Copy + PartialEq>(value: T, options: &[(&'static str, T)]) -> String {

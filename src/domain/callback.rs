@@ -68,15 +68,6 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Defaults of a cluster that was given none: succeeded and cancelled
-    /// 24 h, failed 7 days, dead 30 days.
-    pub const DEFAULT: Retention = Retention {
-        succeeded_ms: Some(24 * 3_600_000),
-        cancelled_ms: Some(24 * 3_600_000),
-        failed_ms: Some(7 * 24 * 3_600_000),
-        dead_ms: Some(30 * 24 * 3_600_000),
-    };
-
     /// The setting for tasks that finished in `state` (None for states
     /// that are not final).
     pub fn for_state(&self, state: super::TaskState) -> Option<u64> {

@@ -158,6 +158,26 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A new schedule: nothing fired yet, not paused.
+    pub fn new(name: String, spec: ScheduleSpec, template: TaskTemplate, policy: SchedulePolicy) -> Self {
+        Schedule {
+            name,
+            spec,
+            template,
+            policy,
+            created_ms: 0,
+            paused: false,
+            note: String::new(),
+            last_slot: None,
+            not_before_ms: 0,
+            active: Vec::new(),
+            buffered: Vec::new(),
+            fired: 0,
+            skipped: 0,
+            runs: Vec::new(),
+        }
+    }
+
     /// The idempotency key of the task a slot creates.
     pub fn task_key(&self, slot: &Slot) -> String {
         format!("schedule:{}:{}", self.name, slot.id)

@@ -21,7 +21,9 @@ use crate::store::{index, Collectable, RetentionStatus, SharedIndex, StoreError,
 /// How the collector paces itself.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
-    /// Retention of callbacks that set none.
+    /// Retention of callbacks that set none (the node sets it from
+    /// `config::RetentionDefaults`, where the defaults live; empty here:
+    /// keep forever).
     pub defaults: Retention,
     /// Most rows deleted per entry.
     pub batch: usize,
@@ -34,7 +36,7 @@ pub struct CollectorConfig {
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
-            defaults: Retention::DEFAULT,
+            defaults: Retention::default(),
             batch: 1_000,
             busy_interval: Duration::from_millis(250),
             idle_interval: Duration::from_secs(2),

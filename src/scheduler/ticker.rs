@@ -159,32 +159,20 @@ mod tests {
 
     fn every(catchup: Catchup, last: Option<u64>, period_ms: u64) -> Schedule {
         Schedule {
-            name: "s".into(),
-            spec: ScheduleSpec {
-                cadence: Cadence::Every { period_ms },
-                start_ms: Some(0),
-                end_ms: None,
-                jitter_ms: 0,
-                dst_repeat: DstRepeat::Once,
-                dst_gap: DstGap::Shift,
-            },
-            template: TaskTemplate { callback: "c".into(), payload: vec![], priority: 0, collection: None },
-            policy: SchedulePolicy {
-                overlap: Overlap::Allow,
-                catchup,
-                catchup_window_ms: 3_000,
-                pause_on_failure: false,
-            },
-            created_ms: 0,
-            paused: false,
-            note: String::new(),
             last_slot: last.map(|at| Slot { at_ms: at, id: at.to_string() }),
-            not_before_ms: 0,
-            active: vec![],
-            buffered: vec![],
-            fired: 0,
-            skipped: 0,
-            runs: vec![],
+            ..Schedule::new(
+                "s".into(),
+                ScheduleSpec {
+                    cadence: Cadence::Every { period_ms },
+                    start_ms: Some(0),
+                    end_ms: None,
+                    jitter_ms: 0,
+                    dst_repeat: DstRepeat::Once,
+                    dst_gap: DstGap::Shift,
+                },
+                TaskTemplate { callback: "c".into(), payload: vec![], priority: 0, collection: None },
+                SchedulePolicy { overlap: Overlap::Allow, catchup, catchup_window_ms: 3_000, pause_on_failure: false },
+            )
         }
     }
 

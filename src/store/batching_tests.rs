@@ -383,9 +383,9 @@ fn periodic(name: usize, callback: usize, overlap: u8) -> schedule::Schedule {
     use schedule::*;
     let overlap = [Overlap::Skip, Overlap::BufferOne, Overlap::BufferAll, Overlap::Allow, Overlap::CancelOther]
         [overlap as usize % 5];
-    Schedule {
-        name: SCHEDULES[name].into(),
-        spec: ScheduleSpec {
+    Schedule::new(
+        SCHEDULES[name].into(),
+        ScheduleSpec {
             cadence: Cadence::Every { period_ms: 1_000 },
             start_ms: None,
             end_ms: None,
@@ -393,24 +393,9 @@ fn periodic(name: usize, callback: usize, overlap: u8) -> schedule::Schedule {
             dst_repeat: DstRepeat::Once,
             dst_gap: DstGap::Shift,
         },
-        template: TaskTemplate { callback: CALLBACKS[callback].into(), payload: vec![], priority: 0, collection: None },
-        policy: SchedulePolicy {
-            overlap,
-            catchup: Catchup::All,
-            catchup_window_ms: 1_000,
-            pause_on_failure: callback == 1,
-        },
-        created_ms: 0,
-        paused: false,
-        note: String::new(),
-        last_slot: None,
-        not_before_ms: 0,
-        active: vec![],
-        buffered: vec![],
-        fired: 0,
-        skipped: 0,
-        runs: vec![],
-    }
+        TaskTemplate { callback: CALLBACKS[callback].into(), payload: vec![], priority: 0, collection: None },
+        SchedulePolicy { overlap, catchup: Catchup::All, catchup_window_ms: 1_000, pause_on_failure: callback == 1 },
+    )
 }
 
 fn slot_at(stamp: u64, offset: i64) -> schedule::Slot {

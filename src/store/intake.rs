@@ -6,7 +6,6 @@ use super::apply::{Applier, ApplyBatch};
 use super::{keys, StoreError};
 use crate::domain::command::*;
 use crate::domain::{CallbackConfig, Task, TaskState};
-use crate::encoding;
 
 impl Applier {
     pub(super) fn schedule(
@@ -112,7 +111,7 @@ impl Applier {
         b.put(&keys::payload(id), &new.payload)?;
         b.save(None, task)?;
         if let Some(key) = idem_key {
-            b.put(&key, &encoding::encode(&id))?;
+            // Written once, with the batch's other keys, by `finish`.
             b.set_idempotency(key, Some(id));
         }
         Ok(ScheduleOutcome { task_id: id, created: true, state })

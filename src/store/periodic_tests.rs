@@ -8,9 +8,9 @@ use crate::domain::schedule::*;
 use crate::domain::*;
 
 fn every_second(name: &str, overlap: Overlap) -> Schedule {
-    Schedule {
-        name: name.into(),
-        spec: ScheduleSpec {
+    Schedule::new(
+        name.into(),
+        ScheduleSpec {
             cadence: Cadence::Every { period_ms: 1_000 },
             start_ms: None,
             end_ms: None,
@@ -18,19 +18,9 @@ fn every_second(name: &str, overlap: Overlap) -> Schedule {
             dst_repeat: DstRepeat::Once,
             dst_gap: DstGap::Shift,
         },
-        template: TaskTemplate { callback: "a".into(), payload: b"p".to_vec(), priority: 1, collection: None },
-        policy: SchedulePolicy { overlap, catchup: Catchup::All, catchup_window_ms: 60_000, pause_on_failure: true },
-        created_ms: 0,
-        paused: false,
-        note: String::new(),
-        last_slot: None,
-        not_before_ms: 0,
-        active: vec![],
-        buffered: vec![],
-        fired: 0,
-        skipped: 0,
-        runs: vec![],
-    }
+        TaskTemplate { callback: "a".into(), payload: b"p".to_vec(), priority: 1, collection: None },
+        SchedulePolicy { overlap, catchup: Catchup::All, catchup_window_ms: 60_000, pause_on_failure: true },
+    )
 }
 
 fn slot(at_ms: u64) -> Slot {

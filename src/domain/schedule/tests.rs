@@ -8,27 +8,17 @@ use proptest::prelude::*;
 use super::*;
 
 fn schedule(cadence: Cadence, repeat: DstRepeat, gap: DstGap) -> Schedule {
-    Schedule {
-        name: "s".into(),
-        spec: ScheduleSpec { cadence, start_ms: None, end_ms: None, jitter_ms: 0, dst_repeat: repeat, dst_gap: gap },
-        template: TaskTemplate { callback: "c".into(), payload: vec![], priority: 0, collection: None },
-        policy: SchedulePolicy {
+    Schedule::new(
+        "s".into(),
+        ScheduleSpec { cadence, start_ms: None, end_ms: None, jitter_ms: 0, dst_repeat: repeat, dst_gap: gap },
+        TaskTemplate { callback: "c".into(), payload: vec![], priority: 0, collection: None },
+        SchedulePolicy {
             overlap: Overlap::Skip,
             catchup: Catchup::Latest,
             catchup_window_ms: 86_400_000,
             pause_on_failure: false,
         },
-        created_ms: 0,
-        paused: false,
-        note: String::new(),
-        last_slot: None,
-        not_before_ms: 0,
-        active: vec![],
-        buffered: vec![],
-        fired: 0,
-        skipped: 0,
-        runs: vec![],
-    }
+    )
 }
 
 fn cron(expr: &str, tz: &str) -> Cadence {
