@@ -352,6 +352,19 @@ impl Client {
         .await
     }
 
+    /// Run (or, dry, list) a schedule's slots in a range. Retried freely:
+    /// each slot's task has its slot key, so a repeat creates nothing.
+    pub async fn backfill_schedule(
+        &self,
+        req: pb::BackfillScheduleRequest,
+    ) -> Result<pb::BackfillScheduleResponse, Status> {
+        self.call_idempotent(0, |i| {
+            let req = req.clone();
+            async move { Ok(self.scheduler(i)?.backfill_schedule(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// The cluster as the leader sees it.
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, Status> {
         self.call_idempotent(0, |i| async move {

@@ -78,6 +78,7 @@ impl Record for u64 {}
 impl<K: Record + Ord, V: Record> Record for std::collections::BTreeMap<K, V> {}
 impl Record for i64 {}
 impl Record for Vec<u8> {}
+impl Record for Vec<u64> {}
 
 /// Decode a record written by [`encode`] (this format or format 1).
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, CodecError> {

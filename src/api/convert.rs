@@ -1,6 +1,7 @@
 //! Protobuf <-> domain conversions, in one place at the edge.
 
 use super::ApiError;
+use crate::domain::dependency::{AfterPolicy, Counts, Deps, ParentResult, Upstream};
 use crate::domain::{CallbackConfig, Gate, GateMode, RateLimit, Retention, ScheduleOutcome, Target, Task, TaskState};
 use crate::pb;
 
@@ -25,6 +26,7 @@ pub fn state_to_pb(s: TaskState) -> pb::TaskState {
         TaskState::Failed => pb::TaskState::Failed,
         TaskState::Dead => pb::TaskState::Dead,
         TaskState::Cancelled => pb::TaskState::Cancelled,
+        TaskState::Waiting => pb::TaskState::Waiting,
     }
 }
 
@@ -38,6 +40,7 @@ pub fn state_from_pb(s: pb::TaskState) -> TaskState {
         pb::TaskState::Failed => TaskState::Failed,
         pb::TaskState::Dead => TaskState::Dead,
         pb::TaskState::Cancelled => TaskState::Cancelled,
+        pb::TaskState::Waiting => TaskState::Waiting,
     }
 }
 
@@ -65,6 +68,42 @@ pub fn task_to_pb(t: Task, now_ms: u64, result: Option<Vec<u8>>, payload: Option
             .collect(),
         payload,
         collection: t.collection.unwrap_or_default(),
+        dependencies: None,
+        children: Vec::new(),
+    }
+}
+
+pub fn policy_to_pb(p: AfterPolicy) -> pb::AfterPolicy {
+    match p {
+        AfterPolicy::AllSucceeded => pb::AfterPolicy::AllSucceeded,
+        AfterPolicy::AllFinished => pb::AfterPolicy::AllFinished,
+    }
+}
+
+pub fn counts_to_pb(c: Counts) -> pb::ParentCounts {
+    pb::ParentCounts { succeeded: c.succeeded, failed: c.failed, dead: c.dead, cancelled: c.cancelled }
+}
+
+/// A task's dependencies as `GetTask` shows them.
+pub fn dependencies_to_pb(d: Deps, parents: Vec<u64>) -> pb::Dependencies {
+    pb::Dependencies {
+        parents,
+        policy: policy_to_pb(d.policy) as i32,
+        open: d.open,
+        ended: Some(counts_to_pb(d.ended)),
+        cancelled_by: d.cancelled_by,
+    }
+}
+
+pub fn upstream_to_pb(u: Upstream) -> pb::Upstream {
+    pb::Upstream {
+        ended: Some(counts_to_pb(u.ended)),
+        parents: u
+            .parents
+            .into_iter()
+            .map(|p| pb::ParentResult { task_id: p.task_id, state: state_to_pb(p.state) as i32, result: p.result })
+            .collect(),
+        omitted: u.omitted,
     }
 }
 
@@ -138,5 +177,22 @@ pub fn target_from_pb(req: &pb::DeadLetterRequest) -> Result<Target, ApiError> {
         Some(pb::dead_letter_request::Target::TaskId(id)) => Ok(Target::Task(*id)),
         Some(pb::dead_letter_request::Target::Callback(c)) if !c.is_empty() => Ok(Target::Callback(c.clone())),
         _ => Err(ApiError::InvalidArgument("name a task id or a callback".into())),
+    }
+}
+
+pub fn upstream_from_pb(u: pb::Upstream) -> Upstream {
+    let c = u.ended.unwrap_or_default();
+    Upstream {
+        ended: Counts { succeeded: c.succeeded, failed: c.failed, dead: c.dead, cancelled: c.cancelled },
+        parents: u
+            .parents
+            .into_iter()
+            .map(|p| ParentResult {
+                task_id: p.task_id,
+                state: state_from_pb(pb::TaskState::try_from(p.state).unwrap_or(pb::TaskState::Unspecified)),
+                result: p.result,
+            })
+            .collect(),
+        omitted: u.omitted,
     }
 }

@@ -5,7 +5,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    outcome_to_pb, settings_from_pb, settings_to_pb, state_from_pb, state_to_pb, target_from_pb, task_to_pb,
+    dependencies_to_pb, outcome_to_pb, settings_from_pb, settings_to_pb, state_from_pb, state_to_pb, target_from_pb,
+    task_to_pb,
 };
 use super::forward::{leader_rpc, Forwarder};
 use super::gates;
@@ -23,6 +24,8 @@ use crate::store::{SharedIndex, TaskStore};
 
 /// Largest page of `ListTasks`.
 const MAX_PAGE: u32 = 10_000;
+/// Most children `GetTask` lists.
+const MAX_CHILDREN_SHOWN: usize = 1_000;
 
 pub struct SchedulerService {
     pub forward: Forwarder,
@@ -87,11 +90,17 @@ impl SchedulerService {
             return Err(ApiError::ResourceExhausted(why));
         }
         let stamp = self.stamp().await?;
-        let tasks = tasks.into_iter().map(|t| t.resolve(stamp)).collect();
         let auto_register = self.auto_register;
-        let operation = match request_id {
-            Some(request_id) => Operation::ScheduleRequest { request_id, tasks, auto_register },
-            None => Operation::Schedule { tasks, auto_register },
+        let operation = if tasks.iter().any(|t| !t.after.parents.is_empty()) {
+            let (tasks, after) =
+                tasks.into_iter().map(|t| (t.after.clone(), t)).map(|(a, t)| (t.resolve(stamp), a)).unzip();
+            Operation::ScheduleGraph { request_id, tasks, after, auto_register }
+        } else {
+            let tasks = tasks.into_iter().map(|t| t.resolve(stamp)).collect();
+            match request_id {
+                Some(request_id) => Operation::ScheduleRequest { request_id, tasks, auto_register },
+                None => Operation::Schedule { tasks, auto_register },
+            }
         };
         let cmd = Command { stamped_at_ms: stamp, operation };
         match self.forward.consensus.propose(cmd).await? {
@@ -127,7 +136,14 @@ impl SchedulerService {
         let task = self.store.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
         let result = if task.state == TaskState::Succeeded { self.store.result(id)? } else { None };
         let payload = if include_payload { self.store.payload(id)? } else { None };
-        Ok(task_to_pb(task, self.clock.stamp(), result, payload))
+        let mut out = task_to_pb(task, self.clock.stamp(), result, payload);
+        out.dependencies = self
+            .store
+            .deps(id)?
+            .map(|d| Ok::<_, ApiError>(dependencies_to_pb(d, self.store.parents(id)?)))
+            .transpose()?;
+        out.children = self.store.children(id, MAX_CHILDREN_SHOWN)?;
+        Ok(out)
     }
 
     fn list_local(&self, req: &pb::ListTasksRequest) -> Result<pb::ListTasksResponse, ApiError> {
@@ -313,8 +329,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
         leader_rpc!(self, request, client, redrive_dead_letters, |req| {
-            let _ = &req;
-            match self.write(Operation::Redrive { target: target.clone() }).await? {
+            let target = target.clone();
+            let operation = match req.with_dependents {
+                true => Operation::RedriveWithDependents { target },
+                false => Operation::Redrive { target },
+            };
+            match self.write(operation).await? {
                 CommandResponse::Count(count) => Ok(pb::DeadLetterResponse { count }),
                 other => Err(ApiError::internal(format!("unexpected reply {other}"))),
             }
@@ -461,6 +481,18 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 }
                 other => Err(ApiError::internal(format!("unexpected reply {other}"))),
             }
+        })
+    }
+
+    async fn backfill_schedule(
+        &self,
+        request: Request<pb::BackfillScheduleRequest>,
+    ) -> Result<Response<pb::BackfillScheduleResponse>, Status> {
+        leader_rpc!(self, request, client, backfill_schedule, |req| {
+            if req.dry_run {
+                self.linearizable().await?;
+            }
+            self.backfill_local(&req).await
         })
     }
 

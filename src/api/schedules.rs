@@ -219,6 +219,56 @@ impl SchedulerService {
     }
 }
 
+/// Most slots one backfill runs.
+const MAX_BACKFILL: usize = 1_000;
+
+impl SchedulerService {
+    /// Leader only: the slots of `name` in [from, to], run unless
+    /// `dry_run`.
+    pub(super) async fn backfill_local(
+        &self,
+        req: &pb::BackfillScheduleRequest,
+    ) -> Result<pb::BackfillScheduleResponse, ApiError> {
+        if req.from_unix_ms > req.to_unix_ms {
+            return Err(ApiError::InvalidArgument("--from is after --to".into()));
+        }
+        let s = index::lock(&self.index).schedule(&req.name).cloned();
+        let s = s.ok_or_else(|| ApiError::NotFound(format!("schedule {:?} does not exist", req.name)))?;
+        let mut slots = s
+            .slots_after(req.from_unix_ms.saturating_sub(1), MAX_BACKFILL + 1)
+            .map_err(|e| ApiError::FailedPrecondition(format!("schedule {:?}: {e}", req.name)))?;
+        slots.retain(|slot| slot.at_ms <= req.to_unix_ms);
+        if slots.len() > MAX_BACKFILL {
+            return Err(ApiError::InvalidArgument(format!(
+                "more than {MAX_BACKFILL} slots between --from and --to: backfill a shorter range at a time"
+            )));
+        }
+        let outcomes: Vec<(u64, bool)> = if req.dry_run || slots.is_empty() {
+            slots
+                .iter()
+                .map(|slot| Ok((self.store.task_for_key(&s.template.callback, &s.task_key(slot))?.unwrap_or(0), false)))
+                .collect::<Result<_, ApiError>>()?
+        } else {
+            if let Some(why) = self.disk.refusal() {
+                return Err(ApiError::ResourceExhausted(why));
+            }
+            match self.write(Operation::BackfillSchedule { name: req.name.clone(), slots: slots.clone() }).await? {
+                CommandResponse::Scheduled(o) if o.len() == slots.len() => {
+                    o.into_iter().map(|o| (o.task_id, o.created)).collect()
+                }
+                other => return Err(ApiError::internal(format!("unexpected reply {other}"))),
+            }
+        };
+        Ok(pb::BackfillScheduleResponse {
+            slots: slots
+                .iter()
+                .zip(outcomes)
+                .map(|(slot, (task_id, created))| pb::BackfillSlot { slot: Some(slot_to_pb(slot)), task_id, created })
+                .collect(),
+        })
+    }
+}
+
 /// A schedule pause note, checked.
 pub fn note(note: &str) -> Result<String, ApiError> {
     if note.len() > MAX_NOTE {

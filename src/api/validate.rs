@@ -4,6 +4,7 @@
 
 use super::ApiError;
 use crate::config::Limits;
+use crate::domain::dependency::{After, AfterPolicy, Parent, MAX_PARENTS};
 use crate::domain::NewTask;
 use crate::pb;
 
@@ -27,10 +28,13 @@ pub struct ValidTask {
     pub when: When,
     pub idempotency_key: Option<String>,
     pub collection: Option<String>,
+    /// Its parents (none for most tasks).
+    pub after: After,
 }
 
 impl ValidTask {
-    /// Resolve against the proposer's stamp into a replicated command part.
+    /// Resolve against the proposer's stamp into a replicated command part
+    /// (the parents go beside it: see `Operation::ScheduleGraph`).
     pub fn resolve(self, stamp_ms: u64) -> NewTask {
         let run_at_ms = match self.when {
             When::Now => stamp_ms,
@@ -89,6 +93,12 @@ fn label(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
 
 pub fn task_spec(spec: pb::TaskSpec, limits: &Limits, now_ms: u64) -> Result<ValidTask, ApiError> {
     callback_name(&spec.callback, limits)?;
+    if !spec.after_refs.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "after_refs name items of the same batch: send the tasks together in one ScheduleBatch".into(),
+        ));
+    }
+    let after = after(&spec)?;
     if spec.payload.len() > limits.max_payload_bytes {
         return Err(ApiError::InvalidArgument(format!(
             "payload is {} bytes; the limit is {} bytes: store large data elsewhere and pass a reference",
@@ -148,7 +158,27 @@ pub fn task_spec(spec: pb::TaskSpec, limits: &Limits, now_ms: u64) -> Result<Val
         priority: spec.priority as u8,
         when,
         idempotency_key,
+        after,
     })
+}
+
+/// A spec's parents by id, and its policy.
+fn after(spec: &pb::TaskSpec) -> Result<After, ApiError> {
+    if spec.after.len() > MAX_PARENTS {
+        return Err(ApiError::InvalidArgument(format!(
+            "{} parents; the limit is {MAX_PARENTS}: fan in through intermediate tasks",
+            spec.after.len()
+        )));
+    }
+    if spec.after.contains(&0) {
+        return Err(ApiError::InvalidArgument("parent task id 0 does not exist (ids start at 1)".into()));
+    }
+    let policy = match pb::AfterPolicy::try_from(spec.after_policy) {
+        Ok(pb::AfterPolicy::Unspecified | pb::AfterPolicy::AllSucceeded) => AfterPolicy::AllSucceeded,
+        Ok(pb::AfterPolicy::AllFinished) => AfterPolicy::AllFinished,
+        Err(_) => return Err(ApiError::InvalidArgument(format!("unknown after_policy {}", spec.after_policy))),
+    };
+    Ok(After { parents: spec.after.iter().map(|&id| Parent::Task(id)).collect(), policy })
 }
 
 /// A request id: absent (empty) or exactly 16 bytes.
@@ -184,16 +214,40 @@ pub fn batch(specs: Vec<pb::TaskSpec>, limits: &Limits, now_ms: u64) -> Result<V
             limits.max_batch_bytes
         )));
     }
-    specs
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            task_spec(s, limits, now_ms).map_err(|e| match e {
-                ApiError::InvalidArgument(m) => ApiError::InvalidArgument(format!("task {i}: {m}")),
+    // Refs name earlier items only, so a batch's graph has no cycles.
+    let mut refs: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, mut s) in specs.into_iter().enumerate() {
+        let in_batch = |m: String| ApiError::InvalidArgument(format!("task {i}: {m}"));
+        let after_refs = std::mem::take(&mut s.after_refs);
+        let name = std::mem::take(&mut s.r#ref);
+        let mut task = task_spec(s, limits, now_ms).map_err(|e| match e {
+            ApiError::InvalidArgument(m) => in_batch(m),
+            other => other,
+        })?;
+        for r in after_refs {
+            match refs.get(&r) {
+                Some(&j) => task.after.parents.push(Parent::Item(j)),
+                None => {
+                    return Err(in_batch(format!("after_refs names {r:?}, which is not the ref of an earlier item")))
+                }
+            }
+        }
+        if task.after.parents.len() > MAX_PARENTS {
+            return Err(in_batch(format!("{} parents; the limit is {MAX_PARENTS}", task.after.parents.len())));
+        }
+        if !name.is_empty() {
+            label("ref", &name, 128).map_err(|e| match e {
+                ApiError::InvalidArgument(m) => in_batch(m),
                 other => other,
-            })
-        })
-        .collect()
+            })?;
+            if refs.insert(name.clone(), i as u32).is_some() {
+                return Err(in_batch(format!("ref {name:?} is used by an earlier item")));
+            }
+        }
+        out.push(task);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -276,7 +330,32 @@ mod tests {
             when: When::Delay(500),
             idempotency_key: None,
             collection: None,
+            after: After::default(),
         };
         assert_eq!(t.resolve(1000).run_at_ms, 1500);
+    }
+
+    #[test]
+    fn batch_refs_name_earlier_items_only() {
+        let l = Limits::default();
+        let item = |name: &str, refs: &[&str], ids: &[u64]| pb::TaskSpec {
+            r#ref: name.into(),
+            after_refs: refs.iter().map(|r| r.to_string()).collect(),
+            after: ids.to_vec(),
+            ..spec("a")
+        };
+        let ok = batch(vec![item("x", &[], &[]), item("y", &["x"], &[7]), item("", &["y", "x"], &[])], &l, 0).unwrap();
+        assert_eq!(ok[1].after.parents, vec![Parent::Task(7), Parent::Item(0)]);
+        assert_eq!(ok[2].after.parents, vec![Parent::Item(1), Parent::Item(0)]);
+        let msg = |r: Result<Vec<ValidTask>, ApiError>| format!("{:?}", r.unwrap_err());
+        let e = msg(batch(vec![item("x", &["y"], &[]), item("y", &[], &[])], &l, 0));
+        assert!(e.contains("task 0") && e.contains("not the ref of an earlier item"), "{e}");
+        assert!(msg(batch(vec![item("x", &[], &[]), item("x", &[], &[])], &l, 0)).contains("earlier item"));
+        assert!(msg(batch(vec![item("x", &["x"], &[])], &l, 0)).contains("not the ref of an earlier item"));
+        assert!(format!("{:?}", task_spec(item("", &["x"], &[]), &l, 0).unwrap_err()).contains("ScheduleBatch"));
+        let many = pb::TaskSpec { after: (1..=MAX_PARENTS as u64 + 1).collect(), ..spec("a") };
+        assert!(format!("{:?}", task_spec(many, &l, 0).unwrap_err()).contains("parents"));
+        let zero = pb::TaskSpec { after: vec![0], ..spec("a") };
+        assert!(task_spec(zero, &l, 0).is_err());
     }
 }

@@ -154,6 +154,7 @@ fn to_pb(m: ToWorker) -> pb::ServerMessage {
             lease_ms: a.lease_ms,
             timeout_ms: a.timeout_ms,
             priority: u32::from(a.priority),
+            upstream: a.upstream.map(super::convert::upstream_to_pb),
         }),
         ToWorker::HeartbeatAck { seq, renewed, lost } => Out::HeartbeatAck(pb::HeartbeatAck {
             seq,

@@ -16,8 +16,18 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Send dead tasks back to ready with their attempts reset.
-    Redrive(TargetArgs),
+    /// Send dead tasks back to ready with their attempts reset. Their waiting dependents wait for them again.
+    #[command(after_help = "Examples:\n  \
+        drover dlq redrive 42\n  \
+        drover dlq redrive 42 --with-dependents   # also re-arm the tasks its failure cancelled\n  \
+        drover dlq redrive --callback send_email")]
+    Redrive {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Also re-arm the dependents (tasks scheduled --after it) that its failure cancelled: they wait for it again.
+        #[arg(long)]
+        with_dependents: bool,
+    },
     /// Delete dead tasks for good.
     Purge(TargetArgs),
 }
@@ -40,7 +50,7 @@ impl TargetArgs {
             (None, Some(c)) => Some(Target::Callback(c.clone())),
             (None, None) => None,
         };
-        pb::DeadLetterRequest { target }
+        pb::DeadLetterRequest { target, with_dependents: false }
     }
 }
 
@@ -59,9 +69,10 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> Result<(), CliError> {
             let r = client.list_tasks(req).await.map_err(failed)?;
             print_tasks(cli.json, &r);
         }
-        DlqCommand::Redrive(t) | DlqCommand::Purge(t) => {
-            let redrive = matches!(cmd, DlqCommand::Redrive(_));
-            let req = t.request();
+        DlqCommand::Redrive { target: t, .. } | DlqCommand::Purge(t) => {
+            let with_dependents = matches!(cmd, DlqCommand::Redrive { with_dependents: true, .. });
+            let redrive = matches!(cmd, DlqCommand::Redrive { .. });
+            let req = pb::DeadLetterRequest { with_dependents, ..t.request() };
             let r = client.dead_letters(0, req, !redrive).await.map_err(failed)?;
             let verb = if redrive { "redriven" } else { "purged" };
             if cli.json {

@@ -17,6 +17,7 @@ pub mod dev;
 pub mod dlq;
 pub mod gate;
 pub mod gc;
+pub mod graph;
 pub mod schedule;
 pub mod server;
 pub mod task;

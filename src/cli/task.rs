@@ -18,8 +18,13 @@ pub enum TaskCommand {
         drover task schedule send_email --payload '{\"to\":\"a@example.com\"}'\n  \
         drover task schedule report --delay 10m --priority 5 --key report-2026-11-26\n  \
         drover task schedule send_email --collection password_reset --payload '{\"to\":\"a@b.c\"}'\n  \
-        drover task schedule cleanup --at 2026-12-01T00:00:00Z --payload-file job.json --json")]
+        drover task schedule cleanup --at 2026-12-01T00:00:00Z --payload-file job.json --json\n  \
+        drover task schedule publish --after 41,42                        # runs once 41 and 42 succeeded\n  \
+        drover task schedule summarize --after 41,42 --after-policy all-finished")]
     Schedule(ScheduleArgs),
+    /// Schedule a graph of tasks in one request; prints their ids in order.
+    #[command(after_help = super::graph::GRAPH_HELP)]
+    ScheduleBatch(super::graph::BatchArgs),
     /// Show a task's state, attempts, last error, result and history.
     Get(GetArgs),
     /// Page through tasks, newest last.
@@ -35,7 +40,7 @@ pub enum TaskCommand {
 pub struct ListArgs {
     #[arg(long)]
     pub callback: Option<String>,
-    /// scheduled, ready, running, retry_wait, succeeded, failed, dead or cancelled.
+    /// scheduled, ready, running, retry_wait, succeeded, failed, dead, cancelled or waiting.
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
     /// Most tasks to show.
@@ -81,6 +86,27 @@ pub struct ScheduleArgs {
     /// The collection (labelled subset of the callback's tasks) it belongs to; gates can pause or drop one collection.
     #[arg(long)]
     pub collection: Option<String>,
+    /// Run after these tasks (comma-separated ids); it waits until they end.
+    #[arg(long, value_delimiter = ',', value_name = "ID,...")]
+    pub after: Vec<u64>,
+    /// all-succeeded (default: any parent that fails, dies or is cancelled cancels this task) or all-finished (runs once every parent ended, however).
+    #[arg(long, value_parser = parse_policy, requires = "after")]
+    pub after_policy: Option<pb::AfterPolicy>,
+}
+
+pub fn parse_policy(s: &str) -> Result<pb::AfterPolicy, String> {
+    match s {
+        "all-succeeded" => Ok(pb::AfterPolicy::AllSucceeded),
+        "all-finished" => Ok(pb::AfterPolicy::AllFinished),
+        _ => Err(format!("unknown policy {s:?}; use all-succeeded or all-finished")),
+    }
+}
+
+pub fn policy_name(p: i32) -> &'static str {
+    match pb::AfterPolicy::try_from(p) {
+        Ok(pb::AfterPolicy::AllFinished) => "all-finished",
+        _ => "all-succeeded",
+    }
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +121,7 @@ pub struct GetArgs {
 pub async fn run(cli: &Cli, cmd: &TaskCommand) -> Result<(), CliError> {
     match cmd {
         TaskCommand::Schedule(args) => schedule(cli, args).await,
+        TaskCommand::ScheduleBatch(args) => super::graph::schedule_batch(cli, args).await,
         TaskCommand::Get(args) => get(cli, args).await,
         TaskCommand::List(args) => list(cli, args).await,
         TaskCommand::Cancel { id } => cancel(cli, *id).await,
@@ -135,6 +162,9 @@ async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
         when,
         idempotency_key: args.key.clone().unwrap_or_default(),
         collection: args.collection.clone().unwrap_or_default(),
+        after: args.after.clone(),
+        after_policy: args.after_policy.unwrap_or(pb::AfterPolicy::Unspecified) as i32,
+        ..Default::default()
     };
     let client = cli.client();
     let reply = client.schedule(0, spec).await.map_err(failed)?;
@@ -172,6 +202,7 @@ pub fn state_name(state: i32) -> &'static str {
         pb::TaskState::Failed => "failed",
         pb::TaskState::Dead => "dead",
         pb::TaskState::Cancelled => "cancelled",
+        pb::TaskState::Waiting => "waiting",
     }
 }
 
@@ -198,6 +229,15 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
         "history": t.history.iter().map(|h| json!({
             "state": state_name(h.state), "at": fmt_time(h.at_unix_ms), "at_unix_ms": h.at_unix_ms, "attempt": h.attempt,
         })).collect::<Vec<_>>(),
+        "dependencies": t.dependencies.as_ref().map(|d| {
+            let e = d.ended.unwrap_or_default();
+            json!({
+                "parents": d.parents, "policy": policy_name(d.policy), "open": d.open,
+                "ended": { "succeeded": e.succeeded, "failed": e.failed, "dead": e.dead, "cancelled": e.cancelled },
+                "cancelled_by": d.cancelled_by,
+            })
+        }),
+        "children": t.children,
     })
 }
 
@@ -231,11 +271,32 @@ async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
     if let Some(r) = &t.result {
         println!("result:       {}", String::from_utf8_lossy(r));
     }
+    if let Some(d) = &t.dependencies {
+        let e = d.ended.unwrap_or_default();
+        println!("after:        {} ({})", ids(&d.parents), policy_name(d.policy));
+        println!(
+            "parents:      {} open, {} succeeded, {} failed, {} dead, {} cancelled",
+            d.open, e.succeeded, e.failed, e.dead, e.cancelled
+        );
+    }
+    if !t.children.is_empty() {
+        println!("children:     {}", ids(&t.children));
+    }
     println!("history:");
     for h in &t.history {
         println!("  {}  {:<10} attempt {}", fmt_time(h.at_unix_ms), state_name(h.state), h.attempt);
     }
     Ok(())
+}
+
+/// Ids as a comma-separated list, the middle elided past 20.
+fn ids(v: &[u64]) -> String {
+    let show = |s: &[u64]| s.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    if v.len() <= 20 {
+        show(v)
+    } else {
+        format!("{},...({} more)...,{}", show(&v[..10]), v.len() - 15, show(&v[v.len() - 5..]))
+    }
 }
 
 /// Print a page of tasks as a table, or as JSON.

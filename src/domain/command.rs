@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::callback::CallbackConfig;
+use super::dependency::After;
 use super::gate::{Gate, GateTarget};
 use super::schedule::{Schedule, Slot};
 use super::task::TaskState;
@@ -134,6 +135,27 @@ pub enum Operation {
     TriggerSchedule {
         name: String,
     },
+    /// Schedule tasks that wait for others (see
+    /// [`crate::domain::dependency`]): `after` has one entry per task. All
+    /// or nothing, like `Schedule`; with a request id, answered once like
+    /// `ScheduleRequest`.
+    ScheduleGraph {
+        request_id: Option<RequestId>,
+        tasks: Vec<NewTask>,
+        after: Vec<After>,
+        auto_register: bool,
+    },
+    /// Redrive dead tasks, and re-arm the dependents their failure
+    /// cancelled.
+    RedriveWithDependents {
+        target: Target,
+    },
+    /// Run these slots of a schedule (an operator's backfill), each under
+    /// its slot key, ignoring the overlap policy and the last slot.
+    BackfillSchedule {
+        name: String,
+        slots: Vec<Slot>,
+    },
 }
 
 impl Operation {
@@ -141,16 +163,19 @@ impl Operation {
     /// records it touches (a redrive or purge by callback counts as many).
     pub fn weight(&self) -> usize {
         match self {
-            Operation::Schedule { tasks, .. } | Operation::ScheduleRequest { tasks, .. } => tasks.len(),
+            Operation::Schedule { tasks, .. }
+            | Operation::ScheduleRequest { tasks, .. }
+            | Operation::ScheduleGraph { tasks, .. } => tasks.len(),
             Operation::Assign { assignments } => assignments.len(),
             Operation::Complete { completions } => completions.len(),
             Operation::Expire { leases } | Operation::Release { leases } => leases.len(),
             Operation::Import { records } => records.len().max(1_000),
             Operation::Redrive { target: Target::Callback(_) }
+            | Operation::RedriveWithDependents { .. }
             | Operation::Purge { target: Target::Callback(_) }
             | Operation::SetGate { .. } => 1_000,
             Operation::Collect { task_ids, request_ids } => task_ids.len() + request_ids.len(),
-            Operation::FireSchedule { slots, .. } => slots.len().max(1),
+            Operation::FireSchedule { slots, .. } | Operation::BackfillSchedule { slots, .. } => slots.len().max(1),
             _ => 1,
         }
     }
@@ -350,6 +375,13 @@ impl std::fmt::Display for Command {
             }
             Operation::FireSchedule { name, slots, .. } => write!(f, "fire {} slot(s) of {name} @{at}", slots.len()),
             Operation::TriggerSchedule { name } => write!(f, "trigger schedule {name} @{at}"),
+            Operation::ScheduleGraph { tasks, .. } => {
+                write!(f, "schedule {} task(s) with dependencies @{at}", tasks.len())
+            }
+            Operation::RedriveWithDependents { target } => write!(f, "redrive {target:?} with dependents @{at}"),
+            Operation::BackfillSchedule { name, slots } => {
+                write!(f, "backfill {} slot(s) of {name} @{at}", slots.len())
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`task`]: the task row and its states.
 //! - [`callback`]: callback settings and retry backoff.
 //! - [`command`]: the replicated commands and the state machine's replies.
+//! - [`dependency`]: task dependencies (parents, policies, counts).
 //! - [`gate`]: gates (pause, drop) on callbacks and collections.
 //! - [`schedule`]: periodic schedules and their slots.
 //! - [`legacy`]: the format-1 layouts of records that format 2 changed,
@@ -11,6 +12,7 @@
 
 pub mod callback;
 pub mod command;
+pub mod dependency;
 pub mod gate;
 pub mod legacy;
 pub mod schedule;

@@ -271,7 +271,11 @@ fn cron_slots(
     let local_after =
         Utc.timestamp_millis_opt(after_ms as i64).single().ok_or("time out of range")?.with_timezone(&tz).naive_local();
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
-    let mut cursor = (local_after - chrono::Duration::hours(3)).and_utc().max(epoch);
+    let start = (local_after - chrono::Duration::hours(3)).and_utc().max(epoch);
+    // Whole seconds: croner keeps the cursor's fraction of a second, and a
+    // slot is a whole second (the same slot computed from two starting
+    // points must have one time).
+    let mut cursor = DateTime::<Utc>::from_timestamp(start.timestamp(), 0).unwrap_or(epoch);
     let mut out: Vec<Slot> = Vec::new();
     // Once `limit` slots are in, go on for 3 more local hours: a later
     // local time can be an earlier instant around a clock change.

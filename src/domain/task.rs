@@ -23,10 +23,13 @@ pub enum TaskState {
     /// Out of attempts: in the dead-letter queue.
     Dead,
     Cancelled,
+    /// Waiting for its parents (task dependencies); neither queued nor
+    /// final. Appended last: the encoding of the others is unchanged.
+    Waiting,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 9] = [
         TaskState::Scheduled,
         TaskState::Ready,
         TaskState::Running,
@@ -35,6 +38,7 @@ impl TaskState {
         TaskState::Failed,
         TaskState::Dead,
         TaskState::Cancelled,
+        TaskState::Waiting,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Dead => "dead",
             TaskState::Cancelled => "cancelled",
+            TaskState::Waiting => "waiting",
         }
     }
 
@@ -73,8 +78,12 @@ impl TaskState {
     /// into the live index at start), dead (the DLQ), failed, cancelled.
     /// The common ones (scheduled, retry-wait, succeeded) would cost two
     /// extra writes per transition on the hot path; listing them scans rows.
+    /// Waiting tasks are indexed so that they can be listed and checked.
     pub fn has_state_index(self) -> bool {
-        matches!(self, TaskState::Running | TaskState::Dead | TaskState::Failed | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Running | TaskState::Dead | TaskState::Failed | TaskState::Cancelled | TaskState::Waiting
+        )
     }
 }
 

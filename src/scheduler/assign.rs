@@ -116,7 +116,7 @@ impl Dispatcher {
     pub(super) fn assigned(
         &mut self,
         planned: Vec<Planned>,
-        payloads: Vec<Vec<u8>>,
+        payloads: Vec<Inputs>,
         dropped: Vec<Planned>,
         result: Result<Vec<Result<Leased, Rejection>>, ProposalFailed>,
     ) {
@@ -139,7 +139,7 @@ impl Dispatcher {
         };
         let now = Instant::now();
         let mut undelivered = Vec::new();
-        for ((p, r), payload) in planned.into_iter().zip(results).zip(payloads) {
+        for ((p, r), inputs) in planned.into_iter().zip(results).zip(payloads) {
             let leased = match r {
                 Ok(l) => l,
                 Err(rej) => {
@@ -153,7 +153,8 @@ impl Dispatcher {
             let assignment = Assignment {
                 task_id: p.task_id,
                 callback: p.callback.clone(),
-                payload,
+                payload: inputs.payload,
+                upstream: inputs.upstream,
                 attempt: leased.attempt,
                 fencing_token: leased.fencing_token,
                 lease_ms: p.lease.as_millis() as u64,
@@ -198,21 +199,32 @@ impl Dispatcher {
     }
 }
 
-/// Read the rows (attempt counts) and payloads of planned tasks off the
-/// async runtime, then propose one `Assign` for those that could be read.
+/// What a worker gets with a task besides its identity.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub payload: Vec<u8>,
+    /// Its parents' states and results, for a task scheduled after others.
+    pub upstream: Option<crate::domain::dependency::Upstream>,
+}
+
+/// Read the rows (attempt counts), payloads and parents' results of planned
+/// tasks off the async runtime, then propose one `Assign` for those that
+/// could be read.
 async fn propose_assignments(deps: Deps, planned: Vec<Planned>, workers: Vec<String>) -> Proposal {
     let store = deps.store.clone();
     let ids: Vec<u64> = planned.iter().map(|p| p.task_id).collect();
     let n = ids.len();
     let read = tokio::task::spawn_blocking(move || {
         ids.into_iter()
-            .map(|id| match (store.get(id), store.payload(id)) {
-                (Ok(Some(t)), Ok(payload)) => Some((t.attempts, payload.unwrap_or_default())),
-                (Err(e), _) | (_, Err(e)) => {
+            .map(|id| match (store.get(id), store.payload(id), store.upstream(id)) {
+                (Ok(Some(t)), Ok(payload), Ok(upstream)) => {
+                    Some((t.attempts, Inputs { payload: payload.unwrap_or_default(), upstream }))
+                }
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     tracing::error!(task_id = id, error = %e, "reading a task to assign; it stays pending");
                     None
                 }
-                (Ok(None), _) => None,
+                (Ok(None), _, _) => None,
             })
             .collect::<Vec<_>>()
     })

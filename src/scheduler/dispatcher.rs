@@ -49,7 +49,7 @@ pub enum Proposal {
     /// or payload could not be read).
     Assigned {
         planned: Vec<Planned>,
-        payloads: Vec<Vec<u8>>,
+        payloads: Vec<super::assign::Inputs>,
         dropped: Vec<Planned>,
         result: Result<Vec<Result<Leased, Rejection>>, ProposalFailed>,
     },

@@ -43,6 +43,8 @@ pub struct Assignment {
     pub task_id: u64,
     pub callback: String,
     pub payload: Vec<u8>,
+    /// Its parents' states and results (a task scheduled after others).
+    pub upstream: Option<crate::domain::dependency::Upstream>,
     pub attempt: u32,
     pub fencing_token: u64,
     pub lease_ms: u64,

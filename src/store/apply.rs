@@ -67,6 +67,11 @@ pub struct ApplyBatch<'a> {
     /// Tasks of periodic schedules that reached a final state in the
     /// current command: (schedule, task id, state).
     pub(super) ended_runs: std::collections::VecDeque<(String, u64, TaskState)>,
+    /// Tasks that reached a final state in the current command, whose
+    /// children (if any) count it in the same entry.
+    pub(super) ended_parents: std::collections::VecDeque<(u64, TaskState)>,
+    /// Dependency rows changed in this batch (see [`super::dependency`]).
+    pub(super) deps: super::dependency::Overlay,
 }
 
 impl<'a> ApplyBatch<'a> {
@@ -80,7 +85,13 @@ impl<'a> ApplyBatch<'a> {
             index_ops: Vec::new(),
             reload_index: false,
             ended_runs: std::collections::VecDeque::new(),
+            ended_parents: std::collections::VecDeque::new(),
+            deps: super::dependency::Overlay::default(),
         }
+    }
+
+    pub(super) fn db(&self) -> &DB {
+        self.db
     }
 
     /// Write a key that apply never reads back.
@@ -205,10 +216,11 @@ impl<'a> ApplyBatch<'a> {
                 self.index_ops.push(IndexOp::AddPending(slot));
             }
         }
-        if let Some(name) = after.schedule.as_ref().filter(|_| after.state.is_terminal()) {
-            if !old_state.is_some_and(TaskState::is_terminal) {
+        if after.state.is_terminal() && !old_state.is_some_and(TaskState::is_terminal) {
+            if let Some(name) = &after.schedule {
                 self.ended_runs.push_back((name.clone(), after.id, after.state));
             }
+            self.ended_parents.push_back((after.id, after.state));
         }
         let was_running = old_state == Some(TaskState::Running);
         if after.state == TaskState::Running {
@@ -246,6 +258,7 @@ impl<'a> ApplyBatch<'a> {
                 self.set_idempotency(key, None);
             }
         }
+        self.forget_dependencies(t.id)?;
         self.tasks.insert(t.id, None);
         Ok(())
     }
@@ -271,6 +284,7 @@ impl<'a> ApplyBatch<'a> {
                 None => self.batch.delete_cf(sm, keys::request(&id.0)),
             }
         }
+        self.deps.write(&mut self.batch, sm);
         Ok((self.batch, self.index_ops, self.reload_index))
     }
 }
@@ -346,9 +360,12 @@ impl Applier {
     pub fn apply(&mut self, b: &mut ApplyBatch<'_>, index: u64, cmd: &Command) -> Result<CommandResponse, StoreError> {
         self.now_ms = self.now_ms.max(cmd.stamped_at_ms);
         let response = self.apply_operation(b, index, &cmd.operation)?;
-        // Runs of periodic schedules that ended update their schedule in
-        // this same entry.
-        self.settle_schedules(b, index)?;
+        // Tasks that ended update their children and their periodic
+        // schedule in this same entry (either may end more tasks).
+        while !b.ended_parents.is_empty() || !b.ended_runs.is_empty() {
+            self.settle_dependents(b)?;
+            self.settle_schedules(b, index)?;
+        }
         Ok(response)
     }
 
@@ -359,7 +376,7 @@ impl Applier {
         operation: &Operation,
     ) -> Result<CommandResponse, StoreError> {
         match operation {
-            Operation::Schedule { tasks, auto_register } => self.schedule(b, index, tasks, *auto_register),
+            Operation::Schedule { tasks, auto_register } => self.schedule(b, index, tasks, &[], *auto_register),
             Operation::RegisterCallback(config) => self.register(b, config),
             Operation::Assign { assignments } => self.assign(b, index, assignments),
             Operation::Complete { completions } => {
@@ -371,7 +388,9 @@ impl Applier {
                 Ok(CommandResponse::Transitioned(results))
             }
             Operation::Cancel { task_id } => self.cancel(b, *task_id),
-            Operation::Redrive { target } => self.redrive(b, target),
+            Operation::Redrive { target } => self.redrive(b, target, false),
+            Operation::RedriveWithDependents { target } => self.redrive(b, target, true),
+            Operation::BackfillSchedule { name, slots } => self.backfill_schedule(b, index, name, slots),
             Operation::Purge { target } => self.purge(b, target),
             Operation::RetireNode { node_id } => {
                 b.put(&keys::retired(*node_id), &[])?;
@@ -384,7 +403,10 @@ impl Applier {
                 Ok(CommandResponse::Transitioned(results))
             }
             Operation::ScheduleRequest { request_id, tasks, auto_register } => {
-                self.schedule_request(b, index, *request_id, tasks, *auto_register)
+                self.schedule_request(b, index, Some(*request_id), tasks, &[], *auto_register)
+            }
+            Operation::ScheduleGraph { request_id, tasks, after, auto_register } => {
+                self.schedule_request(b, index, *request_id, tasks, after, *auto_register)
             }
             Operation::SetGate { gate, cancel_running } => self.set_gate(b, index, gate, *cancel_running),
             Operation::OpenGate { target, if_expired } => self.open_gate(b, target, *if_expired),
@@ -435,6 +457,8 @@ impl Applier {
                     ))));
                 }
                 b.save(None, task)?;
+            } else if b.import_dependency(k, v)? {
+                // Taken into the batch's overlay.
             } else if keys::is_idempotency(k) {
                 b.set_idempotency(k.to_vec(), Some(encoding::decode(v)?));
             } else if keys::is_request(k) {
@@ -634,7 +658,7 @@ impl Applier {
             // Cancelling twice (a retried request) is not an error.
             return Ok(CommandResponse::CancelRequested { state: t.state });
         }
-        if t.state.is_pending() {
+        if t.state.is_pending() || t.state == TaskState::Waiting {
             t.transition(TaskState::Cancelled, self.now_ms);
         } else if t.state == TaskState::Running {
             t.cancel_requested = true;
@@ -666,7 +690,14 @@ impl Applier {
         }
     }
 
-    fn redrive(&mut self, b: &mut ApplyBatch<'_>, target: &Target) -> Result<CommandResponse, StoreError> {
+    /// Redrive dead tasks. Their waiting children wait for them again;
+    /// `with_dependents` also re-arms the children their failure cancelled.
+    fn redrive(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        target: &Target,
+        with_dependents: bool,
+    ) -> Result<CommandResponse, StoreError> {
         let dead = self.dead_tasks(b, target)?;
         if dead.is_empty() {
             if let Target::Task(id) = target {
@@ -683,6 +714,7 @@ impl Applier {
             t.run_at_ms = self.now_ms;
             t.transition(TaskState::Scheduled, self.now_ms);
             b.save(Some(&before), t)?;
+            self.reopen(b, before.id, with_dependents)?;
         }
         Ok(CommandResponse::Count(n))
     }

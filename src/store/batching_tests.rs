@@ -124,7 +124,19 @@ enum Abstract {
     Trigger {
         schedule: usize,
     },
+    /// Tasks after existing ids (`Ok`) or earlier items (`Err`).
+    Graph {
+        tasks: Vec<GraphItem>,
+        request: Option<u8>,
+    },
+    RedriveWithDependents {
+        target: AbstractTarget,
+    },
 }
+
+/// A graph item: callback, parents (existing ids `Ok`, earlier items
+/// `Err`), all-finished.
+type GraphItem = (usize, Vec<Result<u64, u32>>, bool);
 
 #[derive(Debug, Clone)]
 enum AbstractTarget {
@@ -170,6 +182,15 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
         1 => (0..2usize, any::<bool>(), any::<bool>())
             .prop_map(|(schedule, paused, catch_up)| Abstract::PauseSchedule { schedule, paused, catch_up }),
         1 => (0..2usize).prop_map(|schedule| Abstract::Trigger { schedule }),
+        4 => (
+            prop::collection::vec(
+                (0..CALLBACKS.len(), prop::collection::vec(prop_oneof![(1..=MAX_ID).prop_map(Ok), (0u32..3).prop_map(Err)], 0..4), any::<bool>()),
+                1..4,
+            ),
+            prop::option::of(0u8..3),
+        )
+            .prop_map(|(tasks, request)| Abstract::Graph { tasks, request }),
+        2 => target().prop_map(|target| Abstract::RedriveWithDependents { target }),
     ]
 }
 
@@ -370,6 +391,44 @@ fn concretise(r: &Replica, a: &Abstract, stamp: u64) -> Operation {
             catch_up: *catch_up,
         },
         Abstract::Trigger { schedule } => Operation::TriggerSchedule { name: SCHEDULES[*schedule].into() },
+        Abstract::Graph { tasks, request } => {
+            use crate::domain::dependency::{After, AfterPolicy, Parent};
+            let (tasks, after) = tasks
+                .iter()
+                .enumerate()
+                .map(|(i, (callback, parents, all_finished))| {
+                    let new = NewTask {
+                        callback: CALLBACKS[*callback].into(),
+                        payload: vec![*callback as u8],
+                        priority: 0,
+                        run_at_ms: stamp,
+                        idempotency_key: None,
+                        collection: None,
+                    };
+                    // Items name earlier items only (as the API checks),
+                    // except for an occasional forward one, which apply
+                    // must refuse.
+                    let parents = parents
+                        .iter()
+                        .map(|p| match *p {
+                            Ok(id) => Parent::Task(id),
+                            Err(j) => Parent::Item(if i == 0 { j } else { j % i as u32 }),
+                        })
+                        .collect();
+                    let policy = if *all_finished { AfterPolicy::AllFinished } else { AfterPolicy::AllSucceeded };
+                    (new, After { parents, policy })
+                })
+                .unzip();
+            Operation::ScheduleGraph {
+                request_id: request.map(|r| RequestId([r; 16])),
+                tasks,
+                after,
+                auto_register: true,
+            }
+        }
+        Abstract::RedriveWithDependents { target } => {
+            Operation::RedriveWithDependents { target: concrete_target(target) }
+        }
         Abstract::Collect { ids, request } => Operation::Collect {
             task_ids: ids.clone(),
             request_ids: request.map(|r| RequestId([r; 16])).into_iter().collect(),

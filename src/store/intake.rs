@@ -5,7 +5,17 @@
 use super::apply::{Applier, ApplyBatch};
 use super::{keys, StoreError};
 use crate::domain::command::*;
+use crate::domain::dependency::After;
 use crate::domain::{CallbackConfig, Task, TaskState};
+
+/// The state a new task starts in (before any dropping gate).
+pub(super) enum Start {
+    Now,
+    /// Its parents have not all ended.
+    Waiting,
+    /// A parent already failed, with this reason.
+    Cancelled(String),
+}
 
 impl Applier {
     pub(super) fn schedule(
@@ -13,9 +23,13 @@ impl Applier {
         b: &mut ApplyBatch<'_>,
         index: u64,
         tasks: &[NewTask],
+        after: &[After],
         auto_register: bool,
     ) -> Result<CommandResponse, StoreError> {
-        // All or nothing: check every callback first.
+        // All or nothing: check every parent and callback first.
+        if let Err(rejection) = self.check_parents(b, tasks.len(), after)? {
+            return Ok(CommandResponse::Rejected(rejection));
+        }
         for new in tasks {
             if !self.callbacks.contains_key(&new.callback) {
                 if !auto_register {
@@ -27,9 +41,13 @@ impl Applier {
                 self.register(b, &CallbackConfig::with_defaults(new.callback.clone()))?;
             }
         }
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            outcomes.push(self.create_task(b, index, new, None)?);
+        let mut outcomes: Vec<ScheduleOutcome> = Vec::with_capacity(tasks.len());
+        for (i, new) in tasks.iter().enumerate() {
+            let outcome = match after.get(i).filter(|a| !a.parents.is_empty()) {
+                None => self.create_task(b, index, new, None, Start::Now)?,
+                Some(a) => self.create_child(b, index, new, a, &outcomes)?,
+            };
+            outcomes.push(outcome);
         }
         Ok(CommandResponse::Scheduled(outcomes))
     }
@@ -40,16 +58,18 @@ impl Applier {
         &mut self,
         b: &mut ApplyBatch<'_>,
         index: u64,
-        request_id: RequestId,
+        request_id: Option<RequestId>,
         tasks: &[NewTask],
+        after: &[After],
         auto_register: bool,
     ) -> Result<CommandResponse, StoreError> {
+        let Some(request_id) = request_id else { return self.schedule(b, index, tasks, after, auto_register) };
         if let Some(seen) = b.request(&request_id)? {
             if self.now_ms.saturating_sub(seen.at_ms) <= REQUEST_ID_WINDOW_MS {
                 return Ok(CommandResponse::Replayed(seen.outcomes));
             }
         }
-        let response = self.schedule(b, index, tasks, auto_register)?;
+        let response = self.schedule(b, index, tasks, after, auto_register)?;
         // Only a schedule that happened is remembered: a rejected request
         // changed nothing, and its retry is judged afresh.
         if let CommandResponse::Scheduled(outcomes) = &response {
@@ -62,15 +82,16 @@ impl Applier {
         Ok(response)
     }
 
-    /// Create one task (or find the one its idempotency key names). A
-    /// dropping gate cancels it on arrival. `origin` names the periodic
-    /// schedule that fires it.
+    /// Create one task (or find the one its idempotency key names), in the
+    /// state `start` says. A dropping gate cancels it on arrival. `origin`
+    /// names the periodic schedule that fires it.
     pub(super) fn create_task(
         &mut self,
         b: &mut ApplyBatch<'_>,
         index: u64,
         new: &NewTask,
         origin: Option<&str>,
+        start: Start,
     ) -> Result<ScheduleOutcome, StoreError> {
         let idem_key = new.idempotency_key.as_deref().map(|k| keys::idempotency(&new.callback, k));
         if let Some(key) = &idem_key {
@@ -106,6 +127,15 @@ impl Applier {
         if let Some(gate) = self.dropping_gate(&task) {
             task.last_error = Some(gate.drop_reason());
             task.transition(TaskState::Cancelled, self.now_ms);
+        } else {
+            match start {
+                Start::Now => {}
+                Start::Waiting => task.transition(TaskState::Waiting, self.now_ms),
+                Start::Cancelled(reason) => {
+                    task.last_error = Some(reason);
+                    task.transition(TaskState::Cancelled, self.now_ms);
+                }
+            }
         }
         let state = task.display_state(self.now_ms);
         b.put(&keys::payload(id), &new.payload)?;

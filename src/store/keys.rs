@@ -46,6 +46,9 @@ const SM_GATE: u8 = b'G';
 const SM_SCHEDULE: u8 = b'H';
 const SM_FINISHED: u8 = b'F';
 const SM_REQUEST_BY_TIME: u8 = b'd';
+const SM_DEPS: u8 = b'W';
+const SM_PARENTS: u8 = b'A';
+const SM_CHILD: u8 = b'E';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -110,7 +113,20 @@ pub fn task_id(key: &[u8]) -> Option<u64> {
 /// byte (task rows, idempotency keys, callbacks, request ids, gates); index
 /// rows are empty and payloads and results are the user's bytes.
 pub fn holds_record(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&(SM_TASK | SM_IDEMPOTENCY | SM_CALLBACK | SM_REQUEST | SM_GATE | SM_SCHEDULE)))
+    matches!(
+        key.first(),
+        Some(
+            &(SM_TASK
+                | SM_IDEMPOTENCY
+                | SM_CALLBACK
+                | SM_REQUEST
+                | SM_GATE
+                | SM_SCHEDULE
+                | SM_DEPS
+                | SM_PARENTS
+                | SM_CHILD)
+        )
+    )
 }
 
 /// Whether `key` is a row derived from task rows (pending queues, the
@@ -293,6 +309,53 @@ pub fn parse_request_by_time(key: &[u8]) -> Option<(u64, [u8; 16])> {
         return None;
     }
     Some((u64::from_be_bytes(key[1..9].try_into().ok()?), key[9..].try_into().ok()?))
+}
+
+/// A child task's dependency state ([`crate::domain::dependency::Deps`]).
+pub fn deps(child: u64) -> [u8; 9] {
+    with_u64(SM_DEPS, child)
+}
+
+/// A child task's parents, in the order it named them (a `Vec<u64>`,
+/// written once).
+pub fn parents(child: u64) -> [u8; 9] {
+    with_u64(SM_PARENTS, child)
+}
+
+/// A parent-to-child edge ([`crate::domain::dependency::Edge`]): a parent's
+/// children are the keys under [`children_prefix`], in id order.
+pub fn child(parent: u64, child: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = SM_CHILD;
+    k[1..9].copy_from_slice(&parent.to_be_bytes());
+    k[9..].copy_from_slice(&child.to_be_bytes());
+    k
+}
+
+pub fn children_prefix(parent: u64) -> [u8; 9] {
+    with_u64(SM_CHILD, parent)
+}
+
+/// The child id of a [`child`] key.
+pub fn child_id(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(9..17)?.try_into().ok()?))
+}
+
+/// A parsed dependency key.
+pub enum DependencyKey {
+    Deps(u64),
+    Parents(u64),
+    Child(u64, u64),
+}
+
+pub fn parse_dependency(key: &[u8]) -> Option<DependencyKey> {
+    let u64_at = |at: usize| Some(u64::from_be_bytes(key.get(at..at + 8)?.try_into().ok()?));
+    match (key.first()?, key.len()) {
+        (&SM_DEPS, 9) => Some(DependencyKey::Deps(u64_at(1)?)),
+        (&SM_PARENTS, 9) => Some(DependencyKey::Parents(u64_at(1)?)),
+        (&SM_CHILD, 17) => Some(DependencyKey::Child(u64_at(1)?, u64_at(9)?)),
+        _ => None,
+    }
 }
 
 /// A task's result bytes.

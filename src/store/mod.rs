@@ -11,6 +11,7 @@
 //! - [`TaskStore`]: reads (any thread, any time).
 
 pub mod apply;
+mod dependency;
 mod gating;
 pub mod index;
 mod intake;
@@ -186,6 +187,15 @@ impl TaskStore {
         }
     }
 
+    /// The task an idempotency key of `callback` names, if any.
+    pub fn task_for_key(&self, callback: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        match self.db.get_pinned_cf(sm, keys::idempotency(callback, key))? {
+            Some(v) => Ok(Some(encoding::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn payload(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
         Ok(self.db.get_cf(sm, keys::payload(id))?)
@@ -310,6 +320,8 @@ impl TaskStore {
 
 #[cfg(test)]
 mod batching_tests;
+#[cfg(test)]
+mod dependency_tests;
 #[cfg(test)]
 mod gating_tests;
 #[cfg(test)]

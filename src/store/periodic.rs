@@ -145,6 +145,38 @@ impl Applier {
         Ok(CommandResponse::Fired { task_ids: out, skipped })
     }
 
+    /// An operator's backfill: each slot runs (or finds the task its key
+    /// already has), whatever the overlap policy and the last slot say.
+    pub(super) fn backfill_schedule(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        index: u64,
+        name: &str,
+        slots: &[Slot],
+    ) -> Result<CommandResponse, StoreError> {
+        let Some(mut s) = self.schedules.get(name).cloned() else { return Ok(not_found(name)) };
+        let mut outcomes = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let key = keys::idempotency(&s.template.callback, &s.task_key(slot));
+            if let Some(task_id) = b.idempotent_task(&key)? {
+                let state = b.task(task_id)?.map_or(TaskState::Scheduled, |t| t.display_state(self.now_ms));
+                outcomes.push(ScheduleOutcome { task_id, created: false, state });
+                continue;
+            }
+            match self.run_slot(b, index, &mut s, slot.clone())? {
+                Some(o) => outcomes.push(o),
+                None => {
+                    return Ok(CommandResponse::Rejected(Rejection::NotFound(format!(
+                        "callback {:?} of schedule {name:?} is not registered",
+                        s.template.callback
+                    ))))
+                }
+            }
+        }
+        self.save_schedule(b, s)?;
+        Ok(CommandResponse::Scheduled(outcomes))
+    }
+
     /// One slot under the overlap policy.
     fn fire_slot(
         &mut self,
@@ -192,21 +224,22 @@ impl Applier {
                 }
             }
         }
-        self.run_slot(b, index, s, slot, out)
+        out.extend(self.run_slot(b, index, s, slot)?.map(|o| o.task_id));
+        Ok(())
     }
 
-    /// Create the slot's task.
+    /// Create the slot's task (`None`: its callback is gone, the slot is
+    /// skipped).
     fn run_slot(
         &mut self,
         b: &mut ApplyBatch<'_>,
         index: u64,
         s: &mut Schedule,
         slot: Slot,
-        out: &mut Vec<u64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<ScheduleOutcome>, StoreError> {
         if !self.callbacks.contains_key(&s.template.callback) {
             s.skipped += 1;
-            return Ok(());
+            return Ok(None);
         }
         let new = NewTask {
             callback: s.template.callback.clone(),
@@ -216,7 +249,7 @@ impl Applier {
             idempotency_key: Some(s.task_key(&slot)),
             collection: s.template.collection.clone(),
         };
-        let o = self.create_task(b, index, &new, Some(&s.name))?;
+        let o = self.create_task(b, index, &new, Some(&s.name), super::intake::Start::Now)?;
         if o.created && !o.state.is_terminal() {
             s.active.push(o.task_id);
         }
@@ -226,8 +259,7 @@ impl Applier {
             let excess = s.runs.len() - MAX_RUNS;
             s.runs.drain(..excess);
         }
-        out.push(o.task_id);
-        Ok(())
+        Ok(Some(o))
     }
 
     /// Tasks of schedules that finished in this command: out of their
@@ -244,7 +276,7 @@ impl Applier {
             if s.active.is_empty() && !s.paused && !s.buffered.is_empty() {
                 let slot = s.buffered.remove(0);
                 let mut out = Vec::new();
-                self.run_slot(b, index, &mut s, slot, &mut out)?;
+                out.extend(self.run_slot(b, index, &mut s, slot)?.map(|o| o.task_id));
             }
             self.save_schedule(b, s)?;
         }

@@ -77,6 +77,10 @@ pub struct TaskContext {
     pub priority: u32,
     /// Longest this attempt may run.
     pub timeout: Duration,
+    /// For a task scheduled after others: how many parents ended in each
+    /// state, and their results (those that fit in 4 MiB; `omitted` counts
+    /// the others, which `Client::get` fetches).
+    pub parent_results: Option<crate::domain::dependency::Upstream>,
     /// Fires when the handler should stop (cancelled, timed out, lease
     /// lost, shutdown).
     pub cancel: CancellationToken,

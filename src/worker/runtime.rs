@@ -369,6 +369,7 @@ impl Runtime {
             payload: a.payload,
             priority: a.priority,
             timeout: Duration::from_millis(a.timeout_ms),
+            parent_results: a.upstream.map(crate::api::convert::upstream_from_pb),
             cancel: cancel.clone(),
             lease: lease_rx.clone(),
         };

@@ -3,6 +3,9 @@
 //! - the payload goes to the command's stdin;
 //! - `DROVER_TASK_ID`, `DROVER_ATTEMPT`, `DROVER_FENCING_TOKEN` and
 //!   `DROVER_CALLBACK` are in its environment;
+//! - for a task scheduled after others, `DROVER_PARENT_RESULTS` names a
+//!   JSON file with its parents' states and results (see
+//!   [`parent_results_json`]), deleted when the command ends;
 //! - stdout, up to a limit, is the task's result (the rest is discarded);
 //! - exit 0 is success, exit 75 (EX_TEMPFAIL) is retriable, any other exit
 //!   (or death by a signal) is fatal, with stderr's tail as the error;
@@ -18,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{TaskContext, TaskResult};
+use crate::domain::dependency::Upstream;
 
 /// Exit code for "try again later" (sysexits.h EX_TEMPFAIL).
 pub const EXIT_RETRY: i32 = 75;
@@ -80,9 +84,64 @@ async fn read_limited(mut r: impl AsyncReadExt + Unpin, keep: usize, tail: bool)
     out
 }
 
+/// The parents' file: `{"ended": {"succeeded": N, "failed": N, "dead": N,
+/// "cancelled": N}, "omitted": N, "parents": [{"task_id": N, "state":
+/// "succeeded", "result": "text" or null, "result_base64": "..." or null}]}`.
+/// `result` is set when the result is UTF-8, `result_base64` always when
+/// there is a result.
+pub fn parent_results_json(up: &Upstream) -> serde_json::Value {
+    use base64::Engine;
+    let parents: Vec<_> = up
+        .parents
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "task_id": p.task_id,
+                "state": p.state.name(),
+                "result": p.result.as_deref().and_then(|r| std::str::from_utf8(r).ok()),
+                "result_base64": p.result.as_deref().map(|r| base64::engine::general_purpose::STANDARD.encode(r)),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ended": {
+            "succeeded": up.ended.succeeded,
+            "failed": up.ended.failed,
+            "dead": up.ended.dead,
+            "cancelled": up.ended.cancelled,
+        },
+        "omitted": up.omitted,
+        "parents": parents,
+    })
+}
+
+/// A file deleted when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl ShellHandler {
     pub async fn run(&self, ctx: TaskContext) -> TaskResult {
         let mut cmd = Command::new(&self.program);
+        let mut _parents_file = None;
+        if let Some(up) = &ctx.parent_results {
+            let path = std::env::temp_dir().join(format!(
+                "drover-parents-{}-{}-{}.json",
+                std::process::id(),
+                ctx.task_id,
+                ctx.fencing_token
+            ));
+            let body = parent_results_json(up).to_string();
+            if let Err(e) = tokio::fs::write(&path, body).await {
+                return TaskResult::retry(format!("cannot write the parents' results to {}: {e}", path.display()));
+            }
+            cmd.env("DROVER_PARENT_RESULTS", &path);
+            _parents_file = Some(TempFile(path));
+        }
         cmd.args(&self.args)
             .env("DROVER_TASK_ID", ctx.task_id.to_string())
             .env("DROVER_ATTEMPT", ctx.attempt.to_string())
@@ -159,9 +218,41 @@ mod tests {
             payload: payload.to_vec(),
             priority: 0,
             timeout: Duration::from_secs(60),
+            parent_results: None,
             cancel: CancellationToken::new(),
             lease,
         }
+    }
+
+    #[tokio::test]
+    async fn parents_results_arrive_as_a_json_file_that_is_removed_afterwards() {
+        use crate::domain::dependency::{Counts, ParentResult};
+        use crate::domain::TaskState;
+        let mut c = ctx(b"");
+        c.parent_results = Some(Upstream {
+            ended: Counts { succeeded: 1, failed: 0, dead: 1, cancelled: 0 },
+            parents: vec![
+                ParentResult { task_id: 3, state: TaskState::Succeeded, result: Some(b"hello".to_vec()) },
+                ParentResult { task_id: 4, state: TaskState::Dead, result: None },
+            ],
+            omitted: 0,
+        });
+        let r = sh("cat \"$DROVER_PARENT_RESULTS\"; echo; echo \"$DROVER_PARENT_RESULTS\"", 1 << 16).run(c).await;
+        let TaskResult::Success(out) = r else { panic!("{r:?}") };
+        let out = String::from_utf8(out).unwrap();
+        let (json, path) = out.trim_end().split_once('\n').unwrap();
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["ended"]["succeeded"], 1);
+        assert_eq!(v["ended"]["dead"], 1);
+        assert_eq!(v["parents"][0]["task_id"], 3);
+        assert_eq!(v["parents"][0]["result"], "hello");
+        assert_eq!(v["parents"][0]["result_base64"], "aGVsbG8=");
+        assert_eq!(v["parents"][1]["state"], "dead");
+        assert!(v["parents"][1]["result"].is_null());
+        assert!(!std::path::Path::new(path).exists(), "the file is removed after the run");
+        // Without parents there is no file.
+        let r = sh("echo \"[$DROVER_PARENT_RESULTS]\"", 100).run(ctx(b"")).await;
+        assert_eq!(r, TaskResult::Success(b"[]\n".to_vec()));
     }
 
     fn sh(script: &str, max_output: usize) -> ShellHandler {

@@ -193,6 +193,7 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     client.cancel_task(doomed).await.expect("cancel while short of disk");
     let purge = drover::pb::DeadLetterRequest {
         target: Some(drover::pb::dead_letter_request::Target::Callback("quota".into())),
+        with_dependents: false,
     };
     client.dead_letters(0, purge, true).await.expect("purge while short of disk");
 

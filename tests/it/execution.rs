@@ -300,7 +300,11 @@ async fn retries_back_off_then_dead_letter_and_redrive_runs_it_again() {
     std::fs::write(&marker, b"").unwrap();
     let mut sched = client.scheduler(0).unwrap();
     let target = Some(pb::dead_letter_request::Target::TaskId(id));
-    let r = sched.redrive_dead_letters(pb::DeadLetterRequest { target }).await.unwrap().into_inner();
+    let r = sched
+        .redrive_dead_letters(pb::DeadLetterRequest { target, with_dependents: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.count, 1);
     let t = wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(20)).await;
     assert_eq!(t.attempts, 1, "redrive resets attempts");

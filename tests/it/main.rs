@@ -12,6 +12,7 @@
 mod api;
 mod cli;
 mod clock;
+mod dependencies;
 mod disk;
 mod execution;
 mod gating;

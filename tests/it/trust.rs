@@ -17,7 +17,10 @@ use drover::pb;
 use drover::worker::{TaskContext, TaskResult, Worker};
 
 fn dead_letters(callback: &str) -> pb::DeadLetterRequest {
-    pb::DeadLetterRequest { target: Some(pb::dead_letter_request::Target::Callback(callback.into())) }
+    pb::DeadLetterRequest {
+        target: Some(pb::dead_letter_request::Target::Callback(callback.into())),
+        with_dependents: false,
+    }
 }
 
 /// Replicas must not diverge however each cuts the log into apply batches.

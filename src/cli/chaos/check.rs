@@ -8,6 +8,8 @@
 //!   recorded only for a run that finished;
 //! - EARLY: no delayed task started before its run-at by the real clock;
 //! - STARVED: no task waited longer than the bound from ready to start;
+//! - SLOT / DAG: a periodic schedule and task graphs (see
+//!   [`super::workflows`]);
 //! - DIVERGED: every replica has the same state digest at one applied index.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -88,6 +90,7 @@ pub(super) async fn check(
     let runs = check_runs(records, &all, &mut violations)?;
     let (early, lateness) = check_delayed(load, &delayed, &mut violations);
     let waits = check_starvation(args, &all, &mut violations);
+    let workflows = super::workflows::check(client, load.graphs, load.seen, &mut violations).await?;
     let digests = converge(client, args.nodes).await;
     match &digests {
         Ok(d) if d.values().collect::<HashSet<_>>().len() == 1 => {}
@@ -117,6 +120,7 @@ pub(super) async fn check(
         "delayed": {"tasks": delayed.len(), "early": early, "late_ms_p50": percentile(&lateness, 0.5),
                     "late_ms_p99": percentile(&lateness, 0.99), "late_ms_max": lateness.last()},
         "digests": digests.as_ref().ok(),
+        "workflows": workflows,
         "violations": violations,
     });
     history.log(json!({"event": "summary", "summary": summary.clone()}));

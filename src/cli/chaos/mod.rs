@@ -27,6 +27,7 @@ use drover::worker::builtin::Builtin;
 use drover::worker::{TaskContext, Worker};
 
 mod check;
+mod workflows;
 
 #[derive(Subcommand, Debug)]
 pub enum ChaosCommand {
@@ -190,7 +191,14 @@ pub async fn run(cmd: &ChaosCommand) -> Result<(), CliError> {
 }
 
 async fn register(client: &Client) -> Result<(), CliError> {
-    for (name, max_attempts) in [(CALLBACK, 1000), (DLQ_CALLBACK, 1), (DELAYED_CALLBACK, 1000)] {
+    let callbacks = [
+        (CALLBACK, 1000),
+        (DLQ_CALLBACK, 1),
+        (DELAYED_CALLBACK, 1000),
+        (workflows::DAG_CALLBACK, 1000),
+        (workflows::TICK_CALLBACK, 1000),
+    ];
+    for (name, max_attempts) in callbacks {
         let settings = pb::CallbackSettings {
             name: name.into(),
             max_attempts,
@@ -206,7 +214,7 @@ async fn register(client: &Client) -> Result<(), CliError> {
             .await
             .map_err(|s| CliError(format!("registering callback {name}: {}", status_message(&s))))?;
     }
-    Ok(())
+    workflows::setup(client).await
 }
 
 /// Real time now, Unix ms (the chaos host's clock, which the containers
@@ -251,8 +259,10 @@ async fn dead_letter_churn(client: Arc<Client>, stop: CancellationToken, history
         let _ = client.schedule(i as usize, spec).await;
         if i % 10 == 5 || i % 15 == 0 {
             let redrive = i % 10 == 5;
-            let req =
-                pb::DeadLetterRequest { target: Some(pb::dead_letter_request::Target::Callback(DLQ_CALLBACK.into())) };
+            let req = pb::DeadLetterRequest {
+                target: Some(pb::dead_letter_request::Target::Callback(DLQ_CALLBACK.into())),
+                with_dependents: false,
+            };
             // Not idempotent: retried only where it certainly applied nothing.
             let r = client.dead_letters(i as usize, req, !redrive).await;
             if let Err(s) = r {
@@ -274,12 +284,14 @@ async fn run_with_cluster(
     let stop_workers = CancellationToken::new();
     // First real start time of each delayed task.
     let starts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
-    let workers = start_workers(args, client, records, &starts, &stop_workers);
+    let seen: Arc<workflows::Seen> = Arc::default();
+    let workers = start_workers(args, client, records, &starts, &seen, &stop_workers);
 
     let stop_clients = CancellationToken::new();
     let (acked, calls, mut client_tasks) = start_clients(args, seed, client, history, &stop_clients);
     client_tasks.push(tokio::spawn(dead_letter_churn(client.clone(), stop_clients.clone(), history.clone())));
     let delayed = tokio::spawn(delayed_load(client.clone(), stop_clients.clone(), seed));
+    let graphs = tokio::spawn(workflows::dag_load(client.clone(), stop_clients.clone(), history.clone()));
 
     let faults = inject_faults(args, seed, history).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -293,8 +305,10 @@ async fn run_with_cluster(
         faults.len(),
         acked.len()
     );
+    workflows::pause(client).await?;
     let drain = drain(client, history).await?;
     let delayed = delayed.await.unwrap_or_default();
+    let graphs = graphs.await.unwrap_or_default();
     stop_workers.cancel();
     for w in workers {
         let _ = w.await;
@@ -302,7 +316,16 @@ async fn run_with_cluster(
 
     let calls = std::mem::take(&mut *lock(&calls));
     let starts = lock(&starts).clone();
-    let load = Load { acked: &acked, delayed: &delayed, starts: &starts, faults: &faults, calls: &calls, drain };
+    let load = Load {
+        acked: &acked,
+        delayed: &delayed,
+        starts: &starts,
+        faults: &faults,
+        calls: &calls,
+        drain,
+        graphs: &graphs,
+        seen: &seen,
+    };
     check(args, client, &load, records, history).await
 }
 
@@ -330,6 +353,7 @@ fn start_workers(
     client: &Client,
     records: &Path,
     starts: &Arc<Mutex<HashMap<u64, u64>>>,
+    seen: &Arc<workflows::Seen>,
     stop: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<Result<drover::worker::WorkerStats, drover::worker::WorkerError>>> {
     let builtin = Builtin::Record(records.to_path_buf());
@@ -356,6 +380,7 @@ fn start_workers(
                         }
                     }
                 });
+            let w = workflows::handlers(w, seen);
             tokio::spawn(w.run(stop.clone()))
         })
         .collect()
@@ -539,7 +564,12 @@ async fn pending_count(client: &Client) -> Result<usize, CliError> {
         client.list_callbacks().await.map_err(|s| CliError(format!("listing callbacks: {}", status_message(&s))))?;
     Ok(r.callbacks
         .iter()
-        .filter(|c| c.settings.as_ref().is_some_and(|s| s.name == CALLBACK || s.name == DELAYED_CALLBACK))
+        .filter(|c| {
+            c.settings.as_ref().is_some_and(|s| {
+                [CALLBACK, DELAYED_CALLBACK, workflows::DAG_CALLBACK, workflows::TICK_CALLBACK]
+                    .contains(&s.name.as_str())
+            })
+        })
         .map(|c| c.running as usize + c.queues.iter().map(|q| (q.ready + q.scheduled) as usize).sum::<usize>())
         .sum())
 }
@@ -552,4 +582,8 @@ struct Load<'a> {
     faults: &'a [Fault],
     calls: &'a [Call],
     drain: Duration,
+    /// The task graphs acknowledged (ids in item order) and what their
+    /// workers saw.
+    graphs: &'a [Vec<u64>],
+    seen: &'a workflows::Seen,
 }

@@ -178,3 +178,15 @@ proptest! {
         }
     }
 }
+
+/// Found by the property test above: resuming from a time with a fraction
+/// of a second gave slots with that fraction (the same slot at two
+/// times).
+#[test]
+fn slots_are_whole_seconds_whatever_the_starting_time() {
+    let s = schedule(cron("15 2 * * *", "America/New_York"), DstRepeat::Once, DstGap::Shift);
+    let from_fraction = s.slots_after(1_772_867_700_001, 5).unwrap();
+    let from_whole = s.slots_after(1_772_867_700_000, 5).unwrap();
+    assert_eq!(from_fraction, from_whole);
+    assert!(from_fraction.iter().all(|slot| slot.at_ms % 1_000 == 0), "{from_fraction:?}");
+}
