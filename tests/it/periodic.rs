@@ -310,3 +310,53 @@ async fn a_node_with_a_skewed_clock_fires_nothing_early_or_twice() {
         eprintln!("skew {offset}: {} slots, each once; none started early", slots.len());
     }
 }
+
+/// `schedule backfill` runs each slot of a past range once: a dry run
+/// lists them, the backfill creates one task per slot, and a second
+/// backfill over an overlapping range creates only the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backfill_runs_each_past_slot_once() {
+    let c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let ep = endpoints(&c);
+    register(&client, callback("hourly", 5_000)).await;
+    let mut create = every("hourly", "hourly", "1h", "skip", "none");
+    create.extend(["--start".to_string(), "2026-01-01T00:00:00Z".to_string()]);
+    run_cli(&ep, &create);
+    let backfill = |to: &str, dry: bool| {
+        let mut a: Vec<String> =
+            ["schedule", "backfill", "hourly", "--from", "2026-01-01T00:00:00Z", "--to", to, "--json"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        if dry {
+            a.push("--dry-run".into());
+        }
+        run_cli(&ep, &a)
+    };
+    let dry = backfill("2026-01-01T05:00:00Z", true);
+    let slots = dry["slots"].as_array().expect("slots");
+    assert_eq!(slots.len(), 6, "{dry}");
+    assert!(slots.iter().all(|s| s["task_id"].is_null()), "{dry}");
+    assert!(list(&client, "hourly", pb::TaskState::Unspecified).await.is_empty(), "a dry run schedules nothing");
+
+    let first = backfill("2026-01-01T05:00:00Z", false);
+    assert!(first["slots"].as_array().unwrap().iter().all(|s| s["created"] == true), "{first}");
+    let again = backfill("2026-01-01T07:00:00Z", false);
+    let created: Vec<bool> = again["slots"].as_array().unwrap().iter().map(|s| s["created"] == true).collect();
+    assert_eq!(created, [false, false, false, false, false, false, true, true], "{again}");
+    let start = 1_767_225_600_000u64; // 2026-01-01T00:00:00Z
+                                      // (The ticker may fire today's slot on time: only January counts.)
+    let slots: Vec<u64> =
+        slots_of(&client, "hourly", "hourly").await.into_iter().filter(|s| *s < start + 86_400_000).collect();
+    let distinct: BTreeSet<u64> = slots.iter().copied().collect();
+    assert_eq!(distinct.len(), slots.len(), "a slot has two tasks");
+    assert_eq!(distinct, (0..8).map(|h| start + h * 3_600_000).collect::<BTreeSet<u64>>());
+
+    let (ok, _, err) =
+        cli(&ep, &["schedule", "backfill", "nope", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, _, err) =
+        cli(&ep, &["schedule", "backfill", "hourly", "--from", "2026-01-01T00:00:00Z", "--to", "2026-03-01T00:00:00Z"]);
+    assert!(!ok && err.contains("more than 1000 slots"), "{err}");
+}
