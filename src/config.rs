@@ -155,6 +155,9 @@ pub struct NodeConfig {
     /// their own are kept, from when they finished (replicated time). Used
     /// by the leader's collector; give every node the same values.
     pub retention: RetentionDefaults,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP
+    /// (`host:port`); off when `None`.
+    pub http_listen: Option<String>,
 }
 
 /// Cluster-wide retention defaults; `None` keeps forever.
@@ -245,6 +248,7 @@ impl NodeConfig {
             clock_skew_ms: 0,
             min_free_disk: DiskThreshold::Bytes(256 << 20),
             retention: RetentionDefaults::default(),
+            http_listen: None,
         }
     }
 

@@ -66,6 +66,7 @@ pub mod config;
 pub mod consensus;
 pub mod domain;
 pub mod encoding;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod raft;
@@ -78,6 +79,9 @@ pub mod worker;
 /// Generated protobuf types.
 pub mod pb {
     tonic::include_proto!("drover.v1");
+
+    /// Every service's descriptors, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("drover_descriptor");
 
     /// Node-to-node Raft messages.
     pub mod raft {

@@ -19,6 +19,7 @@ pub mod convert;
 pub mod error;
 pub mod forward;
 pub mod gates;
+pub mod http;
 pub mod membership;
 pub mod scheduler;
 pub mod schedules;

@@ -24,6 +24,9 @@ pub struct DevArgs {
     /// Where the nodes keep their data (one sub-directory per node).
     #[arg(long, default_value = ".drover-dev")]
     pub data_dir: PathBuf,
+    /// Port of node 1's HTTP endpoint (/metrics, /healthz, /readyz); node N serves on BASE+N-1. 0: off.
+    #[arg(long, default_value_t = 8001)]
+    pub http_base_port: u16,
     /// Extra flags passed to every `drover server` (e.g. "--snapshot-every 1000").
     #[arg(long, allow_hyphen_values = true, value_name = "FLAGS")]
     pub server_flags: Option<String>,
@@ -36,6 +39,9 @@ fn existing_nodes(root: &Path) -> u64 {
 pub async fn run(args: &DevArgs) -> Result<(), CliError> {
     if !(1..=9).contains(&args.nodes) {
         return Err(CliError("--nodes must be between 1 and 9".into()));
+    }
+    if args.http_base_port as u64 + args.nodes > 65535 {
+        return Err(CliError("--http-base-port is too high for that many nodes".into()));
     }
     if args.base_port as u64 + args.nodes > 65535 {
         return Err(CliError("--base-port is too high for that many nodes".into()));
@@ -52,6 +58,7 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
     spec.flags.extend(args.server_flags.as_deref().unwrap_or("").split_whitespace().map(String::from));
     spec.data_dir = Some(args.data_dir.clone());
     spec.base_port = Some(args.base_port);
+    spec.http_base_port = (args.http_base_port != 0).then_some(args.http_base_port);
     spec.log_filter = "info,openraft=error".into();
     let mut cluster = LocalCluster::spawn_all(spec)?;
 
@@ -66,6 +73,10 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
             }
             println!("leader: node {} (term {})", s.leader_id, s.term);
             println!("export DROVER_ENDPOINT={}", cluster.endpoints().join(","));
+            for n in cluster.nodes.iter().filter(|n| n.http_addr.is_some()) {
+                let http = n.http_addr.as_deref().unwrap_or_default();
+                println!("  node {} metrics: http://{http}/metrics  (health: /healthz, /readyz)", n.id);
+            }
             println!("Ctrl-C stops the cluster; run `drover dev` again to resume it.");
         }
         Err(e) => {

@@ -33,6 +33,9 @@ pub struct ServerArgs {
     /// Initialise a new cluster from --peers. Give it to exactly one node, once.
     #[arg(long)]
     pub bootstrap: bool,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP on this address (off unless given).
+    #[arg(long, env = "DROVER_HTTP_LISTEN", value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
     /// Address others use to reach this node, if not the --peers entry or --listen.
     #[arg(long, env = "DROVER_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
@@ -121,6 +124,7 @@ impl ServerArgs {
         }
         c.bootstrap = self.bootstrap;
         c.advertise = self.advertise.clone();
+        c.http_listen = self.http_listen.clone();
         c.limits.max_payload_bytes = self.max_payload;
         c.limits.max_batch = self.max_batch;
         c.raft.heartbeat_ms = self.heartbeat.as_millis() as u64;

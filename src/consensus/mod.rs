@@ -234,6 +234,17 @@ impl Consensus {
     /// Propose a command (this node believes it leads) and wait for the
     /// state machine's reply.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, ConsensusError> {
+        let pending = metrics::gauge!(crate::metrics::RAFT_PROPOSALS_PENDING);
+        pending.increment(1.0);
+        let result = self.propose_once(cmd).await;
+        pending.decrement(1.0);
+        if result.is_err() {
+            metrics::counter!(crate::metrics::RAFT_PROPOSALS_FAILED).increment(1);
+        }
+        result
+    }
+
+    async fn propose_once(&self, cmd: Command) -> Result<CommandResponse, ConsensusError> {
         if self.is_stopping() {
             return Err(ConsensusError::unavailable("this node is shutting down; nothing was written"));
         }

@@ -10,8 +10,10 @@
 //! - [`health`]: the gRPC health service.
 //! - [`restore`]: seeding a new cluster from a backup.
 //! - `stall`: a leader whose disk stalls hands leadership over.
+//! - `observe`: gRPC handling time and leader changes, for the metrics.
 
 mod health;
+mod observe;
 pub mod restore;
 mod stall;
 
@@ -88,6 +90,12 @@ impl RunningNode {
         };
         let local_addr =
             listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
+        let http_listener = match &config.http_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr: addr.clone(), source })?)
+            }
+            None => None,
+        };
         let (db, store, pending_restore) = open_storage(&config)?;
 
         let pool = ChannelPool::default();
@@ -150,14 +158,33 @@ impl RunningNode {
         let raft_service =
             RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = (
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .build_v1(),
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha(),
+        );
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .layer(observe::GrpcMetricsLayer)
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(raft_service)
             .add_service(services.scheduler.into_server())
             .add_service(services.cluster.into_server())
             .add_service(services.worker.into_server());
+        let router = match reflection {
+            (Ok(v1), Ok(v1alpha)) => router.add_service(v1).add_service(v1alpha),
+            (v1, v1alpha) => {
+                // The descriptor set is compiled in: this cannot fail but
+                // on a broken build, and the node serves without it.
+                let e = v1.err().or(v1alpha.err()).map(|e| e.to_string()).unwrap_or_default();
+                tracing::error!(error = %e, "gRPC reflection is not served");
+                router
+            }
+        };
         // Nagle's algorithm with delayed ACKs adds ~40 ms to replies that
         // span several segments: disable it on every accepted connection.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
@@ -170,6 +197,17 @@ impl RunningNode {
             }
         });
         tasks.spawn(health::report(consensus.watch(), health_reporter, shutdown.clone()));
+        tasks.spawn(observe::count_leader_changes(consensus.watch(), shutdown.clone()));
+        if let Some(listener) = http_listener {
+            let state = crate::api::http::HttpState::new(
+                consensus.clone(),
+                store.clone(),
+                started.index.clone(),
+                clock.clone(),
+            );
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics, /healthz and /readyz");
+            tasks.spawn(crate::api::http::serve(listener, crate::api::http::router(state), shutdown.clone()));
+        }
         tasks.spawn(stall::watch(
             consensus.clone(),
             started.sync_watch.clone(),

@@ -281,7 +281,9 @@ impl Flusher {
                 // Durable after this call: every entry written before the
                 // callbacks in `pending` were submitted.
                 sync_watch.begin();
+                let started = std::time::Instant::now();
                 let result = db.flush_wal(true);
+                metrics::histogram!(crate::metrics::RAFT_LOG_FSYNC).record(started.elapsed().as_secs_f64());
                 sync_watch.end();
                 for callback in pending {
                     callback.io_completed(result.clone().map_err(|e| io::Error::other(e.to_string())));

@@ -123,6 +123,8 @@ impl StateMachine {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let _timer = ApplyTimer(started);
         let (entries, mut responders): (Vec<Entry>, Vec<_>) = items.into_iter().unzip();
         let db = self.db.clone();
         // Moved out and back: an error here is fatal to Raft anyway.
@@ -257,5 +259,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)?
+    }
+}
+
+/// Records how long applying a batch took when dropped.
+struct ApplyTimer(std::time::Instant);
+
+impl Drop for ApplyTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(crate::metrics::RAFT_APPLY_BATCH).record(self.0.elapsed().as_secs_f64());
     }
 }

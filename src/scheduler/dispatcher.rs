@@ -174,6 +174,7 @@ impl Dispatcher {
             s.send(ToWorker::Redirect(leader.clone()));
         }
         self.by_worker.clear();
+        self.publish_worker_gauges();
         self.leases.clear();
         self.claimed.clear();
         self.completions.clear();
@@ -213,6 +214,19 @@ impl Dispatcher {
         }
     }
 
+    /// Publish the sessions and their credits per callback (every
+    /// registered callback, so that one whose workers left shows 0).
+    fn publish_worker_gauges(&self) {
+        use crate::metrics as m;
+        metrics::gauge!(m::WORKERS).set(self.sessions.len() as f64);
+        let names: Vec<String> =
+            crate::store::index::lock(&self.deps.index).callbacks().map(|c| c.name.clone()).collect();
+        for name in names {
+            let credits: u32 = self.sessions.values().filter_map(|s| s.credits.get(&name)).sum();
+            metrics::gauge!(m::WORKER_CREDITS, "callback" => name).set(f64::from(credits));
+        }
+    }
+
     fn connect(&mut self, hello: Hello, tx: super::SessionTx) -> SessionId {
         let id = self.next_session;
         self.next_session += 1;
@@ -228,6 +242,7 @@ impl Dispatcher {
         tracing::info!(worker = %hello.worker_id, session = id, reattach = hello.running.len(), "worker connected");
         // Re-attach what the worker still runs, as a heartbeat would.
         self.heartbeat(id, Heartbeat { seq: 0, tasks: hello.running }, Instant::now());
+        self.publish_worker_gauges();
         id
     }
 
@@ -237,6 +252,7 @@ impl Dispatcher {
             if self.by_worker.get(&s.worker_id) == Some(&session) {
                 self.by_worker.remove(&s.worker_id);
             }
+            self.publish_worker_gauges();
         }
         for lease in self.leases.values_mut() {
             if lease.session == Some(session) {

@@ -222,6 +222,7 @@ impl<'a> ApplyBatch<'a> {
             }
             self.ended_parents.push_back((after.id, after.state));
         }
+        record_metrics(before, &after);
         let was_running = old_state == Some(TaskState::Running);
         if after.state == TaskState::Running {
             self.index_ops.push(IndexOp::SetRunning { id: after.id, task: running_of(&after) });
@@ -286,6 +287,31 @@ impl<'a> ApplyBatch<'a> {
         }
         self.deps.write(&mut self.batch, sm);
         Ok((self.batch, self.index_ops, self.reload_index))
+    }
+}
+
+/// Count a task's change (see [`crate::metrics`]): creation, state,
+/// schedule-to-start at its first start, run time at the end of a run.
+/// Side output only: nothing here feeds back into the state.
+fn record_metrics(before: Option<&Task>, after: &Task) {
+    use crate::metrics;
+    let old_state = before.map(|b| b.state);
+    if old_state == Some(after.state) {
+        return;
+    }
+    if before.is_none() {
+        metrics::task_scheduled(&after.callback);
+    }
+    metrics::task_transition(&after.callback, after.state.name());
+    let now = after.history.last().map_or(after.created_at_ms, |h| h.at_ms);
+    if after.state == TaskState::Running && after.attempts == 1 {
+        metrics::first_start(&after.callback, after.priority, now.saturating_sub(after.run_at_ms));
+    }
+    if old_state == Some(TaskState::Running) {
+        let started = before.and_then(|b| b.history.iter().rev().find(|h| h.state == TaskState::Running));
+        if let Some(started) = started {
+            metrics::run_ended(&after.callback, now.saturating_sub(started.at_ms));
+        }
     }
 }
 

@@ -401,6 +401,19 @@ impl LiveIndex {
         out
     }
 
+    /// The run-at of `callback`'s oldest ready task at `now_ms`, over all
+    /// its collections and priorities.
+    pub fn oldest_ready(&self, callback: &str, now_ms: u64) -> Option<u64> {
+        let q = self.queues.get(callback)?;
+        q.lanes
+            .values()
+            .flat_map(|l| l.iter())
+            .filter_map(|s| s.first())
+            .map(|(t, _)| *t)
+            .filter(|t| *t <= now_ms)
+            .min()
+    }
+
     /// (ready, waiting) counts per priority for `callback` at `now_ms`,
     /// over all its collections.
     pub fn depths(&self, callback: &str, now_ms: u64) -> [(u64, u64); PRIORITIES] {

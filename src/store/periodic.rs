@@ -23,6 +23,8 @@ fn later(slot: &Slot, last: Option<&Slot>) -> bool {
 
 impl Applier {
     fn save_schedule(&mut self, b: &mut ApplyBatch<'_>, s: Schedule) -> Result<(), StoreError> {
+        let (fired, skipped) = self.schedules.get(&s.name).map_or((0, 0), |old| (old.fired, old.skipped));
+        crate::metrics::schedule_fired(&s.name, s.fired.saturating_sub(fired), s.skipped.saturating_sub(skipped));
         b.put(&keys::schedule(&s.name), &encoding::encode(&s))?;
         b.index_ops.push(IndexOp::PutSchedule(Box::new(s.clone())));
         self.schedules.insert(s.name.clone(), s);

@@ -66,6 +66,9 @@ pub struct Spec {
     pub node_dirs: HashMap<u64, PathBuf>,
     /// `RUST_LOG` for the nodes.
     pub log_filter: String,
+    /// Serve each node's HTTP endpoint (`--http-listen`): node N on
+    /// `Some(BASE)`+N-1, or on a free port with `Some(0)`; off with `None`.
+    pub http_base_port: Option<u16>,
 }
 
 impl Spec {
@@ -79,6 +82,7 @@ impl Spec {
             base_port: None,
             node_dirs: HashMap::new(),
             log_filter: "info".into(),
+            http_base_port: None,
         }
     }
 
@@ -91,6 +95,8 @@ impl Spec {
 pub struct LocalNode {
     pub id: u64,
     pub addr: String,
+    /// Its HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), if served.
+    pub http_addr: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -146,9 +152,15 @@ impl LocalCluster {
                 Some(base) => base + (id - 1) as u16,
                 None => free_port()?,
             };
+            let http_addr = match spec.http_base_port {
+                None => None,
+                Some(0) => Some(format!("127.0.0.1:{}", free_port()?)),
+                Some(base) => Some(format!("127.0.0.1:{}", base + (id - 1) as u16)),
+            };
             nodes.push(LocalNode {
                 id,
                 addr: format!("127.0.0.1:{port}"),
+                http_addr,
                 data_dir: spec.node_dirs.get(&id).cloned().unwrap_or_else(|| root.path().join(format!("node-{id}"))),
                 log: root.path().join(format!("node-{id}.log")),
                 child: None,
@@ -187,8 +199,9 @@ impl LocalCluster {
     /// The command line of node `id` (for people: how to restart it).
     pub fn command_line(&self, id: u64) -> String {
         let n = self.node(id);
+        let http = n.http_addr.as_ref().map(|a| format!(" --http-listen {a}")).unwrap_or_default();
         format!(
-            "{} server --id {id} --listen {} --data-dir {} --peers {} {}",
+            "{} server --id {id} --listen {} --data-dir {} --peers {}{http} {}",
             self.spec.binary.display(),
             n.addr,
             n.data_dir.display(),
@@ -202,6 +215,7 @@ impl LocalCluster {
         let env = self.spec.env.get(&id).cloned().unwrap_or_default();
         let (binary, filter) = (self.spec.binary.clone(), self.spec.log_filter.clone());
         let node = self.node_mut(id);
+        let http: Vec<String> = node.http_addr.iter().flat_map(|a| ["--http-listen".to_string(), a.clone()]).collect();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -212,6 +226,7 @@ impl LocalCluster {
             .args(["server", "--id", &id.to_string(), "--listen", &node.addr, "--data-dir"])
             .arg(&node.data_dir)
             .args(args)
+            .args(&http)
             .args(&flags)
             .envs(env)
             .env("RUST_LOG", filter)
@@ -232,6 +247,7 @@ impl LocalCluster {
         self.nodes.push(LocalNode {
             id,
             addr: format!("127.0.0.1:{}", free_port()?),
+            http_addr: None,
             data_dir: root.join(format!("node-{id}")),
             log: root.join(format!("node-{id}.log")),
             child: None,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use modules of a lower rank only.
 const RANKS: &[&[&str]] = &[
     &["pb", "encoding"],
-    &["config", "net"],
+    &["config", "net", "metrics"],
     &["domain"],
     &["store"],
     &["raft"],

@@ -20,6 +20,7 @@ mod harness;
 mod invariants;
 mod layers;
 mod membership;
+mod observe;
 mod periodic;
 mod proxy;
 mod replication;

@@ -1,0 +1,155 @@
+//! The operator's HTTP endpoint (`drover server --http-listen`): `/metrics`
+//! (Prometheus text format), `/healthz` (the process is up) and `/readyz`
+//! (it knows a leader and has applied what it knows committed).
+//!
+//! The gauges are read from the node's state at each scrape (see
+//! [`crate::metrics`]); the counters and histograms are kept as things
+//! happen.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics::gauge;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::consensus::clock::ProposerClock;
+use crate::consensus::Consensus;
+use crate::domain::GateMode;
+use crate::metrics as m;
+use crate::store::index::{self, PRIORITIES};
+use crate::store::{SharedIndex, TaskStore};
+
+/// What the endpoint reads.
+#[derive(Clone)]
+pub struct HttpState {
+    pub consensus: Consensus,
+    pub store: TaskStore,
+    pub index: SharedIndex,
+    pub clock: ProposerClock,
+    process: std::sync::Arc<metrics_process::Collector>,
+}
+
+impl HttpState {
+    pub fn new(consensus: Consensus, store: TaskStore, index: SharedIndex, clock: ProposerClock) -> Self {
+        m::handle();
+        let process = metrics_process::Collector::new("drover_");
+        process.describe();
+        HttpState { consensus, store, index, clock, process: std::sync::Arc::new(process) }
+    }
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(error = %e, "the HTTP endpoint stopped");
+    }
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    let v = s.consensus.view();
+    match v.leader {
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no leader known\n".to_string()),
+        Some(_) if v.applied_index < v.committed_index => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("catching up: applied {} of {} committed\n", v.applied_index, v.committed_index),
+        ),
+        Some(leader) => (StatusCode::OK, format!("ready: leader {leader}, applied {}\n", v.applied_index)),
+    }
+}
+
+async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
+    let state = s.clone();
+    // RocksDB property reads and /proc reads: off the async runtime.
+    let _ = tokio::task::spawn_blocking(move || refresh(&state)).await;
+    let handle = m::handle();
+    handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+}
+
+/// Set every scrape-time gauge.
+fn refresh(s: &HttpState) {
+    raft_gauges(&s.consensus);
+    queue_gauges(&s.index, s.clock.stamp());
+    rocksdb_gauges(&s.store);
+    s.process.collect();
+}
+
+fn raft_gauges(consensus: &Consensus) {
+    let v = consensus.view();
+    gauge!(m::RAFT_HAS_LEADER).set(f64::from(u8::from(v.leader.is_some())));
+    gauge!(m::RAFT_IS_LEADER).set(f64::from(u8::from(v.leader == Some(v.id))));
+    gauge!(m::RAFT_TERM).set(v.term as f64);
+    gauge!(m::RAFT_COMMITTED).set(v.committed_index as f64);
+    gauge!(m::RAFT_APPLIED).set(v.applied_index as f64);
+    gauge!(m::RAFT_LAST_LOG).set(v.last_log_index as f64);
+    let leading = v.leader == Some(v.id);
+    match v.quorum_ack_ms.filter(|_| leading) {
+        Some(ms) => gauge!(m::RAFT_QUORUM_ACK_AGE).set(Duration::from_millis(ms).as_secs_f64()),
+        None => gauge!(m::RAFT_QUORUM_ACK_AGE).set(0.0),
+    }
+    for (peer, matched) in &v.matched {
+        if *peer == v.id {
+            continue;
+        }
+        let lag = match (leading, matched) {
+            (true, Some(i)) => v.last_log_index.saturating_sub(*i) as f64,
+            (true, None) => v.last_log_index as f64,
+            (false, _) => 0.0,
+        };
+        gauge!(m::RAFT_REPLICATION_LAG, "peer" => peer.to_string()).set(lag);
+    }
+}
+
+fn queue_gauges(shared: &SharedIndex, now_ms: u64) {
+    let index = index::lock(shared);
+    for c in index.callbacks() {
+        let depths = index.depths(&c.name, now_ms);
+        for (p, (ready, scheduled)) in depths.iter().enumerate().take(PRIORITIES) {
+            let priority = p.to_string();
+            gauge!(m::QUEUE_DEPTH, "callback" => c.name.clone(), "state" => "ready", "priority" => priority.clone())
+                .set(*ready as f64);
+            gauge!(m::QUEUE_DEPTH, "callback" => c.name.clone(), "state" => "scheduled", "priority" => priority)
+                .set(*scheduled as f64);
+        }
+        let age = index.oldest_ready(&c.name, now_ms).map_or(0, |at| now_ms.saturating_sub(at));
+        gauge!(m::OLDEST_READY_AGE, "callback" => c.name.clone()).set(age as f64 / 1000.0);
+        let running = index.queues(&c.name).map_or(0, |q| q.running);
+        gauge!(m::RUNNING, "callback" => c.name.clone()).set(running as f64);
+    }
+    let (mut paused, mut dropping) = (0u32, 0u32);
+    for g in index.gates().filter(|g| g.active(now_ms)) {
+        match g.mode {
+            GateMode::Pause => paused += 1,
+            GateMode::Drop => dropping += 1,
+        }
+    }
+    gauge!(m::GATES, "mode" => "pause").set(f64::from(paused));
+    gauge!(m::GATES, "mode" => "drop").set(f64::from(dropping));
+}
+
+fn rocksdb_gauges(store: &TaskStore) {
+    let db = store.db();
+    let Some(sm) = db.cf_handle(crate::store::keys::CF_SM) else { return };
+    for (name, property) in [
+        (m::ROCKSDB_LIVE_DATA, "rocksdb.estimate-live-data-size"),
+        (m::ROCKSDB_PENDING_COMPACTION, "rocksdb.estimate-pending-compaction-bytes"),
+        (m::ROCKSDB_MEMTABLES, "rocksdb.cur-size-all-mem-tables"),
+    ] {
+        if let Ok(Some(v)) = db.property_int_value_cf(sm, property) {
+            gauge!(name).set(v as f64);
+        }
+    }
+}
