@@ -13,6 +13,7 @@ pub mod bench;
 pub mod callback;
 pub mod chaos;
 pub mod cluster;
+pub mod config_file;
 pub mod dev;
 pub mod dlq;
 pub mod gate;
@@ -51,6 +52,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines (on stderr) as text or as JSON objects, one per line.
+    #[arg(long, global = true, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -151,26 +155,61 @@ pub fn parse_signed_ms(s: &str) -> Result<i64, String> {
     i64::try_from(d.as_millis()).map(|ms| sign * ms).map_err(|_| format!("{s:?} is too large"))
 }
 
-pub fn init_tracing(default: &str) {
+pub fn init_tracing(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ =
+        if json { builder.json().try_init() } else { builder.with_ansi(std::io::stderr().is_terminal()).try_init() };
+}
+
+/// Parse the command line, with `drover server --config FILE`'s values as
+/// the server flags' defaults.
+fn parse() -> Result<(Cli, Option<String>), CliError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    let mut from_file = Vec::new();
+    if let Some(path) = config_file::config_path(&args) {
+        let shown = std::path::Path::new(&path).display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| CliError(format!("--config {shown}: {e}")))?;
+        let server = command.find_subcommand("server").cloned().unwrap_or_default();
+        let values = config_file::parse(&text, &server, &shown)?;
+        command = config_file::apply(command, &values);
+        from_file = values.into_iter().map(|(k, _)| k).collect();
+    }
+    let matches = command.clone().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let printed = match (&cli.command, matches.subcommand_matches("server")) {
+        (Command::Server(a), Some(sm)) if a.print_config => {
+            let server = command.find_subcommand("server").cloned().unwrap_or_default();
+            Some(config_file::print(&server, sm, &from_file))
+        }
+        _ => None,
+    };
+    Ok((cli, printed))
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, printed) = match parse() {
+        Ok(p) => p,
+        Err(CliError(msg)) => {
+            eprintln!("error: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(config) = printed {
+        print!("{config}");
+        return ExitCode::SUCCESS;
+    }
     let default_log = match cli.command {
         // openraft logs every failed heartbeat to an unreachable peer at warn
         // level, ten times a second: keep its errors only by default.
         Command::Server(_) | Command::Worker(_) => "info,openraft=error",
         _ => "warn",
     };
-    init_tracing(default_log);
+    init_tracing(default_log, cli.log_format == "json");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

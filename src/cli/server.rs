@@ -18,6 +18,12 @@ use drover::node::RunningNode;
     # a restart needs only id, listen and data dir\n  \
     drover server --id 1 --listen 127.0.0.1:7001 --data-dir d1")]
 pub struct ServerArgs {
+    /// Read flags from this TOML file, under their long names (`max-payload = 524288`); a flag or DROVER_* variable given too wins.
+    #[arg(long, env = "DROVER_CONFIG", value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (and where each value came from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// This node's id: a positive integer, unique in the cluster, never reused.
     #[arg(long, env = "DROVER_ID")]
     pub id: u64,

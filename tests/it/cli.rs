@@ -93,3 +93,69 @@ async fn user_mistakes_print_one_clear_line_and_exit_non_zero() {
         .unwrap();
     assert_one_line_error(&o, "belongs to node 1");
 }
+
+/// `drover server --config FILE.toml`: keys are the long flag names; a flag
+/// beats the environment, which beats the file, which beats the default;
+/// an unknown key is refused by name; and a node started from a file
+/// serves with its values (JSON logs included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_config_file_sets_flags_under_their_long_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = drover::testkit::launcher::free_port().unwrap();
+    let http = drover::testkit::launcher::free_port().unwrap();
+    let file = dir.path().join("node.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &file,
+        format!(
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata-dir = {:?}\nbootstrap = true\nmax-batch = 7\nmax-payload = 2048\nhttp-listen = \"127.0.0.1:{http}\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["server", "--config", file.to_str().unwrap(), "--max-batch", "9", "--print-config"])
+        .env("DROVER_HEARTBEAT", "150ms")
+        .output()
+        .unwrap();
+    let printed = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(printed.contains("max-batch = 9  # flag"), "{printed}");
+    assert!(printed.contains("max-payload = 2048  # file"), "{printed}");
+    assert!(printed.contains(&format!("listen = \"127.0.0.1:{port}\"  # file")), "{printed}");
+    assert!(printed.contains("election-timeout = \"300ms\"  # default"), "{printed}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "max_payload = 1\n").unwrap();
+    let o = Command::new(BIN).args(["server", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_one_line_error(&o, "unknown key \"max_payload\"");
+
+    // A node from the file alone, logging JSON, serving its HTTP endpoint.
+    let node = Command::new(BIN)
+        .args(["server", "--config", file.to_str().unwrap(), "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("127.0.0.1:{port}");
+    crate::harness::wait_until(std::time::Duration::from_secs(20), "the configured node to lead", || {
+        let endpoint = endpoint.clone();
+        async move {
+            let o = drover(&endpoint, &["callback", "register", "c"]);
+            o.status.success().then_some(())
+        }
+    })
+    .await;
+    let o = drover(&endpoint, &["task", "schedule", "c", "--payload", &"x".repeat(100)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = drover(&endpoint, &["task", "schedule", "c", "--payload", &"x".repeat(4096)]);
+    assert_one_line_error(&o, "2048");
+    let metrics = std::net::TcpStream::connect(format!("127.0.0.1:{http}"));
+    assert!(metrics.is_ok(), "the HTTP endpoint from the file listens");
+    crate::harness::signal_pid(node.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    let out = node.wait_with_output().unwrap();
+    let first = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {first}"));
+    assert!(v.get("level").is_some(), "{first}");
+}
