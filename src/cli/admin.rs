@@ -101,6 +101,7 @@ async fn backup(cli: &Cli, out: &PathBuf) -> Result<(), CliError> {
     let tmp = out.with_extension("partial");
     let mut file = std::fs::File::create(&tmp).map_err(|e| CliError(format!("{}: {e}", tmp.display())))?;
     let (mut bytes, mut applied) = (0u64, 0u64);
+    let mut progress = super::progress::Progress::new("backup", None, "bytes", cli.json);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|s| CliError(format!("backup broke off: {}", status_message(&s))))?;
         if chunk.applied_index > 0 {
@@ -108,7 +109,9 @@ async fn backup(cli: &Cli, out: &PathBuf) -> Result<(), CliError> {
         }
         bytes += chunk.data.len() as u64;
         file.write_all(&chunk.data).map_err(|e| CliError(e.to_string()))?;
+        progress.set(bytes, None);
     }
+    progress.finish();
     file.sync_all().map_err(|e| CliError(e.to_string()))?;
     drop(file);
     drover::raft::snapshot::verify(&tmp).map_err(|e| CliError(format!("the received backup is corrupt: {e}")))?;

@@ -80,18 +80,14 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
     client.add_learner(id, addr.to_string()).await.map_err(failed)?;
     eprintln!("node {id} added as a learner; waiting for it to catch up");
     let give_up = tokio::time::Instant::now() + timeout;
+    let mut progress = super::progress::Progress::new("catching up (entries applied)", None, "entries", cli.json);
     loop {
         let s = client.cluster_status().await.map_err(failed)?;
         let member = s.members.iter().find(|m| m.id == id);
         let lag = member.and_then(|m| m.lag);
         match (member, lag) {
             (Some(m), Some(lag)) if m.reachable && lag <= CAUGHT_UP => break,
-            (Some(m), lag) => eprintln!(
-                "  node {id}: {} behind, applied {} of {}",
-                lag.map(|l| format!("{l} entries")).unwrap_or_else(|| "? entries".into()),
-                m.status.as_ref().map_or(0, |st| st.applied_index),
-                s.committed_index
-            ),
+            (Some(m), _) => progress.set(m.status.as_ref().map_or(0, |st| st.applied_index), Some(s.committed_index)),
             (None, _) => return Err(CliError(format!("node {id} is no longer a member (removed concurrently?)"))),
         }
         if tokio::time::Instant::now() > give_up {
@@ -102,6 +98,7 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    progress.finish();
     if no_promote {
         println!("node {id} is a learner and has caught up");
         return Ok(());

@@ -73,7 +73,11 @@ pub async fn run(cli: &Cli, cmd: &DlqCommand) -> Result<(), CliError> {
             let with_dependents = matches!(cmd, DlqCommand::Redrive { with_dependents: true, .. });
             let redrive = matches!(cmd, DlqCommand::Redrive { .. });
             let req = pb::DeadLetterRequest { with_dependents, ..t.request() };
-            let r = client.dead_letters(0, req, !redrive).await.map_err(failed)?;
+            let what = if redrive { "redriving dead tasks" } else { "purging dead tasks" };
+            let progress = super::progress::Progress::new(what, None, "tasks", cli.json);
+            let r = client.dead_letters(0, req, !redrive).await.map_err(failed);
+            progress.finish();
+            let r = r?;
             let verb = if redrive { "redriven" } else { "purged" };
             if cli.json {
                 println!("{}", json!({ verb: r.count }));

@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod gate;
 pub mod gc;
 pub mod graph;
+pub mod progress;
 pub mod schedule;
 pub mod server;
 pub mod task;

@@ -153,6 +153,17 @@ async fn backup_and_restore_round_trip_keeps_every_task() {
     let (ok, out, err) = cli(&endpoints(&c), &["admin", "backup", "--out", file.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("applied index"), "{out}");
+    assert!(!err.contains("progress"), "no terminal, no --json: no progress lines: {err}");
+    // With --json and no terminal, progress comes as JSON lines on stderr.
+    let again = s.path().join("backup2.snap");
+    let (ok, out, err) = cli(&endpoints(&c), &["admin", "backup", "--json", "--out", again.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let progress: serde_json::Value =
+        serde_json::from_str(err.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(progress["progress"], "backup", "{err}");
+    assert!(progress["done"].as_u64().is_some_and(|b| b > 0), "{err}");
+    let done: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(done["bytes"].as_u64().is_some_and(|b| b > 0));
     let after_backup = list(&client, "keep", pb::TaskState::Unspecified).await;
 
     // A brand-new one-node cluster seeded from the file.

@@ -133,9 +133,12 @@ pub async fn e2e(client: &Arc<Client>, args: &E2eBench) -> Result<Report, CliErr
     let sent = schedule_all(&client, args).await?;
     let scheduled_in = started.elapsed();
     let deadline = Instant::now() + args.timeout;
+    let mut progress = crate::cli::progress::Progress::new("tasks done", Some(args.tasks as u64), "tasks", false);
     while lock(&seen).acked.len() < args.tasks && Instant::now() < deadline {
+        progress.set(lock(&seen).acked.len() as u64, None);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    progress.finish();
     let cpu_s = cpu.finish(&client).await;
     stop.cancel();
     let mut stats = WorkerStats::default();
