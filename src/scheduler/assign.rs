@@ -143,7 +143,7 @@ impl Dispatcher {
             let leased = match r {
                 Ok(l) => l,
                 Err(rej) => {
-                    tracing::debug!(task_id = p.task_id, reason = %rej, "assignment skipped");
+                    tracing::debug!(task_id = p.task_id, callback = %p.callback, reason = %rej, "assignment skipped");
                     continue;
                 }
             };

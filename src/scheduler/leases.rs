@@ -180,9 +180,10 @@ impl Dispatcher {
         for (i, r) in items.into_iter().enumerate() {
             self.expiring.remove(&r.task_id);
             let Some(Ok(state)) = results.get(i) else { continue };
+            let callback = self.leases.get(&r.task_id).map(|l| l.callback.clone()).unwrap_or_default();
             match how {
                 LeaseEnd::Expired => {
-                    tracing::info!(task_id = r.task_id, token = r.fencing_token, state = state.name(), "lease expired");
+                    tracing::info!(task_id = r.task_id, %callback, token = r.fencing_token, state = state.name(), "lease expired");
                     if let Some(session) = self.leases.get(&r.task_id).and_then(|l| l.session) {
                         if let Some(s) = self.sessions.get_mut(&session) {
                             s.suspect();
@@ -192,6 +193,7 @@ impl Dispatcher {
                 }
                 LeaseEnd::Released => tracing::info!(
                     task_id = r.task_id,
+                    %callback,
                     token = r.fencing_token,
                     state = state.name(),
                     "undelivered assignment released"

@@ -34,6 +34,7 @@ struct Done {
 
 struct Running {
     token: u64,
+    callback: String,
     lease: Duration,
     lease_tx: watch::Sender<Instant>,
     cancel: CancellationToken,
@@ -344,7 +345,7 @@ impl Runtime {
 
     fn lose(&mut self, task_id: u64, token: u64, why: &str) {
         if let Some(t) = self.running.get(&task_id).filter(|t| t.token == token) {
-            tracing::warn!(task_id, token, why, "stopping the handler without reporting");
+            tracing::warn!(task_id, callback = %t.callback, token, why, "stopping the handler without reporting");
             t.cancel.cancel();
             t.abort.abort();
             self.running.remove(&task_id);
@@ -376,6 +377,7 @@ impl Runtime {
         let done_tx = self.done_tx.clone();
         let (task_id, token, callback, timeout) = (a.task_id, a.fencing_token, a.callback, ctx.timeout);
         let cancel_for_timeout = cancel.clone();
+        let running_callback = callback.clone();
         let join = tokio::spawn(async move {
             let fenced = Fenced { inner: Box::pin(handler.call(ctx)), lease: lease_rx.clone() };
             let outcome = tokio::select! {
@@ -391,7 +393,15 @@ impl Runtime {
         self.stats.started += 1;
         self.running.insert(
             task_id,
-            Running { token, lease, lease_tx, cancel, cancel_requested: false, abort: join.abort_handle() },
+            Running {
+                token,
+                callback: running_callback,
+                lease,
+                lease_tx,
+                cancel,
+                cancel_requested: false,
+                abort: join.abort_handle(),
+            },
         );
     }
 
