@@ -11,14 +11,23 @@
 # machine. Elsewhere it checks for exactly the files the build loads and says
 # what to install.
 #
-#   scripts/prereqs.sh          install what is missing
+# With --tests it also installs what only the test command uses: chromium
+# (headless, for the web console's browser test).
+#
+#   scripts/prereqs.sh          install what is missing to build and run
+#   scripts/prereqs.sh --tests  ... and to run the tests (scripts/test.sh)
 #   scripts/prereqs.sh --check  only report; exit 1 if anything is missing
 set -euo pipefail
 
 check_only=0
-if [ "${1:-}" = "--check" ]; then
-  check_only=1
-fi
+tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) check_only=1 ;;
+    --tests) tests=1 ;;
+    *) echo "drover: unknown option $arg (use --tests or --check)" >&2; exit 2 ;;
+  esac
+done
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "drover: cargo is missing; install Rust from https://rustup.rs and run this again" >&2
@@ -34,6 +43,9 @@ if command -v dpkg-query >/dev/null 2>&1; then
   for pkg in libclang-dev protobuf-compiler g++ make jq binutils faketime; do
     installed "$pkg" || missing+=("$pkg")
   done
+  if [ "$tests" = 1 ]; then
+    installed chromium || missing+=(chromium)
+  fi
 else
   # Not Debian: look for exactly what the build uses.
   command -v protoc >/dev/null 2>&1 || missing+=("protoc (protobuf-compiler)")
@@ -42,6 +54,9 @@ else
   command -v jq >/dev/null 2>&1 || missing+=("jq")
   command -v objcopy >/dev/null 2>&1 || missing+=("objcopy (binutils)")
   command -v faketime >/dev/null 2>&1 || missing+=("faketime (libfaketime)")
+  if [ "$tests" = 1 ]; then
+    command -v chromium >/dev/null 2>&1 || missing+=("chromium (headless, for the browser test)")
+  fi
   found_libclang=0
   for dir in ${LIBCLANG_PATH:-} /usr/lib /usr/lib64 /usr/local/lib /usr/lib/*-linux-gnu /usr/lib/llvm-*/lib /usr/lib/llvm/*/lib; do
     # The names clang-sys accepts: libclang.so or libclang-<version>.so.

@@ -9,7 +9,7 @@
 #   DROVER_CHAOS=0            skip the chaos suite (it needs Docker); says so
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/prereqs.sh
+scripts/prereqs.sh --tests
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked -- --test-threads 2 "$@"

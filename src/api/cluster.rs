@@ -176,8 +176,8 @@ type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Back
 
 impl ClusterService {
     /// The tonic service, with drover's message size limits.
-    pub fn into_server(self) -> pb::cluster_server::ClusterServer<Self> {
-        pb::cluster_server::ClusterServer::new(self)
+    pub fn into_server(self: std::sync::Arc<Self>) -> pb::cluster_server::ClusterServer<Self> {
+        pb::cluster_server::ClusterServer::from_arc(self)
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`error`]: [`ApiError`] and its single conversion into `tonic::Status`.
 
 pub mod cluster;
+pub mod console;
 pub mod convert;
 pub mod error;
 pub mod forward;

@@ -1,6 +1,8 @@
 //! The `Scheduler` service: schedule, read, list and cancel tasks; manage
 //! callbacks and the dead-letter queue.
 
+use std::sync::Arc;
+
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -211,8 +213,8 @@ impl SchedulerService {
 
 impl SchedulerService {
     /// The tonic service, with drover's message size limits.
-    pub fn into_server(self) -> pb::scheduler_server::SchedulerServer<Self> {
-        pb::scheduler_server::SchedulerServer::new(self)
+    pub fn into_server(self: Arc<Self>) -> pb::scheduler_server::SchedulerServer<Self> {
+        pb::scheduler_server::SchedulerServer::from_arc(self)
             .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
     }

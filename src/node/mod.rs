@@ -155,6 +155,7 @@ impl RunningNode {
             collector,
         };
         let services = Services::build(&config, &handles, scheduler);
+        let (scheduler_api, cluster_api) = (Arc::new(services.scheduler), Arc::new(services.cluster));
         let raft_service =
             RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -172,8 +173,8 @@ impl RunningNode {
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(raft_service)
-            .add_service(services.scheduler.into_server())
-            .add_service(services.cluster.into_server())
+            .add_service(scheduler_api.clone().into_server())
+            .add_service(cluster_api.clone().into_server())
             .add_service(services.worker.into_server());
         let router = match reflection {
             (Ok(v1), Ok(v1alpha)) => router.add_service(v1).add_service(v1alpha),
@@ -205,8 +206,10 @@ impl RunningNode {
                 started.index.clone(),
                 clock.clone(),
             );
-            tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics, /healthz and /readyz");
-            tasks.spawn(crate::api::http::serve(listener, crate::api::http::router(state), shutdown.clone()));
+            let console = crate::api::console::ConsoleState::new(scheduler_api, cluster_api);
+            let router = crate::api::http::router(state).merge(crate::api::console::router(console));
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving the web console, /metrics, /healthz and /readyz");
+            tasks.spawn(crate::api::http::serve(listener, router, shutdown.clone()));
         }
         tasks.spawn(stall::watch(
             consensus.clone(),
