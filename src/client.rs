@@ -365,6 +365,14 @@ impl Client {
         .await
     }
 
+    /// The workers connected to the leader.
+    pub async fn list_workers(&self) -> Result<pb::ListWorkersResponse, Status> {
+        self.call_idempotent(0, |i| async move {
+            Ok(self.scheduler(i)?.list_workers(pb::ListWorkersRequest {}).await?.into_inner())
+        })
+        .await
+    }
+
     /// The cluster as the leader sees it.
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, Status> {
         self.call_idempotent(0, |i| async move {

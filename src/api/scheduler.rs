@@ -42,6 +42,8 @@ pub struct SchedulerService {
     pub disk: DiskSpace,
     /// Retention's figures (`GcStatus`).
     pub collector: Collector,
+    /// The dispatcher, for the list of connected workers.
+    pub dispatcher: crate::scheduler::Scheduler,
 }
 
 fn client(ch: Channel) -> SchedulerClient<Channel> {
@@ -495,6 +497,36 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 self.linearizable().await?;
             }
             self.backfill_local(&req).await
+        })
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        leader_rpc!(self, request, client, list_workers, |req| {
+            let _ = &req;
+            let Some(workers) = self.dispatcher.workers().await else {
+                return Err(ApiError::Unavailable {
+                    message: "this node stopped leading; workers connect to the leader: retry".into(),
+                    leader: None,
+                    retry_after_ms: 200,
+                });
+            };
+            let workers = workers
+                .into_iter()
+                .map(|w| pb::WorkerSession {
+                    worker_id: w.worker_id,
+                    callbacks: w
+                        .callbacks
+                        .into_iter()
+                        .map(|(callback, credits, running)| pb::WorkerLoad { callback, credits, running })
+                        .collect(),
+                    draining: w.draining,
+                    idle_ms: w.idle_ms,
+                })
+                .collect();
+            Ok(pb::ListWorkersResponse { workers })
         })
     }
 

@@ -18,6 +18,8 @@ const FAR_BEHIND: u64 = 10_000;
 pub enum ClusterCommand {
     /// Members, leader, term, commit and applied index, and each node's lag.
     Status,
+    /// The workers connected to the leader: callbacks, credits, running tasks.
+    Workers,
     /// Add a node: as a learner first, then, once it has caught up, as a voter.
     #[command(after_help = "Start the new node first, with a new id and an empty data dir:\n  \
         drover server --id 4 --listen 10.0.0.4:7000 --data-dir /var/lib/drover\n\
@@ -51,6 +53,7 @@ pub enum ClusterCommand {
 pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> Result<(), CliError> {
     match cmd {
         ClusterCommand::Status => status(cli).await,
+        ClusterCommand::Workers => workers(cli).await,
         ClusterCommand::AddNode { id, addr, no_promote, timeout } => {
             add_node(cli, *id, addr, *no_promote, *timeout).await
         }
@@ -105,6 +108,37 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
     }
     let r = client.promote_voter(id).await.map_err(failed)?;
     print_membership(cli.json, &format!("node {id} is a voter"), &r);
+    Ok(())
+}
+
+async fn workers(cli: &Cli) -> Result<(), CliError> {
+    let r = cli.client().list_workers().await.map_err(failed)?;
+    if cli.json {
+        let workers: Vec<_> = r
+            .workers
+            .iter()
+            .map(|w| {
+                let callbacks: Vec<_> = w
+                    .callbacks
+                    .iter()
+                    .map(|c| json!({ "callback": c.callback, "credits": c.credits, "running": c.running }))
+                    .collect();
+                json!({ "worker_id": w.worker_id, "callbacks": callbacks, "draining": w.draining, "idle_ms": w.idle_ms })
+            })
+            .collect();
+        println!("{}", json!({ "workers": workers }));
+        return Ok(());
+    }
+    println!("{:<32} {:<24} {:>7} {:>7}  STATE", "WORKER", "CALLBACK", "CREDITS", "RUNNING");
+    for w in &r.workers {
+        let state = if w.draining { "draining" } else { "active" };
+        for c in &w.callbacks {
+            println!("{:<32} {:<24} {:>7} {:>7}  {state}", w.worker_id, c.callback, c.credits, c.running.len());
+        }
+    }
+    if r.workers.is_empty() {
+        println!("(no workers connected)");
+    }
     Ok(())
 }
 

@@ -377,6 +377,7 @@ impl Services {
                 auto_register: config.auto_register,
                 disk: h.disk.clone(),
                 collector: h.collector.clone(),
+                dispatcher: scheduler.clone(),
             },
             cluster: ClusterService {
                 forward,

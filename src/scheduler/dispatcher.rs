@@ -211,7 +211,38 @@ impl Dispatcher {
             }
             Msg::Disconnect { session } => self.disconnect(session),
             Msg::Proposed(p) => self.proposed(p),
+            Msg::ListWorkers { reply } => {
+                let _ = reply.send(self.leader.then(|| self.worker_views()));
+            }
         }
+    }
+
+    fn worker_views(&self) -> Vec<super::protocol::WorkerView> {
+        let mut out: Vec<super::protocol::WorkerView> = self
+            .sessions
+            .values()
+            .map(|s| {
+                let mut callbacks: Vec<(String, u32, Vec<u64>)> = s
+                    .credits
+                    .iter()
+                    .map(|(cb, credits)| {
+                        let mut running: Vec<u64> =
+                            s.running.get(cb).map(|r| r.iter().copied().collect()).unwrap_or_default();
+                        running.sort_unstable();
+                        (cb.clone(), *credits, running)
+                    })
+                    .collect();
+                callbacks.sort();
+                super::protocol::WorkerView {
+                    worker_id: s.worker_id.clone(),
+                    callbacks,
+                    draining: s.draining,
+                    idle_ms: s.last_seen.elapsed().as_millis() as u64,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        out
     }
 
     /// Publish the sessions and their credits per callback (every

@@ -91,6 +91,10 @@ pub enum Msg {
     },
     /// Results of proposals the dispatcher spawned.
     Proposed(dispatcher::Proposal),
+    /// The connected workers (`None`: this node does not lead).
+    ListWorkers {
+        reply: oneshot::Sender<Option<Vec<protocol::WorkerView>>>,
+    },
 }
 
 /// Handle to a node's dispatcher. Cheap to clone.
@@ -108,6 +112,15 @@ impl Scheduler {
     /// Send a message; false if the dispatcher has stopped.
     pub async fn send(&self, msg: Msg) -> bool {
         self.tx.send(msg).await.is_ok()
+    }
+
+    /// The workers connected to this node, if it leads.
+    pub async fn workers(&self) -> Option<Vec<protocol::WorkerView>> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Msg::ListWorkers { reply }).await {
+            return None;
+        }
+        rx.await.ok().flatten()
     }
 
     pub(crate) fn sender(&self) -> mpsc::Sender<Msg> {

@@ -52,6 +52,16 @@ pub struct Assignment {
     pub priority: u8,
 }
 
+/// A connected worker, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    pub worker_id: String,
+    /// (callback, credits, tasks it runs now), by callback.
+    pub callbacks: Vec<(String, u32, Vec<u64>)>,
+    pub draining: bool,
+    pub idle_ms: u64,
+}
+
 /// From the scheduler to a worker.
 #[derive(Debug, Clone)]
 pub enum ToWorker {

@@ -158,10 +158,11 @@ fn missing_and_forward_parents_are_refused_and_nothing_is_created() {
     assert_eq!(sm.applier.task_count, 0);
 }
 
-#[test]
-fn redrive_with_dependents_rearms_what_the_failure_cancelled() {
+/// 1 (callback "a", 3 attempts) -> 2 -> 3; 4 (fails fatally); 5 after 4
+/// and 1. Task 4 fails, then 1 dies: 2, 3 and 5 are cancelled. Returns the
+/// state machine and its time.
+fn dead_parent_with_dependents() -> (Sm, u64) {
     let mut sm = Sm::new();
-    // a allows 3 attempts: dies after 3 retries.
     graph(
         &mut sm,
         1000,
@@ -181,32 +182,21 @@ fn redrive_with_dependents_rearms_what_the_failure_cancelled() {
     }
     assert_eq!([2, 3, 5].map(|id| sm.task(id).state), [TaskState::Cancelled; 3]);
     assert_eq!(store(&sm).deps(5).unwrap().unwrap().cancelled_by, Some(4), "4 failed first");
-    // A plain redrive leaves the cancelled dependents alone.
-    assert!(matches!(sm.run(now, Operation::Redrive { target: Target::Task(1) }), CommandResponse::Count(1)));
-    assert_eq!(sm.task(2).state, TaskState::Cancelled);
-    run_to(&mut sm, now + 1, 1, fatal());
-    let dead = sm.task(1);
-    assert_eq!(dead.state, TaskState::Failed);
+    (sm, now)
+}
 
-    // Again, now dying, then redriven with its dependents.
-    let mut sm = Sm::new();
-    graph(
-        &mut sm,
-        1000,
-        vec![
-            ("a", vec![], AllSucceeded),
-            ("b", vec![Item(0)], AllSucceeded),
-            ("b", vec![Item(1)], AllSucceeded),
-            ("b", vec![], AllSucceeded),
-            ("b", vec![Item(3), Item(0)], AllSucceeded),
-        ],
-    );
-    run_to(&mut sm, 1001, 4, fatal());
-    let mut now = 2000;
-    while sm.task(1).state != TaskState::Dead {
-        now += 100_000;
-        run_to(&mut sm, now, 1, Outcome::Retry { error: "x".into(), retry_after_ms: None });
-    }
+#[test]
+fn a_plain_redrive_leaves_cancelled_dependents_alone() {
+    let (mut sm, now) = dead_parent_with_dependents();
+    assert!(matches!(sm.run(now, Operation::Redrive { target: Target::Task(1) }), CommandResponse::Count(1)));
+    assert_eq!(sm.task(1).state, TaskState::Scheduled);
+    run_to(&mut sm, now + 1, 1, success());
+    assert_eq!([2, 3, 5].map(|id| sm.task(id).state), [TaskState::Cancelled; 3]);
+}
+
+#[test]
+fn redrive_with_dependents_rearms_what_the_failure_cancelled() {
+    let (mut sm, now) = dead_parent_with_dependents();
     let r = sm.run(now, Operation::RedriveWithDependents { target: Target::Task(1) });
     assert!(matches!(r, CommandResponse::Count(1)));
     assert_eq!(sm.task(1).state, TaskState::Scheduled);

@@ -197,7 +197,7 @@ async fn the_console_shows_every_page_and_its_buttons_work_in_a_real_browser() {
     assert!(ok, "{err}");
 
     // Every page, as the browser renders it.
-    let pages: [(&str, String, Vec<String>); 6] = [
+    let pages: [(&str, String, Vec<String>); 7] = [
         ("overview", "/".into(), vec!["Overview".into(), "/callbacks/ui".into(), "(leader)".into()]),
         ("callback", "/callbacks/ui".into(), vec!["Callback ui".into(), "promo".into(), "Queues per priority".into()]),
         (
@@ -208,6 +208,7 @@ async fn the_console_shows_every_page_and_its_buttons_work_in_a_real_browser() {
         ("task", format!("/tasks/{id}"), vec![format!("Task {id}"), "hello from the test".into(), "History".into()]),
         ("dlq", "/dlq".into(), vec!["Dead letters".into(), "No dead tasks.".into()]),
         ("schedules", "/schedules".into(), vec!["nightly".into(), "cron 0 2 * * *".into()]),
+        ("workers", "/workers".into(), vec!["Workers".into(), "No workers connected to the leader.".into()]),
     ];
     for (name, path, wants) in &pages {
         let dom = dump_dom(&format!("{base}{path}"));

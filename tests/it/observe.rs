@@ -130,6 +130,19 @@ async fn every_node_serves_metrics_health_and_reflection() {
         assert!(!page.contains("task_id"), "never labelled by task id");
     }
     assert_eq!(leaders, 1);
+    // The worker as the leader sees it, from any node: the RPC, the CLI
+    // and the console page.
+    let workers = client.list_workers().await.expect("list workers").workers;
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0].worker_id, "metrics-worker");
+    assert_eq!((workers[0].callbacks[0].callback.as_str(), workers[0].callbacks[0].credits), ("m", 8));
+    let (ok, out, err) = cli(&endpoints(&c), &["cluster", "workers", "--json"]);
+    assert!(ok && out.contains("\"metrics-worker\""), "{out}{err}");
+    for h in &https {
+        let (code, page) = http_get(h, "/workers").await.expect("workers page");
+        assert_eq!(code, 200);
+        assert!(page.contains("metrics-worker"), "{h}: {page}");
+    }
     stop.cancel();
     let _ = worker.await;
 

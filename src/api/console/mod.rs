@@ -55,6 +55,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/tasks/{id}", get(task_page))
         .route("/dlq", get(dlq_page))
         .route("/schedules", get(schedules_page))
+        .route("/workers", get(workers_page))
         .route("/actions/gate", post(gate_action))
         .route("/actions/cancel", post(cancel_action))
         .route("/actions/dlq", post(dlq_action))
@@ -160,6 +161,13 @@ async fn dlq_page(State(s): State<ConsoleState>) -> Response {
 async fn schedules_page(State(s): State<ConsoleState>) -> Response {
     match s.scheduler.list_schedules(Request::new(pb::ListSchedulesRequest { allow_stale: true })).await {
         Ok(r) => pages::schedules(&r.into_inner().schedules, &s.token).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn workers_page(State(s): State<ConsoleState>) -> Response {
+    match s.scheduler.list_workers(Request::new(pb::ListWorkersRequest {})).await {
+        Ok(r) => pages::workers(&r.into_inner().workers).into_response(),
         Err(e) => failure(e),
     }
 }

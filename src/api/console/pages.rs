@@ -55,6 +55,7 @@ fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
                     a href="/tasks" { "Tasks" }
                     a href="/dlq" { "Dead letters" }
                     a href="/schedules" { "Schedules" }
+                    a href="/workers" { "Workers" }
                     a href="/metrics" { "Metrics" }
                 }
                 main {
@@ -340,6 +341,31 @@ pub fn schedules(schedules: &[pb::ScheduleInfo], token: &str) -> Markup {
                                 td { a href={ "/tasks/" (r.task_id) } { (r.task_id) } }
                                 td .state { (state_name(r.state)) }
                             }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn workers(workers: &[pb::WorkerSession]) -> Markup {
+    layout(
+        "Workers",
+        true,
+        html! {
+            @if workers.is_empty() { p { "No workers connected to the leader." } }
+            table #workers {
+                tr { th { "worker" } th { "callback" } th { "credits" } th { "running" } th { "state" } th { "last heard" } }
+                @for w in workers {
+                    @for c in &w.callbacks {
+                        tr {
+                            td { (w.worker_id) }
+                            td { a href={ "/callbacks/" (c.callback) } { (c.callback) } }
+                            td { (c.credits) }
+                            td { @for id in &c.running { a href={ "/tasks/" (id) } { (id) } " " } }
+                            td { (if w.draining { "draining" } else { "active" }) }
+                            td { (w.idle_ms) " ms ago" }
                         }
                     }
                 }
