@@ -236,6 +236,10 @@ pub fn main() -> ExitCode {
         }
         .map(|()| ExitCode::SUCCESS)
     });
+    // Let blocking work (applies, reads) finish and drop its handles on
+    // the database before the process exits: RocksDB must be closed by
+    // this thread, not torn down under a running one.
+    runtime.shutdown_timeout(Duration::from_secs(10));
     match result {
         Ok(code) => code,
         Err(CliError(msg)) => {

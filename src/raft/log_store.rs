@@ -273,6 +273,11 @@ impl Flusher {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let watch = SyncWatch::new();
         let sync_watch = watch.clone();
+        // A weak handle: this detached thread must never hold the last
+        // reference, or the database would be closed here, racing the
+        // process's exit (RocksDB aborts on "pthread lock: Invalid
+        // argument" when its statics are torn down under it).
+        let db = Arc::downgrade(&db);
         std::thread::Builder::new().name("drover-wal-sync".into()).spawn(move || {
             // Ends when every LogStore clone (every sender) is dropped.
             while let Ok(first) = rx.recv() {
@@ -282,11 +287,14 @@ impl Flusher {
                 // callbacks in `pending` were submitted.
                 sync_watch.begin();
                 let started = std::time::Instant::now();
-                let result = db.flush_wal(true);
+                let result = match db.upgrade() {
+                    Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                    None => Err("the database is closed".to_string()),
+                };
                 metrics::histogram!(crate::metrics::RAFT_LOG_FSYNC).record(started.elapsed().as_secs_f64());
                 sync_watch.end();
                 for callback in pending {
-                    callback.io_completed(result.clone().map_err(|e| io::Error::other(e.to_string())));
+                    callback.io_completed(result.clone().map_err(io::Error::other));
                 }
             }
         })?;
