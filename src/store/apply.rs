@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use rocksdb::{WriteBatch, DB};
 
 use super::index::{running_of, IndexOp, QueueSlot};
-use super::{cf, get_u64, keys, StoreError};
+use super::{cf, get_u64, keys, read_record, StoreError};
 use crate::domain::callback::{splitmix64, CallbackConfig};
 use crate::domain::command::*;
 use crate::domain::{Gate, GateTarget, Task, TaskState};
@@ -111,10 +111,7 @@ impl<'a> ApplyBatch<'a> {
         if let Some(id) = self.idempotency.get(key) {
             return Ok(*id);
         }
-        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, key)? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(self.db, key)
     }
 
     /// What a request id answered, as of the commands applied so far.
@@ -122,10 +119,7 @@ impl<'a> ApplyBatch<'a> {
         if let Some(r) = self.requests.get(id) {
             return Ok(r.clone());
         }
-        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, keys::request(&id.0))? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(self.db, &keys::request(&id.0))
     }
 
     pub(super) fn set_idempotency(&mut self, key: Vec<u8>, id: Option<u64>) {
@@ -137,10 +131,7 @@ impl<'a> ApplyBatch<'a> {
         if let Some(t) = self.tasks.get(&id) {
             return Ok(t.clone());
         }
-        match self.db.get_pinned_cf(cf(self.db, keys::CF_SM)?, keys::task(id))? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(self.db, &keys::task(id))
     }
 
     /// Ids of tasks that may be dead, in id order: those in the on-disk

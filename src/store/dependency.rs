@@ -17,7 +17,7 @@ use rocksdb::{ColumnFamily, WriteBatch};
 
 use super::apply::{Applier, ApplyBatch};
 use super::intake::Start;
-use super::{cf, keys, StoreError, TaskStore};
+use super::{cf, keys, read_record, StoreError, TaskStore};
 use crate::domain::command::*;
 use crate::domain::dependency::*;
 use crate::domain::TaskState;
@@ -60,10 +60,7 @@ impl encoding::Record for Edge {}
 
 impl ApplyBatch<'_> {
     fn read<T: encoding::Record>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.db().get_pinned_cf(cf(self.db(), keys::CF_SM)?, key)? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(self.db(), key)
     }
 
     pub(super) fn deps_of(&self, child: u64) -> Result<Option<Deps>, StoreError> {
@@ -225,7 +222,8 @@ impl Applier {
                 Start::Cancelled(upstream_failed(by, state))
             }
         };
-        if deps.verdict() != Verdict::Cancel {
+        if !matches!(start, Start::Cancelled(_)) {
+            // A failed parent only matters to a child it cancels.
             deps.cancelled_by = None;
         }
         let outcome = self.create_task(b, index, new, None, start)?;
@@ -325,10 +323,7 @@ impl Applier {
 
 impl TaskStore {
     fn read<T: encoding::Record>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.db().get_pinned_cf(cf(self.db(), keys::CF_SM)?, key)? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(self.db(), key)
     }
 
     /// A task's dependency state, if it was scheduled with parents.

@@ -123,11 +123,16 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::Colu
     db.cf_handle(name).ok_or(StoreError::MissingColumnFamily(name))
 }
 
-pub(crate) fn get_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
-    match db.get_cf(cf(db, keys::CF_SM)?, key)? {
-        Some(v) => Ok(encoding::decode(&v)?),
-        None => Ok(0),
+/// The record at state-machine `key`, if any (every read of one).
+pub(crate) fn read_record<T: encoding::Record>(db: &DB, key: &[u8]) -> Result<Option<T>, StoreError> {
+    match db.get_pinned_cf(cf(db, keys::CF_SM)?, key)? {
+        Some(v) => Ok(Some(encoding::decode(&v)?)),
+        None => Ok(None),
     }
+}
+
+pub(crate) fn get_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(read_record(db, key)?.unwrap_or(0))
 }
 
 /// Which tasks a listing wants; `None` matches anything.
@@ -171,29 +176,17 @@ impl TaskStore {
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Task>, StoreError> {
-        let sm = cf(&self.db, keys::CF_SM)?;
-        match self.db.get_pinned_cf(sm, keys::task(id))? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(&self.db, &keys::task(id))
     }
 
     /// What the state machine answered a request id, if it remembers it.
     pub fn request(&self, id: &crate::domain::RequestId) -> Result<Option<crate::domain::RequestRecord>, StoreError> {
-        let sm = cf(&self.db, keys::CF_SM)?;
-        match self.db.get_pinned_cf(sm, keys::request(&id.0))? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(&self.db, &keys::request(&id.0))
     }
 
     /// The task an idempotency key of `callback` names, if any.
     pub fn task_for_key(&self, callback: &str, key: &str) -> Result<Option<u64>, StoreError> {
-        let sm = cf(&self.db, keys::CF_SM)?;
-        match self.db.get_pinned_cf(sm, keys::idempotency(callback, key))? {
-            Some(v) => Ok(Some(encoding::decode(&v)?)),
-            None => Ok(None),
-        }
+        read_record(&self.db, &keys::idempotency(callback, key))
     }
 
     pub fn payload(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
