@@ -1,0 +1,42 @@
+"""The leader SIGKILLed while Python workers run 1,000 tasks: every task
+succeeds, and no two runs of a task overlap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import drover
+from support import Cluster, WorkerProc, assert_no_overlap, runs, wait_until
+
+TASKS = 1000
+
+
+def test_killing_the_leader_while_1000_tasks_run(fresh_cluster: Cluster, tmp_path: Path) -> None:
+    c = fresh_cluster
+    rec = tmp_path / "rec"
+    with drover.Client(c.endpoints, deadline=30) as client:
+        client.register_callback("f_batch", lease=2, backoff_initial=0.1, backoff_max=1)
+        workers = [
+            WorkerProc(c.endpoint, tmp_path / f"{i}.log", "--callback", "f_batch", "--concurrency", "32",
+                       "--id", f"fw{i}", "--record", str(rec))
+            for i in range(2)
+        ]
+        try:
+            for _ in range(TASKS // 250):
+                client.schedule_batch([drover.TaskSpec("f_batch", b"20") for _ in range(250)])
+
+            def succeeded() -> int:
+                return len(client.list("f_batch", state=drover.TaskState.SUCCEEDED))
+
+            wait_until("some tasks to succeed", lambda: succeeded() >= 100, 60, every=0.2)
+            leader = c.leader()
+            c.kill(leader)
+            wait_until("every task to succeed", lambda: succeeded() == TASKS, 180, every=0.5)
+            assert c.leader().id != leader.id
+        finally:
+            for w in workers:
+                w.terminate()
+    r = runs(rec)
+    assert len(r) == TASKS, f"{len(r)} tasks ran"
+    assert all(any(x.ended for x in rs) for rs in r.values())
+    assert_no_overlap(rec)
