@@ -124,6 +124,27 @@ class Backoff:
         self._next = self.first
 
 
+def credentials(
+    endpoints: List[str], ca: Optional[str], cert: Optional[str], key: Optional[str]
+) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials when ``ca`` or ``cert`` is given or an endpoint is
+    ``https://`` (as the CLI's --ca/--cert/--key): trust the CA certificates
+    in the PEM file ``ca`` (the system's when None), and present the client
+    certificate ``cert`` with its ``key`` (mutual TLS)."""
+    if ca is None and cert is None and not any(e.startswith("https://") for e in endpoints):
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError("give cert and key together")
+
+    def read(path: Optional[str]) -> Optional[bytes]:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+
+
 def target(addr: str) -> str:
     """A gRPC target for ``HOST:PORT`` (an ``http://`` prefix is dropped)."""
     for prefix in ("http://", "https://"):
@@ -139,17 +160,23 @@ class Pool:
     from one loop.
     """
 
-    def __init__(self, endpoints: List[str], connect_timeout: float) -> None:
+    def __init__(
+        self, endpoints: List[str], connect_timeout: float, tls: Optional[grpc.ChannelCredentials] = None
+    ) -> None:
         if not endpoints:
             raise ValueError("no endpoint given: pass at least one HOST:PORT")
         self.endpoints = list(endpoints)
         self.connect_timeout = connect_timeout
+        self.tls = tls
         self._channels: Dict[str, grpc.aio.Channel] = {}
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = grpc.aio.insecure_channel(target(addr), options=CHANNEL_OPTIONS)
+            if self.tls is not None:
+                ch = grpc.aio.secure_channel(target(addr), self.tls, options=CHANNEL_OPTIONS)
+            else:
+                ch = grpc.aio.insecure_channel(target(addr), options=CHANNEL_OPTIONS)
             self._channels[addr] = ch
         return ch
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import grpc.aio
 
-from ._net import Caller, Pool
+from ._net import Caller, Pool, credentials
 from ._types import (
     AfterPolicy,
     Duration,
@@ -62,7 +62,8 @@ class AsyncClient:
     ``endpoints``: every node's ``HOST:PORT`` (a list or a comma-separated
     string). ``deadline``: give up failing over after this many seconds.
     ``attempt_timeout``: per attempt (a frozen node costs this before the
-    next is tried). Use it as ``async with AsyncClient(...) as c:`` or call
+    next is tried). ``ca``, ``cert``, ``key``: TLS, as the CLI's --ca,
+    --cert and --key (PEM files); an ``https://`` endpoint also means TLS. Use it as ``async with AsyncClient(...) as c:`` or call
     :meth:`close`.
     """
 
@@ -73,9 +74,12 @@ class AsyncClient:
         deadline: float = 15.0,
         attempt_timeout: float = 4.0,
         connect_timeout: float = 0.5,
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
-        self._pool = Pool(self.endpoints, connect_timeout)
+        self._pool = Pool(self.endpoints, connect_timeout, credentials(self.endpoints, ca, cert, key))
         self._caller = Caller(self._pool, deadline, attempt_timeout)
 
     async def __aenter__(self) -> "AsyncClient":

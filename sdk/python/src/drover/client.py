@@ -46,12 +46,16 @@ class Client:
         deadline: float = 15.0,
         attempt_timeout: float = 4.0,
         connect_timeout: float = 0.5,
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="drover-client", daemon=True)
         self._thread.start()
         self._aio = AsyncClient(
-            endpoints, deadline=deadline, attempt_timeout=attempt_timeout, connect_timeout=connect_timeout
+            endpoints, deadline=deadline, attempt_timeout=attempt_timeout, connect_timeout=connect_timeout,
+            ca=ca, cert=cert, key=key,
         )
         self.endpoints = self._aio.endpoints
 

@@ -48,7 +48,7 @@ import grpc.aio
 
 from ._errors import Fatal, Retry
 from ._health import Health
-from ._net import Backoff, Pool
+from ._net import Backoff, Pool, credentials
 from .aio import Endpoints, parse_endpoints
 from .v1 import drover_pb2 as pb
 from .v1 import drover_pb2_grpc as rpc
@@ -225,7 +225,7 @@ class Worker:
     reported as retriable). ``health_file`` / ``health_port``: see
     :mod:`drover._health`; unhealthy after ``unhealthy_after`` seconds
     without a stream. ``on_ack(task_id, accepted)`` observes acknowledged
-    completions.
+    completions. ``ca``, ``cert``, ``key``: TLS, as for :class:`drover.Client`.
     """
 
     def __init__(
@@ -239,8 +239,12 @@ class Worker:
         unhealthy_after: float = 30.0,
         on_ack: Optional[Callable[[int, bool], None]] = None,
         connect_timeout: float = 1.0,
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self._tls = credentials(self.endpoints, ca, cert, key)
         self.worker_id = worker_id or _default_id()
         self.shutdown_grace = shutdown_grace
         self.on_ack = on_ack
@@ -322,7 +326,7 @@ class Worker:
         signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
         for s in signals:
             self._loop.add_signal_handler(s, self._begin_stop)
-        pool = Pool(self.endpoints, self._connect_timeout)
+        pool = Pool(self.endpoints, self._connect_timeout, self._tls)
         self.health_port = await self.health.start()
         housekeeping = asyncio.ensure_future(self._housekeeping())
         try:
