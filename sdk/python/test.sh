@@ -39,4 +39,4 @@ venv "$venvs/test" pytest
 "$venvs/test/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$here"
 "$venvs/test/bin/python" -m pip install --quiet --disable-pip-version-check "$here"
 cd "$here/tests"
-exec "$venvs/test/bin/python" -m pytest -p no:cacheprovider -q -rA --durations=5 "$@"
+exec "$venvs/test/bin/python" -m pytest -p no:cacheprovider -q -ra --durations=8 "$@"

@@ -62,6 +62,7 @@ class Cluster:
 
     def __init__(self, n: int, root: Path, flags: Optional[List[str]] = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.flags = ["--auto-register"] + (flags or [])
         self.nodes = [
             Node(i, f"127.0.0.1:{free_port()}", root / f"node-{i}", root / f"node-{i}.log") for i in range(1, n + 1)

@@ -23,7 +23,7 @@ def test_killing_the_leader_while_1000_tasks_run(fresh_cluster: Cluster, tmp_pat
         ]
         try:
             for _ in range(TASKS // 250):
-                client.schedule_batch([drover.TaskSpec("f_batch", b"20") for _ in range(250)])
+                client.schedule_batch([drover.TaskSpec("f_batch", b"200") for _ in range(250)])
 
             def succeeded() -> int:
                 return len(client.list("f_batch", state=drover.TaskState.SUCCEEDED))
@@ -31,6 +31,8 @@ def test_killing_the_leader_while_1000_tasks_run(fresh_cluster: Cluster, tmp_pat
             wait_until("some tasks to succeed", lambda: succeeded() >= 100, 60, every=0.2)
             leader = c.leader()
             c.kill(leader)
+            done_at_kill = succeeded()
+            assert done_at_kill <= TASKS // 2, f"{done_at_kill} tasks had ended before the leader was killed"
             wait_until("every task to succeed", lambda: succeeded() == TASKS, 180, every=0.5)
             assert c.leader().id != leader.id
         finally:

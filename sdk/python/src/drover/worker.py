@@ -160,6 +160,7 @@ class _Running:
         self.cancel_requested = False
         #: Stopped because the shutdown grace ran out.
         self.shutdown = False
+        self.is_async = False
 
 
 class _Disconnect(Exception):
@@ -502,6 +503,7 @@ class Worker:
             self._lose(a.task_id, old.task.fencing_token, "the task was assigned again")
         assert self._loop is not None
         r = _Running(Task(a, received, self._loop))
+        r.is_async = h.is_async
         self._running[a.task_id] = r
         self.stats.started += 1
         t = asyncio.ensure_future(self._execute(r, h))
@@ -559,9 +561,12 @@ class Worker:
         return _retry(f"{type(e).__name__}: {e}")
 
     def _stop_handler(self, r: _Running, why: str) -> None:
+        """Tell a handler to stop: an async one gets CancelledError; a thread
+        only sees the flag, and is waited for unless its lease lapsed or it
+        timed out (then its result is not waited for)."""
         r.task._set_cancelled(why)
-        if r.future is not None and not r.future.done():
-            r.future.cancel()  # async handlers get CancelledError; threads only the flag
+        if r.is_async and r.future is not None and not r.future.done():
+            r.future.cancel()
 
     def _lose(self, task_id: int, token: int, why: str) -> None:
         r = self._running.get(task_id)
