@@ -218,3 +218,22 @@ def test_handlers_are_required() -> None:
         assert "handler" in str(e)
     else:
         raise AssertionError("a worker without handlers must refuse to run")
+
+
+def test_sigterm_drains_running_tasks_within_the_grace(
+    cluster: Cluster, client: drover.Client, tmp_path: Path
+) -> None:
+    client.register_callback("w_drain", lease=5, backoff_initial=60, backoff_max=60)
+    rec = tmp_path / "rec"
+    w = WorkerProc(cluster.endpoint, tmp_path / "w.log", "--callback", "w_drain", "--concurrency", "2",
+                   "--record", str(rec), "--grace", "2")
+    short = client.schedule("w_drain", b"1000")
+    long = client.schedule("w_drain", b"20000")
+    wait_until("both runs to start", lambda: short.id in runs(rec) and long.id in runs(rec), 20)
+    log = w.terminate()
+    assert "1 succeeded" in log and "stats: 2 started, 1 succeeded, 1 failed" in log, log
+    t = final(client, short.id, drover.TaskState.SUCCEEDED, timeout=5)
+    assert t.attempts == 1 and runs(rec)[short.id][0].ended, "the running task finished before the exit"
+    t = final(client, long.id, drover.TaskState.RETRY_WAIT, timeout=5)
+    assert "shut down before the task finished" in t.last_error, t.last_error
+    assert not runs(rec)[long.id][0].ended, "the task past the grace was stopped"
