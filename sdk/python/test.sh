@@ -34,9 +34,31 @@ if ! diff -r "$gen/drover/v1" "$here/src/drover/v1" -x __init__.py -x __pycache_
 fi
 echo "python sdk: stubs match proto/drover.proto" >&2
 
-# The package as a user installs it (pip install ./sdk/python), plus pytest.
-venv "$venvs/test" pytest
-"$venvs/test/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$here"
-"$venvs/test/bin/python" -m pip install --quiet --disable-pip-version-check "$here"
+# install VENV: the package as a user installs it (pip install ./sdk/python).
+install() {
+  "$1/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$here"
+  "$1/bin/python" -m pip install --quiet --disable-pip-version-check "$here"
+}
 cd "$here/tests"
+# The oldest supported setup: Python 3.9 with the oldest grpcio and protobuf
+# the package allows (every test but the 1,000-task leader kill).
+# DROVER_PY_OLDEST=0 skips it (and says so).
+if [ "${DROVER_PY_OLDEST:-1}" = 0 ]; then
+  echo "python sdk: oldest-dependency run SKIPPED (DROVER_PY_OLDEST=0)" >&2
+else
+  py39=""
+  for c in python3.9 "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3.9*/bin/python3.9; do
+    if "$c" --version >/dev/null 2>&1; then py39="$c"; break; fi
+  done
+  [ -n "$py39" ] || { echo "python sdk: no python3.9 on PATH; the oldest-dependency run uses $(python3 --version)" >&2; py39=python3; }
+  [ -x "$venvs/oldest/bin/python" ] || "$py39" -m venv "$venvs/oldest"
+  "$venvs/oldest/bin/python" -m pip install --quiet --disable-pip-version-check "grpcio==1.62.3" "protobuf==4.25.3" pytest
+  install "$venvs/oldest"
+  echo "python sdk: tests on $("$venvs/oldest/bin/python" --version), grpcio 1.62.3, protobuf 4.25.3" >&2
+  "$venvs/oldest/bin/python" -m pytest -p no:cacheprovider -q -ra -k "not 1000_tasks" "$@"
+fi
+# The newest: this machine's python3 with the grpcio and protobuf pip chose (the newest when the venv was made).
+venv "$venvs/test" pytest
+install "$venvs/test"
+echo "python sdk: tests on $("$venvs/test/bin/python" --version) with grpcio $("$venvs/test/bin/python" -c "import grpc; print(grpc.__version__)"), protobuf $("$venvs/test/bin/python" -c "import google.protobuf as p; print(p.__version__)")" >&2
 exec "$venvs/test/bin/python" -m pytest -p no:cacheprovider -q -ra --durations=8 "$@"
