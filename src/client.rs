@@ -73,6 +73,12 @@ impl Client {
         }
     }
 
+    /// Connect over TLS, as `tls` says (see [`crate::tls::ClientTls`]).
+    pub fn with_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.pool = ChannelPool::with_tls(Some(tls));
+        self
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }

@@ -158,6 +158,18 @@ pub struct NodeConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP
     /// (`host:port`); off when `None`.
     pub http_listen: Option<String>,
+    /// Serve TLS (and authenticate peers) with these files; `None`:
+    /// plaintext, which [`NodeConfig::validate`] allows on loopback only,
+    /// unless `insecure`.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// Allow plaintext on an address other hosts can reach.
+    pub insecure: bool,
+}
+
+/// Whether `addr` (`host:port`) can be reached from this host only.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Cluster-wide retention defaults; `None` keeps forever.
@@ -249,12 +261,29 @@ impl NodeConfig {
             min_free_disk: DiskThreshold::Bytes(256 << 20),
             retention: RetentionDefaults::default(),
             http_listen: None,
+            tls: None,
+            insecure: false,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("--id must be a positive integer (0 is reserved)".into());
+        }
+        if self.tls.is_none() && !self.insecure && !is_loopback(&self.listen) {
+            return Err(format!(
+                "--listen {} is reachable from other hosts, and without TLS anyone there could call any API, \
+                 the Raft service included. Give --tls-cert and --tls-key (and --peer-cert, --peer-key, \
+                 --peer-ca; `drover admin certs` makes them), or --insecure to accept the risk",
+                self.listen
+            ));
+        }
+        if let Some(http) =
+            self.http_listen.as_deref().filter(|h| self.tls.is_none() && !self.insecure && !is_loopback(h))
+        {
+            return Err(format!(
+                "--http-listen {http} is reachable from other hosts: give the TLS flags (the console is then served over TLS too) or --insecure"
+            ));
         }
         if self.max_clock_offset < Duration::from_millis(10) || self.max_clock_offset > Duration::from_secs(3600) {
             return Err("--max-clock-offset must be between 10ms and 1h".into());
@@ -345,6 +374,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plaintext_is_allowed_on_loopback_only_unless_insecure() {
+        for a in ["127.0.0.1:7001", "localhost:7001", "[::1]:7001", "127.0.0.2:1"] {
+            assert!(is_loopback(a), "{a}");
+        }
+        for a in ["0.0.0.0:7001", "10.0.0.5:7001", "node-1:7001", "[::]:7001"] {
+            assert!(!is_loopback(a), "{a}");
+        }
+        let mut c = NodeConfig::new(1, "0.0.0.0:7001", "/tmp/x");
+        assert!(c.validate().unwrap_err().contains("--insecure"));
+        c.insecure = true;
+        assert_eq!(c.validate(), Ok(()));
+        let mut c = NodeConfig::new(1, "127.0.0.1:7001", "/tmp/x");
+        c.http_listen = Some("0.0.0.0:8001".into());
+        assert!(c.validate().unwrap_err().contains("--http-listen"));
+    }
+
+    #[test]
     fn peers_parse_and_reject_garbage() {
         assert_eq!(parse_peers("1=a:1,2=b:2").unwrap(), vec![(1, "a:1".to_string()), (2, "b:2".to_string())]);
         assert!(parse_peers("1=a").is_err());
@@ -376,6 +422,6 @@ mod tests {
         c.timing.propose_timeout = Duration::from_secs(10);
         assert!(c.validate().unwrap_err().contains("nest"), "a proposal outliving the forward is refused");
         assert!(NodeConfig::new(0, "x:1", "/tmp/x").validate().is_err());
-        assert!(NodeConfig::new(1, "x:1", "/tmp/x").validate().is_ok());
+        assert!(NodeConfig::new(1, "127.0.0.1:1", "/tmp/x").validate().is_ok());
     }
 }

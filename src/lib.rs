@@ -46,6 +46,8 @@
 //!   deterministic apply logic, gates and retention's deletes included.
 //! - [`domain`]: tasks, callbacks, gates, replicated commands and their
 //!   replies; the format-1 layouts earlier builds wrote.
+//! - [`tls`]: TLS for every connection (certificates that reload, peer
+//!   identity from `node-ID.drover` certificates, a throwaway CA).
 //! - [`config`] (typed node configuration, limits, and every timing with
 //!   its checked relationships), [`net`] (shared gRPC channels, the one
 //!   backoff, failure classification), [`encoding`] (the versioned record
@@ -74,6 +76,7 @@ pub mod scheduler;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 pub mod worker;
 
 /// Generated protobuf types.

@@ -16,6 +16,7 @@
 //! Labels are callbacks, states, priorities, methods and peers; never task
 //! ids.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{counter, histogram};
@@ -118,11 +119,17 @@ fn describe() {
 /// A task was created (apply).
 pub fn task_scheduled(callback: &str) {
     counter!(TASKS_SCHEDULED, "callback" => callback.to_string()).increment(1);
+    TOTALS.scheduled.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A task changed state (apply).
 pub fn task_transition(callback: &str, state: &'static str) {
     counter!(TASK_TRANSITIONS, "callback" => callback.to_string(), "state" => state).increment(1);
+    match state {
+        "running" => TOTALS.started.fetch_add(1, Ordering::Relaxed),
+        "succeeded" | "failed" | "dead" | "cancelled" => TOTALS.finished.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
 }
 
 /// A task started its first attempt `delay_ms` after its run-at (apply,
@@ -130,6 +137,8 @@ pub fn task_transition(callback: &str, state: &'static str) {
 pub fn first_start(callback: &str, priority: u8, delay_ms: u64) {
     histogram!(SCHEDULE_TO_START, "callback" => callback.to_string(), "priority" => priority.to_string())
         .record(delay_ms as f64 / 1000.0);
+    let bucket = LATENCY_BUCKETS.iter().position(|b| delay_ms as f64 / 1000.0 <= *b).unwrap_or(LATENCY_BUCKETS.len());
+    TOTALS.start_delay[bucket].fetch_add(1, Ordering::Relaxed);
 }
 
 /// A run ended after `ms` (apply, replicated time).
@@ -144,5 +153,110 @@ pub fn schedule_fired(schedule: &str, fired: u64, skipped: u64) {
     }
     if skipped > 0 {
         counter!(SCHEDULE_SKIPPED, "schedule" => schedule.to_string()).increment(skipped);
+    }
+}
+
+/// Process-wide totals across every callback, for the console's recent
+/// rates (the Prometheus recorder cannot be read back): tasks scheduled,
+/// runs started, tasks finished, and first starts per schedule-to-start
+/// bucket (the last slot is "over 5 minutes").
+struct Totals {
+    scheduled: AtomicU64,
+    started: AtomicU64,
+    finished: AtomicU64,
+    start_delay: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+static TOTALS: Totals = Totals {
+    scheduled: AtomicU64::new(0),
+    started: AtomicU64::new(0),
+    finished: AtomicU64::new(0),
+    start_delay: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+};
+
+/// A reading of the totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TotalsSnapshot {
+    pub scheduled: u64,
+    pub started: u64,
+    pub finished: u64,
+    pub start_delay: [u64; LATENCY_BUCKETS.len() + 1],
+}
+
+/// Read the totals now.
+pub fn totals() -> TotalsSnapshot {
+    let mut start_delay = [0; LATENCY_BUCKETS.len() + 1];
+    for (out, n) in start_delay.iter_mut().zip(&TOTALS.start_delay) {
+        *out = n.load(Ordering::Relaxed);
+    }
+    TotalsSnapshot {
+        scheduled: TOTALS.scheduled.load(Ordering::Relaxed),
+        started: TOTALS.started.load(Ordering::Relaxed),
+        finished: TOTALS.finished.load(Ordering::Relaxed),
+        start_delay,
+    }
+}
+
+/// The 95th percentile (seconds) of the schedule-to-start delays counted
+/// per bucket in `counts` (as [`TotalsSnapshot::start_delay`]), linearly
+/// interpolated within its bucket as Prometheus' `histogram_quantile`
+/// does; `None` without any. Past the last bound it is that bound.
+pub fn start_delay_p95(counts: &[u64]) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = 0.95 * total as f64;
+    let mut below = 0u64;
+    for (i, n) in counts.iter().enumerate() {
+        if (below + n) as f64 >= rank && *n > 0 {
+            let Some(upper) = LATENCY_BUCKETS.get(i) else {
+                return LATENCY_BUCKETS.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
+            return Some(lower + (upper - lower) * (rank - below as f64) / *n as f64);
+        }
+        below += n;
+    }
+    LATENCY_BUCKETS.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_interpolates_within_the_bucket_that_holds_it() {
+        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        assert_eq!(start_delay_p95(&counts), None);
+        // 100 starts within 1 ms: the 95th is at 95% of the first bucket.
+        counts[0] = 100;
+        let p = start_delay_p95(&counts).unwrap();
+        assert!((p - 0.00095).abs() < 1e-9, "{p}");
+        // 90 fast and 10 between 5 s and 10 s: the 95th is half-way there.
+        counts[0] = 90;
+        counts[11] = 10;
+        let p = start_delay_p95(&counts).unwrap();
+        assert!((p - 7.5).abs() < 1e-9, "{p}");
+        // Past the last bound: the last bound.
+        let mut late = [0u64; LATENCY_BUCKETS.len() + 1];
+        late[LATENCY_BUCKETS.len()] = 3;
+        assert_eq!(start_delay_p95(&late), Some(300.0));
+    }
+
+    #[test]
+    fn totals_count_starts_finishes_and_delays() {
+        let before = totals();
+        task_scheduled("t");
+        task_transition("t", "running");
+        task_transition("t", "retry_wait");
+        task_transition("t", "dead");
+        first_start("t", 0, 6_000);
+        let after = totals();
+        // Other tests of this process may count too: at least ours.
+        assert!(after.scheduled > before.scheduled);
+        assert!(after.started > before.started);
+        assert!(after.finished > before.finished);
+        assert!(after.start_delay[11] > before.start_delay[11], "6 s falls in (5, 10]");
     }
 }

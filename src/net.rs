@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// Metadata key naming the leader (`ID=HOST:PORT`): on `UNAVAILABLE` from
@@ -73,29 +73,48 @@ pub struct ChannelPool {
     /// Short critical sections only (lookup or insert), never held across
     /// an `.await`, hence a std mutex.
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// How channels are secured; `None`: plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ChannelPool {
+    /// A pool whose channels use TLS (`https`), as `tls` says.
+    pub fn with_tls(tls: Option<ClientTlsConfig>) -> ChannelPool {
+        ChannelPool { channels: Arc::default(), tls }
+    }
+
     /// The channel to `addr` (`host:port`), created lazily on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = endpoint(addr)?.connect_lazy();
+        let ch = self.endpoint(addr)?.connect_lazy();
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
+
+    /// An endpoint for `addr` secured like this pool's channels (for a
+    /// one-off connection with its own timeouts).
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        endpoint(addr, self.tls.clone())
+    }
 }
 
-/// A client endpoint with drover's timeouts and keepalives.
-pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+/// A client endpoint with drover's timeouts and keepalives; with `tls`,
+/// over TLS (an `http://` address becomes `https://`).
+pub fn endpoint(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, tonic::transport::Error> {
+    let bare = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
+    let uri = match (&tls, addr.starts_with("https://")) {
+        (Some(_), _) | (None, true) => format!("https://{bare}"),
+        (None, false) => format!("http://{bare}"),
     };
-    Ok(Endpoint::from_shared(uri)?
+    let endpoint = Endpoint::from_shared(uri)?;
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls)?,
+        None => endpoint,
+    };
+    Ok(endpoint
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))

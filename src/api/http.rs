@@ -23,6 +23,7 @@ use crate::domain::GateMode;
 use crate::metrics as m;
 use crate::store::index::{self, PRIORITIES};
 use crate::store::{SharedIndex, TaskStore};
+use crate::tls::Acceptor;
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -51,10 +52,54 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serve `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+/// Serve `router` on `listener` until `shutdown`; over TLS when the node
+/// serves TLS.
+pub async fn serve(listener: TcpListener, tls: Option<Acceptor>, router: Router, shutdown: CancellationToken) {
+    let stop = shutdown.clone().cancelled_owned();
+    let served = match tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(stop).await,
+        Some(acceptor) => {
+            let local = listener.local_addr();
+            let tcp = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let connections = crate::tls::incoming(tcp, acceptor, true, Duration::from_secs(10), shutdown);
+            axum::serve(TlsListener { connections, local }, router).with_graceful_shutdown(stop).await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "the HTTP endpoint stopped");
+    }
+}
+
+/// Connections after their TLS handshake, as axum's listener.
+struct TlsListener {
+    connections: tokio_stream::wrappers::ReceiverStream<Result<crate::tls::TlsConnection, std::io::Error>>,
+    local: std::io::Result<std::net::SocketAddr>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = crate::tls::TlsConnection;
+    type Addr = Option<std::net::SocketAddr>;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt;
+        loop {
+            match self.connections.next().await {
+                Some(Ok(conn)) => {
+                    let addr = conn.get_ref().0.peer_addr().ok();
+                    return (conn, addr);
+                }
+                Some(Err(_)) => continue,
+                // Shutting down: wait for axum's graceful shutdown.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local {
+            Ok(a) => Ok(Some(*a)),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Membership {
     pub consensus: Consensus,
     pub store: TaskStore,
     pub clock: ProposerClock,
+    /// Probes a new node's address secured like every peer channel.
+    pub pool: crate::net::ChannelPool,
     /// Serialises membership changes made through this node. A tokio mutex:
     /// held across the change's awaits.
     pub admin: Arc<tokio::sync::Mutex<()>>,
@@ -41,8 +43,9 @@ impl Membership {
 }
 
 /// Check that a node answers at `addr` and is node `id`.
-async fn probe(timeout: Duration, id: u64, addr: &str) -> Result<(), ApiError> {
-    let channel = crate::net::endpoint(addr)
+async fn probe(pool: &crate::net::ChannelPool, timeout: Duration, id: u64, addr: &str) -> Result<(), ApiError> {
+    let channel = pool
+        .endpoint(addr)
         .map_err(|e| ApiError::InvalidArgument(format!("address {addr:?} is not HOST:PORT: {e}")))?
         .connect_timeout(timeout);
     let status = tokio::time::timeout(timeout, async {
@@ -86,7 +89,7 @@ impl Membership {
             }
             None => {}
         }
-        probe(self.consensus.timing().probe, id, &addr).await?;
+        probe(&self.pool, self.consensus.timing().probe, id, &addr).await?;
         self.consensus.add_learner(id, addr).await?;
         Ok(self.reply())
     }

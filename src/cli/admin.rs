@@ -28,6 +28,29 @@ pub enum AdminCommand {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Make a throwaway CA and certificates for a cluster, for those without their own PKI.
+    #[command(
+        after_help = "Writes ca.pem (and ca-key.pem, keep it safe or delete it), node-I.pem and node-I-key.pem for \
+        each node I (server and peer certificates naming node-I.drover and the hosts), and client.pem/client-key.pem.\n\
+        Then run each node with:\n  \
+        drover server ... --tls-cert node-I.pem --tls-key node-I-key.pem --client-ca ca.pem \\\n    \
+        --peer-ca ca.pem --peer-cert node-I.pem --peer-key node-I-key.pem\n\
+        and point the CLI at them with --ca ca.pem (and --cert client.pem --key client-key.pem), or DROVER_CA, ..."
+    )]
+    Certs {
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Node ids 1..=N.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Host names or IP addresses clients and peers use to reach the nodes (repeat the flag); default localhost and 127.0.0.1.
+        #[arg(long = "host", value_name = "NAME_OR_IP")]
+        hosts: Vec<String>,
+        /// How long the node and client certificates are valid.
+        #[arg(long, default_value = "365d", value_parser = super::parse_duration)]
+        valid: std::time::Duration,
+    },
     /// Verify a stopped node's data dir (every RocksDB block's checksum,
     /// record formats, the snapshot's CRC) and say whether it is safe to
     /// start. Exits 1 if it is not.
@@ -43,8 +66,52 @@ pub async fn run(cli: &Cli, cmd: &AdminCommand) -> Result<(), CliError> {
     match cmd {
         AdminCommand::Backup { out } => backup(cli, out).await,
         AdminCommand::Check { data_dir } => check(cli, data_dir),
+        AdminCommand::Certs { out, nodes, hosts, valid } => {
+            if !(1..=99).contains(nodes) {
+                return Err(CliError("--nodes must be between 1 and 99".into()));
+            }
+            let ids: Vec<u64> = (1..=*nodes).collect();
+            let b = drover::tls::certs::write_bundle(out, &ids, hosts, *valid).map_err(|e| CliError(e.to_string()))?;
+            if cli.json {
+                let nodes: Vec<_> = b.nodes.iter().map(|(id, c, k)| json!({ "id": id, "cert": c, "key": k })).collect();
+                println!(
+                    "{}",
+                    json!({ "ca": b.ca, "nodes": nodes, "client_cert": b.client_cert, "client_key": b.client_key })
+                );
+            } else {
+                println!(
+                    "wrote {} (CA), {} node pair(s) and a client pair into {}",
+                    b.ca.display(),
+                    ids.len(),
+                    out.display()
+                );
+                println!("node I: drover server ... --tls-cert {0}/node-I.pem --tls-key {0}/node-I-key.pem --client-ca {1} --peer-ca {1} --peer-cert {0}/node-I.pem --peer-key {0}/node-I-key.pem", out.display(), b.ca.display());
+                println!(
+                    "CLI:    export DROVER_CA={} DROVER_CERT={} DROVER_KEY={}",
+                    b.ca.display(),
+                    b.client_cert.display(),
+                    b.client_key.display()
+                );
+            }
+            Ok(())
+        }
         AdminCommand::Restore { input, data_dir } => {
-            drover::node::restore::prepare(input, data_dir).map_err(CliError)?;
+            let mut bar: Option<(&str, super::progress::Progress)> = None;
+            drover::node::restore::prepare(input, data_dir, &mut |phase, done, total| {
+                if bar.as_ref().is_none_or(|(p, _)| *p != phase) {
+                    if let Some((_, old)) = bar.take() {
+                        old.finish();
+                    }
+                    bar = Some((phase, super::progress::Progress::new(phase, Some(total), "bytes", cli.json)));
+                }
+                if let Some((_, b)) = bar.as_mut() {
+                    b.set(done, None);
+                }
+            })
+            .map_err(CliError)?;
+            if let Some((_, b)) = bar {
+                b.finish();
+            }
             if cli.json {
                 println!("{}", json!({ "data_dir": data_dir, "ready": true }));
             } else {
@@ -88,7 +155,7 @@ fn check(cli: &Cli, data_dir: &std::path::Path) -> Result<(), CliError> {
 
 async fn backup(cli: &Cli, out: &PathBuf) -> Result<(), CliError> {
     // Take it from the leader: its state machine holds every acknowledged write.
-    let status = cli.client().cluster_status().await.map_err(failed)?;
+    let status = cli.client()?.cluster_status().await.map_err(failed)?;
     let leader = status
         .members
         .iter()

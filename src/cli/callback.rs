@@ -84,7 +84,7 @@ fn ms(d: Option<Duration>) -> Option<u64> {
 }
 
 pub async fn run(cli: &Cli, cmd: &CallbackCommand) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     match cmd {
         CallbackCommand::Register(a) => {
             let settings = pb::CallbackSettings {

@@ -58,12 +58,12 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> Result<(), CliError> {
             add_node(cli, *id, addr, *no_promote, *timeout).await
         }
         ClusterCommand::RemoveNode { id } => {
-            let r = cli.client().remove_node(*id).await.map_err(failed)?;
+            let r = cli.client()?.remove_node(*id).await.map_err(failed)?;
             print_membership(cli.json, &format!("removed node {id}"), &r);
             Ok(())
         }
         ClusterCommand::TransferLeader { to } => {
-            let r = cli.client().transfer_leader(*to).await.map_err(failed)?;
+            let r = cli.client()?.transfer_leader(*to).await.map_err(failed)?;
             print_membership(cli.json, &format!("node {to} leads"), &r);
             Ok(())
         }
@@ -79,7 +79,7 @@ fn print_membership(json_out: bool, what: &str, r: &pb::MembershipResponse) {
 }
 
 async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Duration) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     client.add_learner(id, addr.to_string()).await.map_err(failed)?;
     eprintln!("node {id} added as a learner; waiting for it to catch up");
     let give_up = tokio::time::Instant::now() + timeout;
@@ -112,7 +112,7 @@ async fn add_node(cli: &Cli, id: u64, addr: &str, no_promote: bool, timeout: Dur
 }
 
 async fn workers(cli: &Cli) -> Result<(), CliError> {
-    let r = cli.client().list_workers().await.map_err(failed)?;
+    let r = cli.client()?.list_workers().await.map_err(failed)?;
     if cli.json {
         let workers: Vec<_> = r
             .workers
@@ -161,7 +161,7 @@ fn format_offset(ms: i64) -> String {
 const CAUGHT_UP: u64 = 100;
 
 async fn status(cli: &Cli) -> Result<(), CliError> {
-    let s = cli.client().cluster_status().await.map_err(failed)?;
+    let s = cli.client()?.cluster_status().await.map_err(failed)?;
     if cli.json {
         let members: Vec<_> = s
             .members

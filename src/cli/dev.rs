@@ -27,6 +27,9 @@ pub struct DevArgs {
     /// Port of node 1's HTTP endpoint (/metrics, /healthz, /readyz); node N serves on BASE+N-1. 0: off.
     #[arg(long, default_value_t = 8001)]
     pub http_base_port: u16,
+    /// Serve TLS: make a throwaway CA and certificates under DATA_DIR/tls (kept for the next run) and print how to point the CLI at them.
+    #[arg(long)]
+    pub tls: bool,
     /// Extra flags passed to every `drover server` (e.g. "--snapshot-every 1000").
     #[arg(long, allow_hyphen_values = true, value_name = "FLAGS")]
     pub server_flags: Option<String>,
@@ -60,6 +63,20 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
     spec.base_port = Some(args.base_port);
     spec.http_base_port = (args.http_base_port != 0).then_some(args.http_base_port);
     spec.log_filter = "info,openraft=error".into();
+    if args.tls {
+        let dir = args.data_dir.join("tls");
+        spec.tls = Some(match drover::tls::certs::Bundle::existing(&dir, args.nodes) {
+            Some(b) => b,
+            None => drover::tls::certs::write_bundle(
+                &dir,
+                &(1..=args.nodes).collect::<Vec<_>>(),
+                &[],
+                Duration::from_secs(365 * 86_400),
+            )
+            .map_err(|e| CliError(e.to_string()))?,
+        });
+    }
+    let tls = spec.tls.clone();
     let mut cluster = LocalCluster::spawn_all(spec)?;
 
     let client = cluster.client();
@@ -73,9 +90,22 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
             }
             println!("leader: node {} (term {})", s.leader_id, s.term);
             println!("export DROVER_ENDPOINT={}", cluster.endpoints().join(","));
+            if let Some(b) = &tls {
+                println!(
+                    "TLS is on (certificates in {}); point the CLI at them with:",
+                    args.data_dir.join("tls").display()
+                );
+                println!(
+                    "export DROVER_CA={} DROVER_CERT={} DROVER_KEY={}",
+                    abs(&b.ca).display(),
+                    abs(&b.client_cert).display(),
+                    abs(&b.client_key).display()
+                );
+            }
             for n in cluster.nodes.iter().filter(|n| n.http_addr.is_some()) {
                 let http = n.http_addr.as_deref().unwrap_or_default();
-                println!("  node {} metrics: http://{http}/metrics  (health: /healthz, /readyz)", n.id);
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                println!("  node {} console: {scheme}://{http}/  metrics: {scheme}://{http}/metrics  (health: /healthz, /readyz)", n.id);
             }
             println!("Ctrl-C stops the cluster; run `drover dev` again to resume it.");
         }
@@ -122,4 +152,9 @@ async fn settled_status(client: &Client) -> Result<pb::ClusterStatusResponse, to
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `p` made absolute (for an `export` line that works from any directory).
+fn abs(p: &Path) -> PathBuf {
+    std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
 }

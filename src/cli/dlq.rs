@@ -55,7 +55,7 @@ impl TargetArgs {
 }
 
 pub async fn run(cli: &Cli, cmd: &DlqCommand) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     match cmd {
         DlqCommand::List { callback, limit } => {
             let req = pb::ListTasksRequest {

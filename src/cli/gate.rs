@@ -115,7 +115,7 @@ fn target_name(g: &pb::Gate) -> String {
 }
 
 pub async fn run(cli: &Cli, cmd: &GateCommand) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     match cmd {
         GateCommand::Pause(a) => set(cli, &client, a, pb::GateMode::Pause, false).await,
         GateCommand::Drop(a) => set(cli, &client, &a.set, pb::GateMode::Drop, a.cancel_running).await,

@@ -24,7 +24,7 @@ fn retention(ms: u64) -> String {
 pub async fn run(cli: &Cli, cmd: &GcCommand) -> Result<(), CliError> {
     match cmd {
         GcCommand::Status => {
-            let r = cli.client().gc_status().await.map_err(failed)?;
+            let r = cli.client()?.gc_status().await.map_err(failed)?;
             let oldest = r
                 .oldest_finished_unix_ms
                 .map(|t| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(t)).to_string());

@@ -130,7 +130,7 @@ pub async fn schedule_batch(cli: &Cli, args: &BatchArgs) -> Result<(), CliError>
         return Err(CliError("the graph is empty: give at least one task spec".into()));
     }
     let (names, specs): (Vec<String>, Vec<pb::TaskSpec>) = items.into_iter().unzip();
-    let reply = cli.client().schedule_batch(0, specs).await.map_err(failed)?;
+    let reply = cli.client()?.schedule_batch(0, specs).await.map_err(failed)?;
     for r in reply.results.iter().filter(|r| r.state == pb::TaskState::Cancelled as i32) {
         eprintln!("warning: task {} was cancelled on arrival: {}", r.task_id, r.note);
     }

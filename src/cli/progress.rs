@@ -53,10 +53,42 @@ impl Progress {
         }
     }
 
-    /// Done: clear the bar.
-    pub fn finish(self) {
-        if let Some(bar) = self.bar {
+    /// Done: clear the bar (as dropping it does).
+    pub fn finish(self) {}
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A bar of time spent against `expected` (a spinner without it), ticking
+/// by itself until dropped: for runs whose length is known only as time.
+pub struct Ticker {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ticker {
+    pub fn start(what: &'static str, expected: Option<Duration>, json: bool) -> Ticker {
+        let mut progress = Progress::new(what, expected.map(|d| d.as_secs().max(1)), "seconds", json);
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                progress.set(started.elapsed().as_secs(), None);
+            }
+        });
+        Ticker { task }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        // Dropping the task drops its bar, which clears it.
+        self.task.abort();
     }
 }

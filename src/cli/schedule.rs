@@ -259,7 +259,7 @@ fn print_backfill(json_out: bool, dry_run: bool, r: &pb::BackfillScheduleRespons
 }
 
 pub async fn run(cli: &Cli, cmd: &ScheduleCommand) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     let info = match cmd {
         ScheduleCommand::Create(a) => client.create_schedule(definition(a)?).await.map_err(failed)?,
         ScheduleCommand::Update(a) => client.update_schedule(definition(a)?).await.map_err(failed)?,

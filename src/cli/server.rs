@@ -117,6 +117,30 @@ pub struct ServerArgs {
     /// Most rows retention deletes per Raft entry (1..=10000).
     #[arg(long, default_value_t = 1000, help_heading = "Retention")]
     pub gc_batch: usize,
+    /// Serve TLS with this certificate (PEM, chain first); with --tls-key. Files are re-read on SIGHUP and when they change.
+    #[arg(long, env = "DROVER_TLS_CERT", value_name = "FILE.pem", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, env = "DROVER_TLS_KEY", value_name = "FILE.pem", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify clients' certificates against these CAs (mutual TLS; optional unless --require-client-cert).
+    #[arg(long, env = "DROVER_CLIENT_CA", value_name = "FILE.pem", requires = "tls_cert", help_heading = "TLS")]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate.
+    #[arg(long, env = "DROVER_REQUIRE_CLIENT_CERT", requires = "tls_cert", help_heading = "TLS")]
+    pub require_client_cert: bool,
+    /// The CA of the nodes' certificates: a caller of the Raft service must present one that names a node (node-ID.drover), and this node trusts it when dialing peers.
+    #[arg(long, env = "DROVER_PEER_CA", value_name = "FILE.pem", requires = "tls_cert", help_heading = "TLS")]
+    pub peer_ca: Option<PathBuf>,
+    /// The certificate this node presents to its peers (naming node-ID.drover); often the same file as --tls-cert.
+    #[arg(long, env = "DROVER_PEER_CERT", value_name = "FILE.pem", requires_all = ["peer_key", "peer_ca"], help_heading = "TLS")]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key of --peer-cert.
+    #[arg(long, env = "DROVER_PEER_KEY", value_name = "FILE.pem", requires = "peer_cert", help_heading = "TLS")]
+    pub peer_key: Option<PathBuf>,
+    /// Serve plaintext on an address other hosts can reach (refused without it): anyone there can call any API.
+    #[arg(long, env = "DROVER_INSECURE", help_heading = "TLS")]
+    pub insecure: bool,
     /// Messages buffered per worker stream (tests shrink it to overflow it).
     #[arg(long, default_value_t = 4096, hide = true)]
     pub worker_buffer: usize,
@@ -156,6 +180,25 @@ impl ServerArgs {
         c.retention.failed = self.retain_failed.0;
         c.retention.dead = self.retain_dead.0;
         c.retention.batch = self.gc_batch;
+        c.insecure = self.insecure;
+        c.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(drover::tls::ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+                require_client_cert: self.require_client_cert,
+                peer_ca: self.peer_ca.clone(),
+                peer_cert: self.peer_cert.clone(),
+                peer_key: self.peer_key.clone(),
+            }),
+            _ => None,
+        };
+        if c.tls.is_some() && c.peers.len() > 1 && self.peer_cert.is_none() {
+            return Err(CliError(
+                "with TLS, give --peer-cert, --peer-key and --peer-ca too: nodes must prove to each other who they are"
+                    .into(),
+            ));
+        }
         c.validate().map_err(CliError)?;
         Ok(c)
     }

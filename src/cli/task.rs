@@ -166,7 +166,7 @@ async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
         after_policy: args.after_policy.unwrap_or(pb::AfterPolicy::Unspecified) as i32,
         ..Default::default()
     };
-    let client = cli.client();
+    let client = cli.client()?;
     let reply = client.schedule(0, spec).await.map_err(failed)?;
     if reply.state == pb::TaskState::Cancelled as i32 {
         // Acknowledged, but a dropping gate took it: say so where a script
@@ -242,7 +242,7 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
 }
 
 async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     let t = client.get_task(args.id, args.stale, false).await.map_err(failed)?;
     if cli.json {
         println!("{}", task_json(&t));
@@ -337,7 +337,7 @@ pub fn print_tasks(json_out: bool, r: &pb::ListTasksResponse) {
 }
 
 async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     let req = pb::ListTasksRequest {
         callback: args.callback.clone().unwrap_or_default(),
         state: args.state.map_or(pb::TaskState::Unspecified, state_to_pb) as i32,
@@ -352,7 +352,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
 }
 
 async fn cancel(cli: &Cli, id: u64) -> Result<(), CliError> {
-    let client = cli.client();
+    let client = cli.client()?;
     let r = client.cancel_task(id).await.map_err(failed)?;
     let state = state_name(r.state);
     if cli.json {

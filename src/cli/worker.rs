@@ -46,8 +46,11 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<(), CliError> {
     if args.concurrency == 0 {
         return Err(CliError("--concurrency must be at least 1".into()));
     }
-    let endpoints = cli.client().endpoints().to_vec();
+    let endpoints = cli.client()?.endpoints().to_vec();
     let mut builder = Worker::builder(endpoints).shutdown_grace(args.shutdown_grace);
+    if let Some(tls) = cli.tls() {
+        builder = builder.tls(tls);
+    }
     if let Some(id) = &args.id {
         builder = builder.id(id.clone());
     }

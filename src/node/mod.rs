@@ -11,7 +11,10 @@
 //! - [`restore`]: seeding a new cluster from a backup.
 //! - `stall`: a leader whose disk stalls hands leadership over.
 //! - `observe`: gRPC handling time and leader changes, for the metrics.
+//! - `guard`: the layer in front of every RPC that keeps the node-to-node
+//!   methods to authenticated peers.
 
+mod guard;
 mod health;
 mod observe;
 pub mod restore;
@@ -66,6 +69,9 @@ pub enum NodeError {
     Bootstrap(#[from] ConsensusError),
 }
 
+/// Longest a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A started node.
 pub struct RunningNode {
     /// The address the gRPC server is bound to.
@@ -98,7 +104,22 @@ impl RunningNode {
         };
         let (db, store, pending_restore) = open_storage(&config)?;
 
-        let pool = ChannelPool::default();
+        // TLS: the files load now (a node does not start with bad ones),
+        // and again on SIGHUP or when they change.
+        let tls = match &config.tls {
+            Some(files) => {
+                Some(crate::tls::Acceptor::new(files.clone()).map_err(|e| NodeError::Config(e.to_string()))?)
+            }
+            None => None,
+        };
+        if config.tls.is_none() && !crate::config::is_loopback(&config.listen) {
+            tracing::warn!(listen = %config.listen, "serving PLAINTEXT on an address other hosts can reach (--insecure): anyone there can call any API");
+        }
+        let dial = match tls.as_ref().and_then(|t| t.dial()) {
+            Some(d) => Some(d.load().map_err(|e| NodeError::Config(e.to_string()))?),
+            None => None,
+        };
+        let pool = ChannelPool::with_tls(dial);
         let started = crate::raft::start(config.id, &config.raft, db, &config.data_dir, pool.clone()).await.map_err(
             |e| match e {
                 crate::raft::StartError::Corrupt(c) => {
@@ -170,6 +191,7 @@ impl RunningNode {
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .layer(observe::GrpcMetricsLayer)
+            .layer(guard::GuardLayer { tls: tls.clone() })
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(raft_service)
@@ -192,11 +214,25 @@ impl RunningNode {
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(30)));
         let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
-                tracing::error!(error = %e, "grpc server stopped");
+        match &tls {
+            Some(acceptor) => {
+                let incoming =
+                    crate::tls::incoming(incoming, acceptor.clone(), false, HANDSHAKE_TIMEOUT, shutdown.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
+                        tracing::error!(error = %e, "grpc server stopped");
+                    }
+                });
+                tasks.spawn(acceptor.clone().watch(Duration::from_secs(2), shutdown.clone()));
             }
-        });
+            None => {
+                tasks.spawn(async move {
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
+                        tracing::error!(error = %e, "grpc server stopped");
+                    }
+                });
+            }
+        }
         tasks.spawn(health::report(consensus.watch(), health_reporter, shutdown.clone()));
         tasks.spawn(observe::count_leader_changes(consensus.watch(), shutdown.clone()));
         if let Some(listener) = http_listener {
@@ -209,7 +245,7 @@ impl RunningNode {
             let console = crate::api::console::ConsoleState::new(scheduler_api, cluster_api);
             let router = crate::api::http::router(state).merge(crate::api::console::router(console));
             tracing::info!(addr = ?listener.local_addr().ok(), "serving the web console, /metrics, /healthz and /readyz");
-            tasks.spawn(crate::api::http::serve(listener, router, shutdown.clone()));
+            tasks.spawn(crate::api::http::serve(listener, tls.clone(), router, shutdown.clone()));
         }
         tasks.spawn(stall::watch(
             consensus.clone(),
@@ -365,6 +401,7 @@ impl Services {
             consensus: h.consensus.clone(),
             store: h.store.clone(),
             clock: h.clock.clone(),
+            pool: h.pool.clone(),
             admin: Arc::default(),
         };
         Services {

@@ -32,17 +32,43 @@ pub fn pending(data_dir: &Path) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// Step 1: check `backup` and place it in a fresh `data_dir`.
-pub fn prepare(backup: &Path, data_dir: &Path) -> Result<(), String> {
-    snapshot::verify(backup).map_err(|e| format!("{}: not a valid drover backup: {e}", backup.display()))?;
+/// Step 1: check `backup` and place it in a fresh `data_dir`. `progress`
+/// hears `(phase, bytes done, bytes in all)` as it goes: "checking" reads
+/// every record, "copying" writes the file (then fsyncs it).
+pub fn prepare(backup: &Path, data_dir: &Path, progress: &mut dyn FnMut(&'static str, u64, u64)) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let size = std::fs::metadata(backup).map_err(|e| format!("{}: {e}", backup.display()))?.len();
+    let mut checked = 0u64;
+    snapshot::read_records(backup, |k, v| {
+        checked += (k.len() + v.len()) as u64;
+        progress("checking", checked.min(size), size);
+        Ok(())
+    })
+    .map_err(|e| format!("{}: not a valid drover backup: {e}", backup.display()))?;
     if data_dir.exists() && std::fs::read_dir(data_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(format!("{} is not empty: restore into a new, empty data dir", data_dir.display()));
     }
     let target = data_dir.join(PENDING);
     let parent = target.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    std::fs::copy(backup, &target).map_err(|e| format!("copying to {}: {e}", target.display()))?;
-    Ok(())
+    let mut copy = || -> std::io::Result<()> {
+        let mut from = std::fs::File::open(backup)?;
+        let mut to = std::fs::File::create(&target)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut copied = 0u64;
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n])?;
+            copied += n as u64;
+            progress("copying", copied, size);
+        }
+        to.sync_all()?;
+        std::fs::File::open(parent)?.sync_all()
+    };
+    copy().map_err(|e| format!("copying to {}: {e}", target.display()))
 }
 
 /// Step 2, on the node: import once this node leads.

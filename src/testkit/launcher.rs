@@ -69,6 +69,9 @@ pub struct Spec {
     /// Serve each node's HTTP endpoint (`--http-listen`): node N on
     /// `Some(BASE)`+N-1, or on a free port with `Some(0)`; off with `None`.
     pub http_base_port: Option<u16>,
+    /// Serve TLS with these certificates (node N with `node-N.pem`,
+    /// authenticating peers), and connect clients with the client pair.
+    pub tls: Option<crate::tls::certs::Bundle>,
 }
 
 impl Spec {
@@ -83,6 +86,7 @@ impl Spec {
             node_dirs: HashMap::new(),
             log_filter: "info".into(),
             http_base_port: None,
+            tls: None,
         }
     }
 
@@ -200,8 +204,10 @@ impl LocalCluster {
     pub fn command_line(&self, id: u64) -> String {
         let n = self.node(id);
         let http = n.http_addr.as_ref().map(|a| format!(" --http-listen {a}")).unwrap_or_default();
+        let tls = self.tls_flags(id);
+        let tls = if tls.is_empty() { String::new() } else { format!(" {}", tls.join(" ")) };
         format!(
-            "{} server --id {id} --listen {} --data-dir {} --peers {}{http} {}",
+            "{} server --id {id} --listen {} --data-dir {} --peers {}{http}{tls} {}",
             self.spec.binary.display(),
             n.addr,
             n.data_dir.display(),
@@ -210,8 +216,44 @@ impl LocalCluster {
         )
     }
 
+    /// Node `id`'s TLS flags, if the cluster serves TLS.
+    fn tls_flags(&self, id: u64) -> Vec<String> {
+        let Some(t) = self.spec.tls.as_ref().and_then(|b| b.server_tls(id)) else {
+            return Vec::new();
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        vec![
+            "--tls-cert".into(),
+            t.cert.display().to_string(),
+            "--tls-key".into(),
+            t.key.display().to_string(),
+            "--client-ca".into(),
+            path(&t.client_ca),
+            "--peer-ca".into(),
+            path(&t.peer_ca),
+            "--peer-cert".into(),
+            path(&t.peer_cert),
+            "--peer-key".into(),
+            path(&t.peer_key),
+        ]
+    }
+
+    /// A client of `endpoints`, over TLS when the cluster serves it.
+    fn make_client(&self, endpoints: Vec<String>) -> Client {
+        let client = Client::new(endpoints);
+        match self.spec.tls.as_ref().map(|b| b.client_tls().load()) {
+            None => client,
+            Some(Ok(tls)) => client.with_tls(tls),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the cluster's client certificates do not load; connecting in plaintext");
+                client
+            }
+        }
+    }
+
     fn spawn(&mut self, id: u64, args: &[String]) -> Result<(), LaunchError> {
-        let flags = self.spec.flags.clone();
+        let mut flags = self.tls_flags(id);
+        flags.extend(self.spec.flags.iter().cloned());
         let env = self.spec.env.get(&id).cloned().unwrap_or_default();
         let (binary, filter) = (self.spec.binary.clone(), self.spec.log_filter.clone());
         let node = self.node_mut(id);
@@ -345,12 +387,12 @@ impl LocalCluster {
 
     /// A client of every node.
     pub fn client(&self) -> Client {
-        Client::new(self.endpoints())
+        self.make_client(self.endpoints())
     }
 
     /// A client of one node only, with no failover.
     pub fn client_of(&self, id: u64) -> Client {
-        let mut c = Client::new(vec![self.node(id).addr.clone()]);
+        let mut c = self.make_client(vec![self.node(id).addr.clone()]);
         c.deadline = Duration::from_millis(1);
         c
     }

@@ -153,6 +153,7 @@ impl Worker {
             handlers: HashMap::new(),
             shutdown_grace: Duration::from_secs(30),
             on_ack: None,
+            tls: None,
         }
     }
 }
@@ -167,9 +168,17 @@ pub struct WorkerBuilder {
     handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
     shutdown_grace: Duration,
     on_ack: Option<AckHook>,
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl WorkerBuilder {
+    /// Connect over TLS: the CA to trust, and a client certificate for
+    /// mutual TLS.
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// A stable id lets a restarted worker re-attach its session; default:
     /// hostname-pid-random.
     pub fn id(mut self, id: impl Into<String>) -> Self {
@@ -208,7 +217,12 @@ impl WorkerBuilder {
             return Err(WorkerError::Config(format!("concurrency for {name:?} must be at least 1")));
         }
         let id = self.id.unwrap_or_else(default_id);
-        let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace, self.on_ack);
+        let tls = match &self.tls {
+            Some(t) => Some(t.load().map_err(|e| WorkerError::Config(e.to_string()))?),
+            None => None,
+        };
+        let pool = crate::net::ChannelPool::with_tls(tls);
+        let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace, self.on_ack, pool);
         Ok(rt.run(shutdown).await)
     }
 }

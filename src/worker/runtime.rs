@@ -52,7 +52,8 @@ pub struct Runtime {
     pool: ChannelPool,
     running: HashMap<u64, Running>,
     /// Completions sent and not yet acknowledged, resent on reconnect.
-    unacked: HashMap<u64, pb::Completion>,
+    /// Completions sent and not yet answered, with their callback.
+    unacked: HashMap<u64, (String, pb::Completion)>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     stats: WorkerStats,
@@ -117,6 +118,7 @@ impl Runtime {
         handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
         shutdown_grace: Duration,
         on_ack: Option<AckHook>,
+        pool: ChannelPool,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Runtime {
@@ -124,7 +126,7 @@ impl Runtime {
             id,
             handlers,
             shutdown_grace,
-            pool: ChannelPool::default(),
+            pool,
             running: HashMap::new(),
             unacked: HashMap::new(),
             done_tx,
@@ -244,7 +246,7 @@ impl Runtime {
         if self.draining {
             send(&out_tx, Out::Drain(true));
         }
-        for c in self.unacked.values() {
+        for (_, c) in self.unacked.values() {
             send(&out_tx, Out::Completion(c.clone()));
         }
         match client.connect(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await {
@@ -268,14 +270,14 @@ impl Runtime {
                 }
             }
             In::CompletionAck(ack) => {
-                if self.unacked.get(&ack.task_id).is_some_and(|c| c.fencing_token == ack.fencing_token) {
-                    self.unacked.remove(&ack.task_id);
+                if self.unacked.get(&ack.task_id).is_some_and(|(_, c)| c.fencing_token == ack.fencing_token) {
+                    let callback = self.unacked.remove(&ack.task_id).map(|(cb, _)| cb).unwrap_or_default();
                     if let Some(hook) = &self.on_ack {
                         hook(ack.task_id, ack.accepted);
                     }
                     if !ack.accepted {
                         self.stats.rejected += 1;
-                        tracing::warn!(task_id = ack.task_id, token = ack.fencing_token, reason = %ack.reason, "completion rejected");
+                        tracing::warn!(task_id = ack.task_id, callback, token = ack.fencing_token, reason = %ack.reason, "completion rejected");
                     }
                 }
             }
@@ -431,7 +433,7 @@ impl Runtime {
         if let Some(tx) = tx {
             let _ = tx.try_send(pb::WorkerMessage { msg: Some(Out::Completion(completion.clone())) });
         }
-        self.unacked.insert(done.task_id, completion);
+        self.unacked.insert(done.task_id, (done.callback, completion));
     }
 }
 

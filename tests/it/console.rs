@@ -195,10 +195,56 @@ async fn the_console_shows_every_page_and_its_buttons_work_in_a_real_browser() {
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&ep, &["schedule", "create", "nightly", "--callback", "ui", "--cron", "0 2 * * *"]);
     assert!(ok, "{err}");
+    // A workflow (a diamond whose right branch fails), run by a worker, so
+    // that the overview has starts to chart and the workflow page states.
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("graph.json");
+    std::fs::write(
+        &graph,
+        r#"[{"ref":"a","callback":"flow"},{"ref":"b","callback":"flow","after":["a"]},
+            {"ref":"c","callback":"flow-fails","after":["a"]},{"callback":"flow","after":["b","c"]}]"#,
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&ep, &["callback", "register", "flow-fails", "--max-attempts", "1"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&ep, &["task", "schedule-batch", "--file", graph.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let flow: Vec<u64> = out.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(flow.len(), 4, "{out}");
+    let _ok_worker =
+        WorkerProc::start(&ep, dir.path().join("w1.log"), &["--callback", "flow", "--id", "w1", "--builtin", "noop"]);
+    let _failing = WorkerProc::start(
+        &ep,
+        dir.path().join("w2.log"),
+        &["--callback", "flow-fails", "--id", "w2", "--", "sh", "-c", "exit 3"],
+    );
+    let ended = |t: u64| {
+        let ep = ep.clone();
+        async move {
+            let (ok, out, _) = cli(&ep, &["task", "get", &t.to_string(), "--json"]);
+            (ok && ["succeeded", "failed", "dead", "cancelled"].iter().any(|s| out.contains(&format!("\"{s}\""))))
+                .then_some(())
+        }
+    };
+    wait_until(Duration::from_secs(60), "the workflow to end", || ended(flow[3])).await;
+    // The overview's rates (sampled every 2 s) come to show those starts.
+    wait_until(Duration::from_secs(30), "a schedule-to-start p95 in /api/rates", || async {
+        let (code, body) = http(&web, "GET", "/api/rates", "").await;
+        let points: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+        (code == 200
+            && points.iter().any(|p| p["start_p95_s"].is_number())
+            && points.iter().any(|p| p["started_per_s"].as_f64().is_some_and(|r| r > 0.0)))
+        .then_some(())
+    })
+    .await;
 
     // Every page, as the browser renders it.
-    let pages: [(&str, String, Vec<String>); 7] = [
-        ("overview", "/".into(), vec!["Overview".into(), "/callbacks/ui".into(), "(leader)".into()]),
+    let pages: [(&str, String, Vec<String>); 8] = [
+        (
+            "overview",
+            "/".into(),
+            vec!["Overview".into(), "/callbacks/ui".into(), "(leader)".into(), "class=\"promise\"".into()],
+        ),
         ("callback", "/callbacks/ui".into(), vec!["Callback ui".into(), "promo".into(), "Queues per priority".into()]),
         (
             "tasks",
@@ -208,7 +254,18 @@ async fn the_console_shows_every_page_and_its_buttons_work_in_a_real_browser() {
         ("task", format!("/tasks/{id}"), vec![format!("Task {id}"), "hello from the test".into(), "History".into()]),
         ("dlq", "/dlq".into(), vec!["Dead letters".into(), "No dead tasks.".into()]),
         ("schedules", "/schedules".into(), vec!["nightly".into(), "cron 0 2 * * *".into()]),
-        ("workers", "/workers".into(), vec!["Workers".into(), "No workers connected to the leader.".into()]),
+        ("workers", "/workers".into(), vec!["Workers".into(), "w1".into(), "flow-fails".into()]),
+        (
+            "workflow",
+            format!("/workflows/{}", flow[1]),
+            vec![
+                format!("Workflow of task {}", flow[1]),
+                "node succeeded root".into(),
+                "node failed".into(),
+                "node cancelled".into(),
+                "<line class=\"edge\"".into(),
+            ],
+        ),
     ];
     for (name, path, wants) in &pages {
         let dom = dump_dom(&format!("{base}{path}"));
@@ -217,6 +274,14 @@ async fn the_console_shows_every_page_and_its_buttons_work_in_a_real_browser() {
         }
         screenshot(&format!("{base}{path}"), name);
     }
+    let overview = dump_dom(&format!("{base}/"));
+    // The p95 line has points (it is empty before any start).
+    assert!(
+        overview.contains("class=\"p95\" points=\"") && !overview.contains("class=\"p95\" points=\"\""),
+        "{overview}"
+    );
+    let task = dump_dom(&format!("{base}/tasks/{}", flow[3]));
+    assert!(task.contains(&format!("href=\"/workflows/{}\"", flow[3])), "{task}");
     let tasks = dump_dom(&format!("{base}/tasks?callback=ui&state=scheduled"));
     assert!(
         tasks.contains(&format!("href=\"/tasks/{later}\"")) && !tasks.contains(&format!("href=\"/tasks/{id}\"")),

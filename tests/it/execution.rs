@@ -191,7 +191,7 @@ struct RawWorker {
 
 impl RawWorker {
     async fn connect(addr: &str, id: &str, callback: &str) -> RawWorker {
-        let ch = drover::net::endpoint(addr).unwrap().connect().await.unwrap();
+        let ch = drover::net::endpoint(addr, None).unwrap().connect().await.unwrap();
         let (tx, out) = mpsc::channel(16);
         let hello = pb::Hello {
             worker_id: id.into(),

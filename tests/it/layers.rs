@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use modules of a lower rank only.
 const RANKS: &[&[&str]] = &[
-    &["pb", "encoding"],
+    &["pb", "encoding", "tls"],
     &["config", "net", "metrics"],
     &["domain"],
     &["store"],

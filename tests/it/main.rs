@@ -25,4 +25,5 @@ mod observe;
 mod periodic;
 mod proxy;
 mod replication;
+mod tls;
 mod trust;

@@ -13,6 +13,8 @@
 //! it): a cross-site request is refused with 403.
 
 mod pages;
+pub mod rates;
+mod workflow;
 
 use std::sync::Arc;
 
@@ -37,12 +39,18 @@ pub struct ConsoleState {
     pub cluster: Arc<ClusterService>,
     /// This process's form token (random per start).
     token: Arc<String>,
+    /// Recent rates, for the overview.
+    history: Arc<std::sync::Mutex<rates::History>>,
 }
 
 impl ConsoleState {
     pub fn new(scheduler: Arc<SchedulerService>, cluster: Arc<ClusterService>) -> Self {
         let token = format!("{:032x}", rand::random::<u128>());
-        ConsoleState { scheduler, cluster, token: Arc::new(token) }
+        ConsoleState { scheduler, cluster, token: Arc::new(token), history: rates::spawn_sampler() }
+    }
+
+    fn recent(&self) -> Vec<rates::Point> {
+        self.history.lock().map(|h| h.points()).unwrap_or_default()
     }
 }
 
@@ -56,6 +64,8 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/dlq", get(dlq_page))
         .route("/schedules", get(schedules_page))
         .route("/workers", get(workers_page))
+        .route("/workflows/{id}", get(workflow_page))
+        .route("/api/rates", get(|State(s): State<ConsoleState>| async move { axum::Json(s.recent()) }))
         .route("/actions/gate", post(gate_action))
         .route("/actions/cancel", post(cancel_action))
         .route("/actions/dlq", post(dlq_action))
@@ -83,6 +93,7 @@ async fn overview(State(s): State<ConsoleState>) -> Response {
             &c.into_inner(),
             status.ok().map(tonic::Response::into_inner).as_ref(),
             &gates.map(|g| g.into_inner().gates).unwrap_or_default(),
+            &s.recent(),
         )
         .into_response(),
         Err(e) => failure(e),
@@ -145,6 +156,13 @@ async fn task_page(State(s): State<ConsoleState>, Path(id): Path<u64>) -> Respon
     let req = pb::GetTaskRequest { task_id: id, allow_stale: true, include_payload: true };
     match s.scheduler.get_task(Request::new(req)).await {
         Ok(t) => pages::task(&t.into_inner(), &s.token).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn workflow_page(State(s): State<ConsoleState>, Path(id): Path<u64>) -> Response {
+    match workflow::load(&s, id).await {
+        Ok(g) => workflow::page(id, &g).into_response(),
         Err(e) => failure(e),
     }
 }

@@ -17,7 +17,7 @@ const REFRESH_S: u32 = 3;
 /// Bytes of a payload or result shown on a task page.
 const PREVIEW: usize = 4096;
 
-fn state_name(state: i32) -> String {
+pub(super) fn state_name(state: i32) -> String {
     pb::TaskState::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("TASK_STATE_").to_lowercase())
         .unwrap_or_else(|_| "unknown".into())
@@ -39,7 +39,7 @@ fn preview(bytes: &[u8]) -> String {
     s
 }
 
-fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -86,11 +86,14 @@ pub fn overview(
     callbacks: &pb::ListCallbacksResponse,
     status: Option<&pb::ClusterStatusResponse>,
     gates: &[pb::Gate],
+    recent: &[super::rates::Point],
 ) -> Markup {
     layout(
         "Overview",
         true,
         html! {
+            h2 { "Activity" }
+            (super::rates::charts(recent))
             h2 { "Cluster" }
             @match status {
                 None => p .error { "no cluster status (no leader?)" },
@@ -250,6 +253,9 @@ pub fn task(t: &pb::Task, token: &str) -> Markup {
                 }
                 @if !t.children.is_empty() {
                     tr { th { "children" } td { @for c in &t.children { a href={ "/tasks/" (c) } { (c) } " " } } }
+                }
+                @if t.dependencies.is_some() || !t.children.is_empty() {
+                    tr { th { "workflow" } td { a #workflow-link href={ "/workflows/" (t.id) } { "graph" } } }
                 }
             }
             p {

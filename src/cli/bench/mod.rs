@@ -76,10 +76,21 @@ pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
     };
     let client = Arc::new(match &local {
         Some(c) => Client::new(c.endpoints()),
-        None => cli.client(),
+        None => cli.client()?,
     });
     let needs_local =
         |what: &str| CliError(format!("the {what} scenario kills and restarts nodes: run it with --local"));
+    // e2e draws its own bar (tasks done); the others, time spent.
+    let expected = match cmd {
+        BenchCommand::Schedule(a) => Some(a.duration),
+        BenchCommand::E2e(_) => None,
+        BenchCommand::Delayed(a) => Some(a.lead + a.spread),
+        BenchCommand::Failover(a) => Some(a.settle * a.kills as u32),
+        BenchCommand::Backlog(_) => None,
+        BenchCommand::Soak(a) => Some(a.baseline + a.duration),
+    };
+    let ticker = (!matches!(cmd, BenchCommand::E2e(_)))
+        .then(|| super::progress::Ticker::start("running the scenario", expected, false));
     let report = match cmd {
         BenchCommand::Schedule(args) => schedule::run(&client, args).await,
         BenchCommand::E2e(args) => execution::e2e(&client, args).await,
@@ -94,6 +105,7 @@ pub async fn run(cli: &Cli, cmd: &BenchCommand) -> Result<(), CliError> {
         },
         BenchCommand::Soak(args) => soak::soak(&client, args).await,
     };
+    drop(ticker);
     if let Some(mut c) = local {
         if let Err(e) = c.stop_all().await {
             eprintln!("warning: stopping the local cluster: {e}");
