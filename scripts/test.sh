@@ -13,6 +13,7 @@ scripts/prereqs.sh --tests
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked -- --test-threads 2 "$@"
+sdk/python/test.sh
 # Every benchmark scenario, briefly, as a smoke test: it must complete and
 # find nothing lost. Speeds are printed, never asserted.
 bench() { echo "bench: $*" >&2; target/release/drover bench "$@" --local --json; }
