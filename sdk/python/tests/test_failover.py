@@ -42,3 +42,23 @@ def test_killing_the_leader_while_1000_tasks_run(fresh_cluster: Cluster, tmp_pat
     assert len(r) == TASKS, f"{len(r)} tasks ran"
     assert all(any(x.ended for x in rs) for rs in r.values())
     assert_no_overlap(rec)
+
+
+def test_a_running_task_survives_a_leader_change_by_re_attaching(fresh_cluster: Cluster, tmp_path: Path) -> None:
+    c = fresh_cluster
+    rec = tmp_path / "rec"
+    with drover.Client(c.endpoints, deadline=30) as client:
+        client.register_callback("f_long", lease=5)
+        w = WorkerProc(c.endpoint, tmp_path / "w.log", "--callback", "f_long", "--id", "long", "--record", str(rec))
+        try:
+            s = client.schedule("f_long", b"4000")
+            wait_until("the run to start", lambda: runs(rec).get(s.id), 20)
+            c.kill(c.leader())
+            t = wait_until("the task to succeed",
+                           lambda: (lambda t: t if t.state == drover.TaskState.SUCCEEDED else None)(client.get(s.id)),
+                           30)
+            assert t.attempts == 1, "the worker re-attached its run to the new leader; nothing was re-run"
+            r = runs(rec)[s.id]
+            assert len(r) == 1 and r[0].ended
+        finally:
+            w.terminate()
