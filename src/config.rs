@@ -20,6 +20,16 @@ pub struct Limits {
     /// Most payload bytes in one `ScheduleBatch`. Default 48 MiB (below the
     /// 64 MiB gRPC message limit).
     pub max_batch_bytes: usize,
+    /// Largest gRPC message a client or worker may send (and this node
+    /// replies with). Default 64 MiB; 1 MiB ..= 256 MiB. Node-to-node
+    /// messages keep [`crate::net::MAX_MESSAGE_BYTES`].
+    pub max_message_bytes: usize,
+    /// Most concurrent HTTP/2 streams (calls) on one connection. Default 1024.
+    pub max_streams_per_connection: u32,
+    /// Most tasks a worker session may run at once, per callback. Default 10,000.
+    pub max_worker_credits: u32,
+    /// Most tasks in one page of `ListTasks`. Default 10,000.
+    pub max_page: u32,
 }
 
 impl Default for Limits {
@@ -31,6 +41,10 @@ impl Default for Limits {
             max_key_len: 256,
             max_schedule_ahead: Duration::from_secs(366 * 24 * 3600),
             max_batch_bytes: 48 << 20,
+            max_message_bytes: 64 << 20,
+            max_streams_per_connection: 1024,
+            max_worker_credits: 10_000,
+            max_page: 10_000,
         }
     }
 }
@@ -269,6 +283,13 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("--id must be a positive integer (0 is reserved)".into());
+        }
+        let l = &self.limits;
+        if !((1 << 20)..=(256 << 20)).contains(&l.max_message_bytes) {
+            return Err("--max-message-bytes must be between 1 MiB and 256 MiB".into());
+        }
+        if l.max_streams_per_connection == 0 || l.max_worker_credits == 0 || l.max_page == 0 {
+            return Err("--max-streams-per-connection, --max-worker-credits and --max-page must be at least 1".into());
         }
         if self.tls.is_none() && !self.insecure && !is_loopback(&self.listen) {
             return Err(format!(

@@ -25,7 +25,6 @@ use crate::scheduler::collector::Collector;
 use crate::store::{SharedIndex, TaskStore};
 
 /// Largest page of `ListTasks`.
-const MAX_PAGE: u32 = 10_000;
 /// Most children `GetTask` lists.
 const MAX_CHILDREN_SHOWN: usize = 1_000;
 
@@ -158,7 +157,12 @@ impl SchedulerService {
         };
         let limit = match req.limit {
             0 => 100,
-            n if n > MAX_PAGE => return Err(ApiError::InvalidArgument(format!("limit {n} is above {MAX_PAGE}"))),
+            n if n > self.limits.max_page => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "limit {n} is above {} (the node's --max-page)",
+                    self.limits.max_page
+                )))
+            }
             n => n,
         } as usize;
         let callback = (!req.callback.is_empty()).then_some(req.callback.as_str());
@@ -216,9 +220,10 @@ impl SchedulerService {
 impl SchedulerService {
     /// The tonic service, with drover's message size limits.
     pub fn into_server(self: Arc<Self>) -> pb::scheduler_server::SchedulerServer<Self> {
+        let max = self.limits.max_message_bytes;
         pb::scheduler_server::SchedulerServer::from_arc(self)
-            .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
     }
 }
 

@@ -35,10 +35,10 @@ fn check_hello(hello: &pb::Hello, limits: &Limits) -> Result<(), Status> {
     }
     for c in &hello.callbacks {
         validate::callback_name(&c.callback, limits).map_err(Status::from)?;
-        if c.concurrency == 0 || c.concurrency > 100_000 {
+        if c.concurrency == 0 || c.concurrency > limits.max_worker_credits {
             return Err(Status::invalid_argument(format!(
-                "concurrency for {:?} must be between 1 and 100000",
-                c.callback
+                "concurrency for {:?} must be between 1 and {} (the node's --max-worker-credits)",
+                c.callback, limits.max_worker_credits
             )));
         }
     }
@@ -48,9 +48,8 @@ fn check_hello(hello: &pb::Hello, limits: &Limits) -> Result<(), Status> {
 impl WorkerService {
     /// The tonic service, with drover's message size limits.
     pub fn into_server(self) -> pb::worker_server::WorkerServer<Self> {
-        pb::worker_server::WorkerServer::new(self)
-            .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
+        let max = self.limits.max_message_bytes;
+        pb::worker_server::WorkerServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 }
 
@@ -171,4 +170,24 @@ fn to_pb(m: ToWorker) -> pb::ServerMessage {
         }),
     };
     pb::ServerMessage { msg: Some(msg) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_asking_more_credits_than_the_node_allows_is_refused() {
+        let limits = Limits { max_worker_credits: 8, ..Limits::default() };
+        let hello = |concurrency| pb::Hello {
+            worker_id: "w".into(),
+            callbacks: vec![pb::CallbackCredits { callback: "c".into(), concurrency }],
+            ..Default::default()
+        };
+        assert!(check_hello(&hello(8), &limits).is_ok());
+        let e = check_hello(&hello(9), &limits).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("--max-worker-credits"), "{}", e.message());
+        assert!(check_hello(&hello(0), &limits).is_err());
+    }
 }

@@ -147,16 +147,26 @@ pub fn status_message(s: &tonic::Status) -> String {
         Code::InvalidArgument => "invalid request",
         Code::NotFound => "not found",
         Code::FailedPrecondition | Code::PermissionDenied => "refused",
+        Code::Unauthenticated => "not authenticated",
         Code::Unavailable => "cluster unavailable",
         Code::DeadlineExceeded => "timed out",
         Code::Internal => "internal error",
         _ => "error",
     };
+    // The status's name, so a script can tell refusals apart.
+    let code = format!("{:?}", s.code());
+    let mut name = String::new();
+    for (i, ch) in code.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(ch.to_ascii_uppercase());
+    }
     let msg = s.message();
     if msg.is_empty() {
-        format!("{what} ({:?})", s.code())
+        format!("{what} ({name})")
     } else {
-        format!("{what}: {msg}")
+        format!("{what} ({name}): {msg}")
     }
 }
 
@@ -292,5 +302,25 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_message;
+    use tonic::Status;
+
+    #[test]
+    fn a_failed_call_s_line_names_its_status() {
+        assert_eq!(
+            status_message(&Status::permission_denied("needs operator")),
+            "refused (PERMISSION_DENIED): needs operator"
+        );
+        assert_eq!(
+            status_message(&Status::unauthenticated("no token")),
+            "not authenticated (UNAUTHENTICATED): no token"
+        );
+        assert_eq!(status_message(&Status::not_found("")), "not found (NOT_FOUND)");
+        assert_eq!(status_message(&Status::resource_exhausted("full")), "error (RESOURCE_EXHAUSTED): full");
     }
 }

@@ -51,6 +51,18 @@ pub struct ServerArgs {
     /// Most tasks in one ScheduleBatch (1..=10000).
     #[arg(long, default_value_t = 1000)]
     pub max_batch: usize,
+    /// Largest gRPC message a client or worker may send, bytes (1 MiB to 256 MiB); larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+    /// Most concurrent calls (HTTP/2 streams) on one connection.
+    #[arg(long, default_value_t = 1024)]
+    pub max_streams_per_connection: u32,
+    /// Most tasks of one callback a worker session may ask for at once (its concurrency).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_worker_credits: u32,
+    /// Most tasks in one page of `task list` (ListTasks).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_page: u32,
     /// Leader heartbeat period.
     #[arg(long, default_value = "100ms", value_parser = parse_duration, help_heading = "Timings")]
     pub heartbeat: std::time::Duration,
@@ -157,6 +169,12 @@ impl ServerArgs {
         c.http_listen = self.http_listen.clone();
         c.limits.max_payload_bytes = self.max_payload;
         c.limits.max_batch = self.max_batch;
+        c.limits.max_message_bytes = self.max_message_bytes;
+        // A batch's payloads must fit in one message, with room for the rest.
+        c.limits.max_batch_bytes = c.limits.max_batch_bytes.min(self.max_message_bytes / 4 * 3);
+        c.limits.max_streams_per_connection = self.max_streams_per_connection;
+        c.limits.max_worker_credits = self.max_worker_credits;
+        c.limits.max_page = self.max_page;
         c.raft.heartbeat_ms = self.heartbeat.as_millis() as u64;
         c.set_election_timeout(self.election_timeout);
         c.timing.leader_wait = self.leader_wait;

@@ -190,6 +190,7 @@ impl RunningNode {
         );
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
             .layer(observe::GrpcMetricsLayer)
             .layer(guard::GuardLayer { tls: tls.clone() })
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))

@@ -35,7 +35,11 @@ async fn an_idempotency_key_gives_one_task_under_retries_through_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_requests_get_clear_errors_with_the_right_codes() {
-    let c = TestCluster::start(3, &["--max-payload", "1000", "--max-batch", "10"]).await;
+    let c = TestCluster::start(
+        3,
+        &["--max-payload", "1000", "--max-batch", "10", "--max-message-bytes", "1048576", "--max-page", "5"],
+    )
+    .await;
     let client = c.client();
     let leader = c.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
@@ -81,6 +85,18 @@ async fn bad_requests_get_clear_errors_with_the_right_codes() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        // The bounds set by flags: message size, page size.
+        let err = sched
+            .schedule(pb::ScheduleRequest { task: Some(spec("ok", &vec![7u8; 1 << 20])), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        let err = sched
+            .list_tasks(pb::ListTasksRequest { limit: 6, allow_stale: true, ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("--max-page"), "{}", err.message());
     }
     // Nothing was created by any of that, and the cluster still works.
     let ok = client.schedule(0, spec("ok", b"fine")).await.unwrap();
