@@ -12,6 +12,7 @@
 mod api;
 mod cli;
 mod clock;
+mod conformance;
 mod console;
 mod dependencies;
 mod disk;
