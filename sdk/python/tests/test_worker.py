@@ -237,3 +237,32 @@ def test_sigterm_drains_running_tasks_within_the_grace(
     t = final(client, long.id, drover.TaskState.RETRY_WAIT, timeout=5)
     assert "shut down before the task finished" in t.last_error, t.last_error
     assert not runs(rec)[long.id][0].ended, "the task past the grace was stopped"
+
+
+def test_an_assignment_that_waited_while_the_worker_was_frozen_is_never_started(
+    cluster: Cluster, client: drover.Client, tmp_path: Path
+) -> None:
+    client.register_callback("w_stale", lease=1, backoff_initial=0.1, backoff_max=0.2)
+    rec = tmp_path / "rec"
+    a = WorkerProc(cluster.endpoint, tmp_path / "a.log", "--callback", "w_stale", "--id", "sa", "--record", str(rec))
+    try:
+        wait_until("worker sa to connect", lambda: any(x.worker_id == "sa" for x in client.list_workers()), 20)
+        a.signal(signal.SIGSTOP)
+        s = client.schedule("w_stale", b"300")
+        wait_until("the task to be leased to the frozen worker", lambda: client.get(s.id).worker == "sa", 20)
+        b = WorkerProc(cluster.endpoint, tmp_path / "b.log", "--callback", "w_stale", "--id", "sb",
+                       "--record", str(rec))
+        try:
+            t = final(client, s.id, drover.TaskState.SUCCEEDED)
+            assert t.worker == "sb" and t.attempts >= 2
+            a.signal(signal.SIGCONT)
+            wait_until("the frozen worker to read its stale assignment",
+                       lambda: "arrived after its lease" in a.text() or "lease is gone" in a.text(), 20)
+            log = a.terminate()
+            assert "0 started" in log, f"the frozen worker started a stale assignment:\n{log}"
+            r = runs(rec)[s.id]
+            assert len(r) == 1 and r[0].ended and r[0].token == t.fencing_token, r
+        finally:
+            b.terminate()
+    finally:
+        a.kill()

@@ -18,8 +18,11 @@ The rules are the Rust SDK's (``src/worker/runtime.rs``):
   fails leads to a reconnect with jittered backoff, unless the worker is
   stopping; handlers keep running meanwhile.
 - Leases are renewed by batched heartbeats. A renewal extends the lease from
-  when the heartbeat was *sent*, on this process's monotonic clock. When the
-  local lease lapses, the handler is told to stop (``task.cancelled`` is
+  when the heartbeat was *sent*, on this process's monotonic clock. A new
+  assignment's lease counts from when the last heartbeat acknowledged before
+  it was sent (the leader granted it after reading that heartbeat), not from
+  its receipt: an assignment that waited in the socket while the process was
+  frozen is never started. When the local lease lapses, the handler is told to stop (``task.cancelled`` is
   set, an async handler is cancelled), and its result is dropped, never
   reported: another worker may run the task now (self-fencing).
 - A handler's end is reported with its fencing token and resent on every
@@ -57,9 +60,12 @@ __all__ = ["Task", "Worker", "WorkerStats", "HandlerFn"]
 
 log = logging.getLogger("drover.worker")
 
-#: Fastest and slowest heartbeat periods, seconds.
+#: Fastest and slowest heartbeat periods, seconds. The slowest is short
+#: because a new assignment's lease counts from the last acknowledged
+#: heartbeat's sending (see _Heartbeats.grant_basis), and the shortest lease
+#: a callback may have is 1 s.
 MIN_HEARTBEAT = 0.05
-MAX_HEARTBEAT = 1.0
+MAX_HEARTBEAT = 0.25
 #: A heartbeat unacknowledged this long (at least) means the stream is dead.
 ACK_TIMEOUT = 5.0
 
@@ -77,7 +83,7 @@ class Task:
     (for a task scheduled after others: its parents' states and results).
     """
 
-    def __init__(self, a: pb.Assignment, received: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, a: pb.Assignment, basis: float, loop: asyncio.AbstractEventLoop) -> None:
         self.id: int = a.task_id
         self.callback: str = a.callback
         self.payload: bytes = a.payload
@@ -89,7 +95,7 @@ class Task:
         self.lease: float = a.lease_ms / 1000
         # The lease's end on the monotonic clock; only the worker's loop
         # writes it (renewals), handler threads only read it.
-        self._lease_deadline = received + self.lease
+        self._lease_deadline = basis + self.lease
         self._cancel = threading.Event()
         self._cancel_async = asyncio.Event()
         self._loop = loop
@@ -185,6 +191,11 @@ class _Heartbeats:
         self.hint = MAX_HEARTBEAT
         self.last = now
         self.hello = now
+        #: When the newest acknowledged heartbeat (or the Hello) was sent.
+        #: The leader sends messages in order, so an assignment that arrives
+        #: after that ack was granted after the heartbeat was sent: its lease
+        #: counts from here, the safe side of its receipt.
+        self.grant_basis = now
 
     def next(self) -> int:
         self.seq += 1
@@ -459,9 +470,10 @@ class Worker:
             hint = msg.welcome.heartbeat_interval_ms / 1000
             beats.hint = min(max(hint, MIN_HEARTBEAT), MAX_HEARTBEAT)
         elif kind == "assignment":
-            self._start(msg.assignment)
+            self._start(msg.assignment, beats.grant_basis)
         elif kind == "heartbeat_ack":
             basis = beats.acked(msg.heartbeat_ack.seq)
+            beats.grant_basis = max(beats.grant_basis, basis)
             for ref in msg.heartbeat_ack.renewed:
                 r = self._running.get(ref.task_id)
                 if r is not None and r.task.fencing_token == ref.fencing_token:
@@ -492,8 +504,7 @@ class Worker:
 
     # ---- handlers ----
 
-    def _start(self, a: pb.Assignment) -> None:
-        received = time.monotonic()
+    def _start(self, a: pb.Assignment, basis: float) -> None:
         h = self._handlers.get(a.callback)
         if h is None:
             log.error("assigned callback %r, which this worker does not serve", a.callback)
@@ -502,8 +513,13 @@ class Worker:
         if old is not None:
             self._lose(a.task_id, old.task.fencing_token, "the task was assigned again")
         assert self._loop is not None
-        r = _Running(Task(a, received, self._loop))
+        r = _Running(Task(a, basis, self._loop))
         r.is_async = h.is_async
+        if not r.task.lease_valid():
+            self.stats.fenced += 1
+            log.warning("task %d (token %d): the assignment arrived after its lease could have lapsed (this process "
+                        "was frozen or its event loop stalled); not run", a.task_id, a.fencing_token)
+            return
         self._running[a.task_id] = r
         self.stats.started += 1
         t = asyncio.ensure_future(self._execute(r, h))
