@@ -6,6 +6,7 @@
 #   cluster/chaos.sh                       # 60 s of faults (CI)
 #   DROVER_CHAOS_DURATION=20m cluster/chaos.sh --nodes 5
 #   cluster/chaos.sh --seed 1234           # replay a run
+#   DROVER_CHAOS_TLS=1 cluster/chaos.sh    # nodes, clients and workers over (mutual) TLS
 #
 # Extra arguments go to `drover chaos run` (see its --help). The history,
 # the run records and a summary are kept in target/chaos/.
@@ -25,6 +26,17 @@ fi
 # keep them clear of a local `drover dev` cluster.
 export DROVER_HOST_PORT_BASE="${DROVER_HOST_PORT_BASE:-17000}"
 export DROVER_BIN="$bin"
+if [ "${DROVER_CHAOS_TLS:-0}" = 1 ]; then
+  # Fresh certificates per run: node i's names its container IP; the
+  # client pair is the CLI's, the workers' and the checker's.
+  certs="$root/target/chaos/certs"
+  rm -rf "$certs"
+  hosts=()
+  for i in 1 2 3 4 5; do hosts+=(--host "172.28.0.1$i"); done
+  "$bin" admin certs --out "$certs" --nodes 5 "${hosts[@]}" --host 127.0.0.1 --host localhost >/dev/null
+  export DROVER_TLS_DIR="$certs" DROVER_CA="$certs/ca.pem" DROVER_CERT="$certs/client.pem" DROVER_KEY="$certs/client-key.pem"
+  echo "chaos: TLS on (certificates in $certs)" >&2
+fi
 # A disk fault needs each node's data on a small filesystem of its own.
 case " $* " in *disk*) export DROVER_DISK_FAULTS=1 ;; esac
 exec "$bin" chaos run --cluster-dir "$here" --out "$root/target/chaos" --duration "${DROVER_CHAOS_DURATION:-60s}" "$@"

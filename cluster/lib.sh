@@ -66,7 +66,29 @@ compose() {
     for ((i = 1; i <= 5; i++)); do
         if has_disk "$i"; then export "DROVER_DATA_$i=$(disk_dir "$i")"; fi
     done
-    docker-compose -p "$PROJECT" -f "$(compose_file "$n")" "$@"
+    local files=(-f "$(compose_file "$n")")
+    # TLS (DROVER_TLS_DIR holds `drover admin certs` output): every node
+    # serves TLS and proves itself to its peers with node-<i>.pem.
+    if [ -n "${DROVER_TLS_DIR:-}" ]; then
+        local override="$DROVER_TLS_DIR/compose.tls.$n.yml"
+        {
+            echo 'version: "2.4"'
+            echo 'services:'
+            for ((i = 1; i <= n; i++)); do
+                echo "  node$i:"
+                echo "    volumes: [\"$DROVER_TLS_DIR:/certs:ro\"]"
+                echo "    environment:"
+                echo "      DROVER_TLS_CERT: /certs/node-$i.pem"
+                echo "      DROVER_TLS_KEY: /certs/node-$i-key.pem"
+                echo "      DROVER_CLIENT_CA: /certs/ca.pem"
+                echo "      DROVER_PEER_CA: /certs/ca.pem"
+                echo "      DROVER_PEER_CERT: /certs/node-$i.pem"
+                echo "      DROVER_PEER_KEY: /certs/node-$i-key.pem"
+            done
+        } >"$override"
+        files+=(-f "$override")
+    fi
+    docker-compose -p "$PROJECT" "${files[@]}" "$@"
 }
 
 # Host ports the nodes are published on: node i at DROVER_HOST_PORT_BASE+i

@@ -265,7 +265,7 @@ pub fn main() -> ExitCode {
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
             Command::Admin(cmd) => admin::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,
-            Command::Chaos(cmd) => chaos::run(cmd).await,
+            Command::Chaos(cmd) => chaos::run(&cli, cmd).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -144,8 +144,10 @@ struct Fault {
     end: Instant,
 }
 
-pub async fn run(cmd: &ChaosCommand) -> Result<(), CliError> {
+pub async fn run(cli: &super::Cli, cmd: &ChaosCommand) -> Result<(), CliError> {
     let ChaosCommand::Run(args) = cmd;
+    // TLS (DROVER_CA, DROVER_CERT, DROVER_KEY; chaos.sh with DROVER_CHAOS_TLS=1).
+    let tls = cli.tls();
     if ![3, 5].contains(&args.nodes) {
         return Err(CliError("--nodes must be 3 or 5".into()));
     }
@@ -177,11 +179,14 @@ pub async fn run(cmd: &ChaosCommand) -> Result<(), CliError> {
     script(&args.cluster_dir, "up.sh", &[&n])?;
     let endpoints: Vec<String> = (1..=args.nodes).map(|i| format!("172.28.0.1{i}:7000")).collect();
     let mut client = Client::new(endpoints.clone());
+    if let Some(t) = &tls {
+        client = client.with_tls(t.load().map_err(|e| CliError(e.to_string()))?);
+    }
     client.deadline = Duration::from_secs(60);
     let client = Arc::new(client);
     register(&client).await?;
 
-    let result = run_with_cluster(args, seed, &client, &records, &history).await;
+    let result = run_with_cluster(args, seed, &client, tls, &records, &history).await;
     history.log(json!({"event": "end", "ok": result.is_ok()}));
     if !args.keep {
         let _ = script(&args.cluster_dir, "down.sh", &[&n]);
@@ -278,6 +283,7 @@ async fn run_with_cluster(
     args: &ChaosArgs,
     seed: u64,
     client: &Arc<Client>,
+    tls: Option<drover::tls::ClientTls>,
     records: &Path,
     history: &Arc<History>,
 ) -> Result<(), CliError> {
@@ -285,7 +291,7 @@ async fn run_with_cluster(
     // First real start time of each delayed task.
     let starts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let seen: Arc<workflows::Seen> = Arc::default();
-    let workers = start_workers(args, client, records, &starts, &seen, &stop_workers);
+    let workers = start_workers(args, client, tls, records, &starts, &seen, &stop_workers);
 
     let stop_clients = CancellationToken::new();
     let (acked, calls, mut client_tasks) = start_clients(args, seed, client, history, &stop_clients);
@@ -351,6 +357,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn start_workers(
     args: &ChaosArgs,
     client: &Client,
+    tls: Option<drover::tls::ClientTls>,
     records: &Path,
     starts: &Arc<Mutex<HashMap<u64, u64>>>,
     seen: &Arc<workflows::Seen>,
@@ -360,7 +367,11 @@ fn start_workers(
     (0..args.workers)
         .map(|i| {
             let b = builtin.clone();
-            let w = Worker::builder(client.endpoints().to_vec())
+            let mut w = Worker::builder(client.endpoints().to_vec());
+            if let Some(t) = &tls {
+                w = w.tls(t.clone());
+            }
+            let w = w
                 .id(format!("chaos-worker-{i}"))
                 .shutdown_grace(Duration::from_secs(5))
                 .handle(CALLBACK, args.worker_concurrency, move |ctx: TaskContext| {
