@@ -61,8 +61,50 @@ pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// Decode bincode written by [`encode_into`] (no format byte).
+///
+/// The bytes may be hostile (a corrupt disk, a peer's message), so no
+/// length prefix is trusted: bincode sizes a string or byte buffer from its
+/// prefix before reading it, and with no limit a prefix of 2^60 aborts the
+/// process (allocation failure). Every byte a value holds was read from the
+/// input, so a limit of the input's length never refuses a valid encoding;
+/// bincode's limit is a compile-time constant, so the input's length is
+/// rounded up to a power of 16 (at least 64 KiB). A length prefix beyond it
+/// is an error, and decoding `n` bytes allocates at most `max(16 n, 64 KiB)`
+/// for one string or buffer (serde preallocates at most 1 MiB for any
+/// other sequence).
 pub fn decode_raw<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, bincode::error::DecodeError> {
-    bincode::serde::borrow_decode_from_slice(bytes, LAYOUT).map(|(value, _)| value)
+    decode_prefix(bytes).map(|(value, _)| value)
+}
+
+/// [`decode_raw`], refusing bytes left over after the value: for messages,
+/// which are always exactly one encoding (so that the bytes of one message
+/// type never pass for a shorter other).
+pub fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, bincode::error::DecodeError> {
+    match decode_prefix(bytes)? {
+        (value, used) if used == bytes.len() => Ok(value),
+        (_, used) => Err(bincode::error::DecodeError::OtherString(format!(
+            "{} bytes left over after the message",
+            bytes.len() - used
+        ))),
+    }
+}
+
+/// Decode a value from the start of `bytes`: the value and the bytes used.
+fn decode_prefix<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    const FOUR_GIB: usize = (u32::MAX as usize).saturating_add(1);
+    fn limited<'a, T: Deserialize<'a>, const N: usize>(
+        bytes: &'a [u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::borrow_decode_from_slice(bytes, LAYOUT.with_limit::<N>())
+    }
+    match bytes.len() {
+        0..=0x1_0000 => limited::<T, 0x1_0000>(bytes),
+        0x1_0001..=0x10_0000 => limited::<T, 0x10_0000>(bytes),
+        0x10_0001..=0x100_0000 => limited::<T, 0x100_0000>(bytes),
+        0x100_0001..=0x1000_0000 => limited::<T, 0x1000_0000>(bytes),
+        n if n <= FOUR_GIB => limited::<T, FOUR_GIB>(bytes),
+        _ => limited::<T, { usize::MAX }>(bytes),
+    }
 }
 
 /// A type drover stores behind a format byte.

@@ -9,11 +9,15 @@
 //! - [`network`] / [`service`]: node-to-node RPC over tonic.
 //! - [`codec`]: drover's own on-disk encoding of log ids, entries and
 //!   memberships (never serde of openraft types on disk).
+//! - `fuzz` (tests only): property fuzzers of every decoder that reads
+//!   outside bytes, records and messages alike.
 
 pub mod check;
 pub mod codec;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod fuzz;
 pub mod log_store;
 pub mod network;
 pub mod service;

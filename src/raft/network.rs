@@ -40,7 +40,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcFailure> {
-    crate::encoding::decode_raw(bytes).map_err(|e| RpcFailure(format!("malformed raft message: {e}")))
+    crate::encoding::decode_exact(bytes).map_err(|e| RpcFailure(format!("malformed raft message: {e}")))
 }
 
 /// Creates one [`Peer`] per target node, on the shared channel pool.

@@ -117,6 +117,15 @@ impl crate::pb::raft::raft_server::Raft for RaftService {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(Status::aborted(format!("snapshot transfer broke off: {e}")));
         }
+        // A file that does not verify is refused here: handed to Raft, its
+        // install would fail inside the state machine, and a storage error
+        // there stops this node's Raft core for good.
+        let file = path.clone();
+        let verified = tokio::task::spawn_blocking(move || super::snapshot::verify(&file)).await;
+        if let Err(e) = verified.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(bad_request(format!("snapshot file: {e}")));
+        }
         let snapshot = Snapshot { meta, snapshot: SnapshotFile { path } };
         reply(self.raft.install_full_snapshot(vote, snapshot).await)
     }

@@ -218,9 +218,19 @@ pub fn read_records(path: &Path, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), S
     let corrupt = |what: &str| {
         StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("snapshot {}: {what}", path.display())))
     };
-    let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let file = File::open(path)?;
+    // The file may be hostile (a peer's transfer, a backup given to
+    // `drover admin restore`): every length is checked against the bytes
+    // left in the file before anything is allocated for it.
+    let mut left = file.metadata()?.len();
+    let mut claim = |n: u32| -> Result<usize, StoreError> {
+        left = left.checked_sub(u64::from(n)).ok_or_else(|| corrupt("a record runs past the end of the file"))?;
+        Ok(n as usize)
+    };
+    let mut input = BufReader::with_capacity(1 << 20, file);
     let mut crc = crc32fast::Hasher::new();
     let mut magic = [0u8; 8];
+    claim(8)?;
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
         return Err(corrupt("bad magic"));
@@ -229,22 +239,25 @@ pub fn read_records(path: &Path, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), S
     let mut len = [0u8; 4];
     let (mut key, mut value) = (Vec::new(), Vec::new());
     loop {
+        claim(4)?;
         input.read_exact(&mut len)?;
         crc.update(&len);
         let klen = u32::from_be_bytes(len);
         if klen == END {
             break;
         }
-        key.resize(klen as usize, 0);
+        key.resize(claim(klen)?, 0);
         input.read_exact(&mut key)?;
+        claim(4)?;
         input.read_exact(&mut len)?;
-        value.resize(u32::from_be_bytes(len) as usize, 0);
+        value.resize(claim(u32::from_be_bytes(len))?, 0);
         input.read_exact(&mut value)?;
         crc.update(&key);
         crc.update(&len);
         crc.update(&value);
         f(&key, &value)?;
     }
+    claim(4)?;
     input.read_exact(&mut len)?;
     if u32::from_be_bytes(len) != crc.finalize() {
         return Err(corrupt("checksum mismatch"));
