@@ -19,6 +19,7 @@ mod disk;
 mod execution;
 mod gating;
 mod harness;
+mod hostile;
 mod invariants;
 mod layers;
 mod membership;
