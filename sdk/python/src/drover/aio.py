@@ -62,7 +62,8 @@ class AsyncClient:
     ``endpoints``: every node's ``HOST:PORT`` (a list or a comma-separated
     string). ``deadline``: give up failing over after this many seconds.
     ``attempt_timeout``: per attempt (a frozen node costs this before the
-    next is tried). ``ca``, ``cert``, ``key``: TLS, as the CLI's --ca,
+    next is tried). It belongs to the event loop that first uses it (its
+    channels do). ``ca``, ``cert``, ``key``: TLS, as the CLI's --ca,
     --cert and --key (PEM files); an ``https://`` endpoint also means TLS. Use it as ``async with AsyncClient(...) as c:`` or call
     :meth:`close`.
     """

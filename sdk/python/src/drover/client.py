@@ -37,6 +37,8 @@ class Client:
     retries of a write, so a retry never makes a duplicate. Errors are
     :class:`drover.RpcError` with the gRPC status code and the server's
     message. Close it with :meth:`close` or use it as a context manager.
+    Its calls block: from async code (an async handler) use
+    :class:`drover.AsyncClient` instead.
     """
 
     def __init__(
