@@ -27,6 +27,10 @@ pub struct ClusterService {
     pub data_dir: PathBuf,
     /// Free disk space, reported in status and to peers' clock samples.
     pub disk: DiskSpace,
+    /// Whether the node serves TLS, and whether it serves plaintext where
+    /// other hosts can reach it (status warns).
+    pub tls: bool,
+    pub insecure_exposed: bool,
 }
 
 impl ClusterService {
@@ -58,6 +62,8 @@ impl ClusterService {
             disk_total_bytes: disk.total_bytes,
             disk_alarm: disk.alarm,
             min_free_disk_bytes: self.disk.threshold().required(disk.total_bytes),
+            tls: self.tls,
+            insecure_exposed: self.insecure_exposed,
         })
     }
 

@@ -180,6 +180,8 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
                     "disk_free_bytes": if m.reachable { Some(st.disk_free_bytes) } else { None },
                     "disk_total_bytes": if m.reachable { Some(st.disk_total_bytes) } else { None },
                     "disk_alarm": m.reachable && st.disk_alarm,
+                    "tls": m.reachable && st.tls,
+                    "insecure_exposed": m.reachable && st.insecure_exposed,
                     "error": if m.error.is_empty() { None } else { Some(&m.error) },
                 })
             })
@@ -240,6 +242,12 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
                 m.id,
                 human_bytes(st.disk_free_bytes),
                 human_bytes(st.min_free_disk_bytes)
+            ));
+        }
+        if m.reachable && st.insecure_exposed {
+            warnings.push(format!(
+                "node {} serves PLAINTEXT on {} (--insecure): anyone who can reach it can call any API, the Raft service included",
+                m.id, m.addr
             ));
         }
         if m.reachable && st.clock_skewed {

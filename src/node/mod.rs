@@ -424,6 +424,8 @@ impl Services {
                 clock: h.clock.clone(),
                 data_dir: config.data_dir.clone(),
                 disk: h.disk.clone(),
+                tls: config.tls.is_some(),
+                insecure_exposed: config.tls.is_none() && !crate::config::is_loopback(&config.listen),
             },
             worker: WorkerService { scheduler, limits: config.limits.clone(), buffer: config.worker_buffer },
         }

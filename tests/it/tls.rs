@@ -81,6 +81,10 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_plaintext_strangers_and_fa
     get.extend(args.iter().map(String::as_str));
     let (ok, out, err) = cli(&ep, &get);
     assert!(ok && out.contains("succeeded"), "{out}{err}");
+    let mut status: Vec<&str> = vec!["cluster", "status", "--json"];
+    status.extend(args.iter().map(String::as_str));
+    let (ok, out, err) = cli(&ep, &status);
+    assert!(ok && out.matches("\"tls\":true").count() == 3 && !out.contains("\"insecure_exposed\":true"), "{out}{err}");
 
     // Plaintext, and a client that trusts another CA: refused.
     let mut plain = drover::client::Client::new(vec![addr.clone()]);
@@ -191,4 +195,40 @@ async fn certificates_reload_without_a_restart_under_load_and_nothing_is_lost() 
     }
     assert_eq!(c.nodes.iter().map(|n| n.pid()).collect::<Vec<_>>(), pids, "a node restarted");
     converged_digests(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plaintext_on_a_reachable_address_needs_insecure_and_then_status_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let listen = format!("0.0.0.0:{port}");
+    let ep = format!("127.0.0.1:{port}");
+    let peers = format!("1={ep}");
+    let data = dir.path().join("d");
+    let base = ["server", "--id", "1", "--listen", &listen, "--peers", &peers, "--bootstrap", "--data-dir"];
+    let out = std::process::Command::new(BIN).args(base).arg(&data).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--insecure"), "{err}");
+
+    let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+    let mut node = std::process::Command::new(BIN)
+        .args(base)
+        .arg(&data)
+        .arg("--insecure")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let status = wait_until(Duration::from_secs(30), "the node to lead", || async {
+        let (ok, out, _) = cli(&ep, &["cluster", "status"]);
+        (ok && out.contains("leader: node 1")).then_some(out)
+    })
+    .await;
+    assert!(status.contains("PLAINTEXT"), "{status}");
+    let (_, json, _) = cli(&ep, &["cluster", "status", "--json"]);
+    assert!(json.contains("\"insecure_exposed\":true"), "{json}");
+    let logged = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
+    assert!(logged.contains("PLAINTEXT"), "{logged}");
+    let _ = node.kill();
+    let _ = node.wait();
 }

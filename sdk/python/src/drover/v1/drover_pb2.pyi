@@ -924,7 +924,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("id", "role", "term", "leader_id", "has_leader", "last_log_index", "committed_index", "applied_index", "snapshot_index", "purged_index", "task_count", "cpu_seconds", "rss_bytes", "disk_bytes", "snapshot_at_unix_ms", "clock_offset_ms", "clock_skewed", "replicated_now_unix_ms", "max_clock_offset_ms", "disk_free_bytes", "disk_total_bytes", "disk_alarm", "min_free_disk_bytes")
+    __slots__ = ("id", "role", "term", "leader_id", "has_leader", "last_log_index", "committed_index", "applied_index", "snapshot_index", "purged_index", "task_count", "cpu_seconds", "rss_bytes", "disk_bytes", "snapshot_at_unix_ms", "clock_offset_ms", "clock_skewed", "replicated_now_unix_ms", "max_clock_offset_ms", "disk_free_bytes", "disk_total_bytes", "disk_alarm", "min_free_disk_bytes", "tls", "insecure_exposed")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -948,6 +948,8 @@ class NodeStatusResponse(_message.Message):
     DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_ALARM_FIELD_NUMBER: _ClassVar[int]
     MIN_FREE_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    INSECURE_EXPOSED_FIELD_NUMBER: _ClassVar[int]
     id: int
     role: str
     term: int
@@ -971,4 +973,6 @@ class NodeStatusResponse(_message.Message):
     disk_total_bytes: int
     disk_alarm: bool
     min_free_disk_bytes: int
-    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., has_leader: bool = ..., last_log_index: _Optional[int] = ..., committed_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., purged_index: _Optional[int] = ..., task_count: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., snapshot_at_unix_ms: _Optional[int] = ..., clock_offset_ms: _Optional[int] = ..., clock_skewed: bool = ..., replicated_now_unix_ms: _Optional[int] = ..., max_clock_offset_ms: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_alarm: bool = ..., min_free_disk_bytes: _Optional[int] = ...) -> None: ...
+    tls: bool
+    insecure_exposed: bool
+    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., has_leader: bool = ..., last_log_index: _Optional[int] = ..., committed_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., purged_index: _Optional[int] = ..., task_count: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., snapshot_at_unix_ms: _Optional[int] = ..., clock_offset_ms: _Optional[int] = ..., clock_skewed: bool = ..., replicated_now_unix_ms: _Optional[int] = ..., max_clock_offset_ms: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_alarm: bool = ..., min_free_disk_bytes: _Optional[int] = ..., tls: bool = ..., insecure_exposed: bool = ...) -> None: ...
