@@ -12,7 +12,8 @@
 # what to install.
 #
 # With --tests it also installs what only the test command uses: chromium
-# (headless, for the web console's browser test).
+# (headless, for the web console's browser test) and Python 3 with its venv
+# module (the Python SDK's tests run in virtual environments).
 #
 #   scripts/prereqs.sh          install what is missing to build and run
 #   scripts/prereqs.sh --tests  ... and to run the tests (scripts/test.sh)
@@ -45,6 +46,10 @@ if command -v dpkg-query >/dev/null 2>&1; then
   done
   if [ "$tests" = 1 ]; then
     installed chromium || missing+=(chromium)
+    # python3 -m venv needs python3-venv (ensurepip) on Debian.
+    for pkg in python3 python3-venv; do
+      installed "$pkg" || missing+=("$pkg")
+    done
   fi
 else
   # Not Debian: look for exactly what the build uses.
@@ -56,6 +61,7 @@ else
   command -v faketime >/dev/null 2>&1 || missing+=("faketime (libfaketime)")
   if [ "$tests" = 1 ]; then
     command -v chromium >/dev/null 2>&1 || missing+=("chromium (headless, for the browser test)")
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=("python3 with venv and ensurepip")
   fi
   found_libclang=0
   for dir in ${LIBCLANG_PATH:-} /usr/lib /usr/lib64 /usr/local/lib /usr/lib/*-linux-gnu /usr/lib/llvm-*/lib /usr/lib/llvm/*/lib; do
