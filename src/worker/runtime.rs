@@ -21,7 +21,10 @@ use crate::pb::worker_message::Msg as Out;
 
 /// Fastest and slowest heartbeat periods.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
-const MAX_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Also while idle: a new assignment's lease counts from the sending of the
+/// last acknowledged heartbeat (see [`Runtime::start`]), so that basis must
+/// stay well inside the shortest lease (1 s).
+const MAX_HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// A handler's end, sent to the runtime.
 struct Done {
@@ -261,7 +264,7 @@ impl Runtime {
             In::Welcome(w) => {
                 beats.hint = Duration::from_millis(w.heartbeat_interval_ms).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT)
             }
-            In::Assignment(a) => self.start(a),
+            In::Assignment(a) => self.start(a, beats.basis),
             In::HeartbeatAck(ack) => {
                 let basis = beats.acked(ack.seq);
                 self.renewed(basis, &ack.renewed);
@@ -355,14 +358,33 @@ impl Runtime {
         }
     }
 
-    fn start(&mut self, a: pb::Assignment) {
-        let received = Instant::now();
+    /// Start a handler for `a`, whose lease counts from `basis`: when the
+    /// last heartbeat acknowledged before it arrived was sent, not from its
+    /// receipt. The leader grants a lease just before sending it, in the
+    /// actor that answers heartbeats, so the grant came after that
+    /// heartbeat left: counting from then is never longer than the leader's
+    /// lease. Counting from receipt would give an assignment that waited in
+    /// the socket while this process was frozen a whole fresh lease, though
+    /// the leader may have given the task to another worker meanwhile: such
+    /// an assignment is now already lapsed and never starts.
+    fn start(&mut self, a: pb::Assignment, basis: Instant) {
         let Some((_, handler)) = self.handlers.get(&a.callback).cloned() else {
             tracing::error!(callback = %a.callback, "assigned a callback this worker does not serve");
             return;
         };
         let lease = Duration::from_millis(a.lease_ms);
-        let (lease_tx, lease_rx) = watch::channel(received + lease);
+        let deadline = basis + lease;
+        if deadline <= Instant::now() {
+            tracing::warn!(
+                task_id = a.task_id,
+                callback = %a.callback,
+                token = a.fencing_token,
+                "not starting an assignment whose lease lapsed before it arrived (was this process frozen?)"
+            );
+            self.stats.fenced += 1;
+            return;
+        }
+        let (lease_tx, lease_rx) = watch::channel(deadline);
         let cancel = CancellationToken::new();
         let ctx = TaskContext {
             task_id: a.task_id,
@@ -446,6 +468,9 @@ fn send(tx: &mpsc::Sender<pb::WorkerMessage>, msg: Out) -> bool {
 /// renews leases from the moment its heartbeat left (seq 0 is the Hello).
 struct Heartbeats {
     sent_at: HashMap<u64, Instant>,
+    /// When the newest acknowledged heartbeat (or the Hello) was sent: the
+    /// basis of a new assignment's lease.
+    basis: Instant,
     seq: u64,
     /// The server's suggested interval.
     hint: Duration,
@@ -456,7 +481,14 @@ struct Heartbeats {
 impl Heartbeats {
     fn new() -> Heartbeats {
         let now = Instant::now();
-        Heartbeats { sent_at: HashMap::from([(0, now)]), seq: 0, hint: MAX_HEARTBEAT, last: now, hello: now }
+        Heartbeats {
+            sent_at: HashMap::from([(0, now)]),
+            basis: now,
+            seq: 0,
+            hint: MAX_HEARTBEAT,
+            last: now,
+            hello: now,
+        }
     }
 
     /// Note a heartbeat sent now; returns its seq.
@@ -473,6 +505,7 @@ impl Heartbeats {
         if seq != 0 {
             self.sent_at.retain(|s, _| *s > seq);
         }
+        self.basis = self.basis.max(basis);
         basis
     }
 }

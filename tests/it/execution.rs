@@ -149,6 +149,50 @@ async fn a_paused_worker_never_overlaps_the_rerun_and_its_late_result_is_dropped
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_assignment_that_waited_while_its_worker_was_frozen_never_starts() {
+    let c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let s = Scratch::new();
+    let rec = s.path("rec");
+    register(&client, callback("frozen", 1000)).await;
+    let a = WorkerProc::start(
+        &endpoints(&c),
+        s.path("a.log"),
+        &["--callback", "frozen", "--id", "a", "--builtin", &record_arg(&rec)],
+    );
+    wait_until(Duration::from_secs(20), "worker a to connect", || async {
+        let w = client.list_workers().await.ok()?;
+        w.workers.iter().any(|w| w.worker_id == "a").then_some(())
+    })
+    .await;
+    // Frozen, it cannot read the assignment the leader sends it.
+    a.signal(Signal::SIGSTOP);
+    let id = client.schedule(0, spec("frozen", b"3000")).await.unwrap().task_id;
+    let stale = wait_until(Duration::from_secs(20), "the assignment to a", || async {
+        let t = client.get_task(id, false, false).await.ok()?;
+        (t.state == pb::TaskState::Running as i32 && t.worker == "a").then_some(t.fencing_token)
+    })
+    .await;
+    let _b = WorkerProc::start(
+        &endpoints(&c),
+        s.path("b.log"),
+        &["--callback", "frozen", "--id", "b", "--builtin", &record_arg(&rec)],
+    );
+    wait_runs(&rec, id, 1, Duration::from_secs(20)).await;
+    // Thawed while b runs the task: a reads its old assignment now.
+    a.signal(Signal::SIGCONT);
+    wait_state(&client, id, pb::TaskState::Succeeded, Duration::from_secs(30)).await;
+    let r = &runs(&rec)[&id];
+    assert!(r.iter().all(|run| run.token != stale), "the stale assignment (token {stale}) ran: {r:?}");
+    assert_no_overlap(&rec);
+    wait_until(Duration::from_secs(10), "worker a to say it did not start it", || async {
+        let log = std::fs::read_to_string(s.path("a.log")).ok()?;
+        log.contains("lease lapsed before it arrived").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_worker_fences_itself_before_the_rerun() {
     let c = TestCluster::start(1, &[]).await;
     let client = c.client();
