@@ -35,7 +35,7 @@ pub enum AdminCommand {
         Then run each node with:\n  \
         drover server ... --tls-cert node-I.pem --tls-key node-I-key.pem --client-ca ca.pem \\\n    \
         --peer-ca ca.pem --peer-cert node-I.pem --peer-key node-I-key.pem\n\
-        and point the CLI at them with --ca ca.pem (and --cert client.pem --key client-key.pem), or DROVER_CA, ..."
+        and point the CLI at them with --ca ca.pem (and --cert client.pem --cert-key client-key.pem), or DROVER_CA, ..."
     )]
     Certs {
         /// Directory to write into (created if missing).

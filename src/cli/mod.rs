@@ -44,7 +44,7 @@ pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:700
         Start a local 3-node cluster with `drover dev`, then schedule a task with\n\
         `drover task schedule send_email --payload '{\"to\":\"a@b.c\"}'` and read it\n\
         back with `drover task get ID`. Every node accepts every request.",
-    after_help = "Environment: DROVER_ENDPOINT (like --endpoint), DROVER_CA, DROVER_CERT, DROVER_KEY (like --ca, --cert, --key), RUST_LOG (log filter, e.g. info or drover=debug)."
+    after_help = "Environment: DROVER_ENDPOINT (like --endpoint), DROVER_CA, DROVER_CERT, DROVER_KEY (like --ca, --cert, --cert-key), RUST_LOG (log filter, e.g. info or drover=debug)."
 )]
 pub struct Cli {
     /// Nodes to talk to, tried in turn when one is down.
@@ -56,12 +56,19 @@ pub struct Cli {
     /// Connect over TLS, trusting the CA certificates in this PEM file (`drover admin certs` writes ca.pem).
     #[arg(long, global = true, env = "DROVER_CA", value_name = "FILE.pem", help_heading = "TLS")]
     pub ca: Option<std::path::PathBuf>,
-    /// A client certificate to present (mutual TLS), with --key.
-    #[arg(long, global = true, env = "DROVER_CERT", value_name = "FILE.pem", requires = "key", help_heading = "TLS")]
+    /// A client certificate to present (mutual TLS), with --cert-key.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_CERT",
+        value_name = "FILE.pem",
+        requires = "cert_key",
+        help_heading = "TLS"
+    )]
     pub cert: Option<std::path::PathBuf>,
-    /// The client certificate's private key.
+    /// The client certificate's private key (`--key` is `task schedule`'s idempotency key).
     #[arg(long, global = true, env = "DROVER_KEY", value_name = "FILE.pem", requires = "cert", help_heading = "TLS")]
-    pub key: Option<std::path::PathBuf>,
+    pub cert_key: Option<std::path::PathBuf>,
     /// Log lines (on stderr) as text or as JSON objects, one per line.
     #[arg(long, global = true, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -125,7 +132,7 @@ impl Cli {
         (self.ca.is_some() || self.cert.is_some() || https).then(|| drover::tls::ClientTls {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
-            key: self.key.clone(),
+            key: self.cert_key.clone(),
         })
     }
 }

@@ -49,7 +49,7 @@ async fn raft_vote(addr: &str, tls: &ClientTls) -> Result<tonic::Code, String> {
 
 fn tls_args(tls: &ClientTls) -> Vec<String> {
     let mut a = Vec::new();
-    for (flag, path) in [("--ca", &tls.ca), ("--cert", &tls.cert), ("--key", &tls.key)] {
+    for (flag, path) in [("--ca", &tls.ca), ("--cert", &tls.cert), ("--cert-key", &tls.key)] {
         if let Some(p) = path {
             a.extend([flag.to_string(), p.display().to_string()]);
         }
@@ -81,6 +81,11 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_plaintext_strangers_and_fa
     get.extend(args.iter().map(String::as_str));
     let (ok, out, err) = cli(&ep, &get);
     assert!(ok && out.contains("succeeded"), "{out}{err}");
+    // The TLS key flag does not collide with `task schedule --key`.
+    let mut keyed: Vec<&str> = vec!["task", "schedule", "tls", "--key", "k1"];
+    keyed.extend(args.iter().map(String::as_str));
+    let (ok, out, err) = cli(&ep, &keyed);
+    assert!(ok && out.trim().parse::<u64>().is_ok(), "{out}{err}");
     let mut status: Vec<&str> = vec!["cluster", "status", "--json"];
     status.extend(args.iter().map(String::as_str));
     let (ok, out, err) = cli(&ep, &status);

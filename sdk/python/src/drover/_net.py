@@ -128,7 +128,7 @@ def credentials(
     endpoints: List[str], ca: Optional[str], cert: Optional[str], key: Optional[str]
 ) -> Optional[grpc.ChannelCredentials]:
     """TLS credentials when ``ca`` or ``cert`` is given or an endpoint is
-    ``https://`` (as the CLI's --ca/--cert/--key): trust the CA certificates
+    ``https://`` (as the CLI's --ca/--cert/--cert-key): trust the CA certificates
     in the PEM file ``ca`` (the system's when None), and present the client
     certificate ``cert`` with its ``key`` (mutual TLS)."""
     if ca is None and cert is None and not any(e.startswith("https://") for e in endpoints):

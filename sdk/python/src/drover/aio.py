@@ -64,7 +64,7 @@ class AsyncClient:
     ``attempt_timeout``: per attempt (a frozen node costs this before the
     next is tried). It belongs to the event loop that first uses it (its
     channels do). ``ca``, ``cert``, ``key``: TLS, as the CLI's --ca,
-    --cert and --key (PEM files); an ``https://`` endpoint also means TLS. Use it as ``async with AsyncClient(...) as c:`` or call
+    --cert and --cert-key (PEM files); an ``https://`` endpoint also means TLS. Use it as ``async with AsyncClient(...) as c:`` or call
     :meth:`close`.
     """
 
