@@ -137,8 +137,13 @@ impl Outcome {
     }
 }
 
+/// A connection to `addr`, waiting up to 20 s for the node to listen (a
+/// node that is still opening its storage when the others have elected a
+/// leader does not listen yet; a node that died never will).
 async fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect")
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+    wait_until(Duration::from_secs(20), &format!("a connection to {addr}"), || async { endpoint.connect().await.ok() })
+        .await
 }
 
 /// Send `body` as the one request message of `path`, and read the first
