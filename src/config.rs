@@ -280,6 +280,12 @@ impl NodeConfig {
         }
     }
 
+    /// Whether this node serves plaintext where other hosts can reach it
+    /// (allowed only with `insecure`; the node then warns).
+    pub fn plaintext_exposed(&self) -> bool {
+        self.tls.is_none() && !is_loopback(&self.listen)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("--id must be a positive integer (0 is reserved)".into());
@@ -291,7 +297,7 @@ impl NodeConfig {
         if l.max_streams_per_connection == 0 || l.max_worker_credits == 0 || l.max_page == 0 {
             return Err("--max-streams-per-connection, --max-worker-credits and --max-page must be at least 1".into());
         }
-        if self.tls.is_none() && !self.insecure && !is_loopback(&self.listen) {
+        if self.plaintext_exposed() && !self.insecure {
             return Err(format!(
                 "--listen {} is reachable from other hosts, and without TLS anyone there could call any API, \
                  the Raft service included. Give --tls-cert and --tls-key (and --peer-cert, --peer-key, \

@@ -141,9 +141,7 @@ impl ServerTls {
             (None, None) => None,
             _ => return Err(TlsError::Config("--peer-cert and --peer-key go together".into())),
         };
-        if let Some(d) = &dial {
-            d.load()?;
-        }
+        let dial = dial.map(|d| d.load()).transpose()?;
         Ok(Loaded { server: Arc::new(config), http: Arc::new(http), peers, dial })
     }
 }
@@ -157,8 +155,8 @@ struct Loaded {
     http: Arc<ServerConfig>,
     /// Verifies that a caller's certificate chains to the peer CA.
     peers: Option<Arc<dyn ClientCertVerifier>>,
-    /// What this node presents when dialing a peer.
-    dial: Option<ClientTls>,
+    /// What this node presents (and trusts) when dialing a peer.
+    dial: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Accepts TLS connections with the current configuration, which
@@ -187,7 +185,7 @@ impl Acceptor {
     }
 
     /// How this node dials its peers, if it has a peer identity.
-    pub fn dial(&self) -> Option<ClientTls> {
+    pub fn dial(&self) -> Option<tonic::transport::ClientTlsConfig> {
         self.loaded().dial
     }
 
@@ -285,23 +283,44 @@ impl ClientTls {
     pub fn load(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
         let mut c = tonic::transport::ClientTlsConfig::new();
         if let Some(ca) = &self.ca {
-            read_certs(ca)?;
-            let pem = std::fs::read(ca).map_err(|e| file_error(ca, e))?;
-            c = c.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            c = c.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(ca, PemKind::Certs)?));
         }
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                read_certs(cert)?;
-                read_key(key)?;
-                let cert_pem = std::fs::read(cert).map_err(|e| file_error(cert, e))?;
-                let key_pem = std::fs::read(key).map_err(|e| file_error(key, e))?;
-                c = c.identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+                let (cert, key) = (read_pem(cert, PemKind::Certs)?, read_pem(key, PemKind::Key)?);
+                c = c.identity(tonic::transport::Identity::from_pem(cert, key));
             }
             (None, None) => {}
             _ => return Err(TlsError::Config("a client certificate needs its key, and a key its certificate".into())),
         }
         Ok(c)
     }
+}
+
+enum PemKind {
+    Certs,
+    Key,
+}
+
+/// A PEM file's bytes, once checked to hold what it should (tonic parses
+/// them only when it connects, with a vaguer error).
+fn read_pem(path: &Path, kind: PemKind) -> Result<Vec<u8>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    match kind {
+        PemKind::Certs => {
+            let n = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| file_error(path, format!("not a PEM certificate file: {e}")))?
+                .len();
+            if n == 0 {
+                return Err(file_error(path, "holds no certificate"));
+            }
+        }
+        PemKind::Key => {
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_error(path, format!("not a PEM private key: {e}")))?;
+        }
+    }
+    Ok(pem)
 }
 
 /// A connection that finished its TLS handshake.

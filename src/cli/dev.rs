@@ -156,5 +156,5 @@ async fn settled_status(client: &Client) -> Result<pb::ClusterStatusResponse, to
 
 /// `p` made absolute (for an `export` line that works from any directory).
 fn abs(p: &Path) -> PathBuf {
-    std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

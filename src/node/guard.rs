@@ -56,12 +56,10 @@ where
         if let Some(tls) = &self.tls {
             let path = req.uri().path();
             if peer_only(path) {
-                let certs = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.peer_certs());
+                let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+                let certs = info.and_then(|i| i.peer_certs());
                 if let Err(why) = tls.peer_identity(certs.as_deref().map(Vec::as_slice)) {
-                    let remote = req
-                        .extensions()
-                        .get::<TlsConnectInfo<TcpConnectInfo>>()
-                        .and_then(|i| i.get_ref().remote_addr());
+                    let remote = info.and_then(|i| i.get_ref().remote_addr());
                     tracing::warn!(path, ?remote, reason = %why, "refused a peer-only call from a caller that is not a peer");
                     let status = if certs.is_none() {
                         tonic::Status::unauthenticated(format!("{path} is for cluster peers only: {why}"))

@@ -112,14 +112,10 @@ impl RunningNode {
             }
             None => None,
         };
-        if config.tls.is_none() && !crate::config::is_loopback(&config.listen) {
+        if config.plaintext_exposed() {
             tracing::warn!(listen = %config.listen, "serving PLAINTEXT on an address other hosts can reach (--insecure): anyone there can call any API");
         }
-        let dial = match tls.as_ref().and_then(|t| t.dial()) {
-            Some(d) => Some(d.load().map_err(|e| NodeError::Config(e.to_string()))?),
-            None => None,
-        };
-        let pool = ChannelPool::with_tls(dial);
+        let pool = ChannelPool::with_tls(tls.as_ref().and_then(|t| t.dial()));
         let started = crate::raft::start(config.id, &config.raft, db, &config.data_dir, pool.clone()).await.map_err(
             |e| match e {
                 crate::raft::StartError::Corrupt(c) => {
@@ -425,7 +421,7 @@ impl Services {
                 data_dir: config.data_dir.clone(),
                 disk: h.disk.clone(),
                 tls: config.tls.is_some(),
-                insecure_exposed: config.tls.is_none() && !crate::config::is_loopback(&config.listen),
+                insecure_exposed: config.plaintext_exposed(),
             },
             worker: WorkerService { scheduler, limits: config.limits.clone(), buffer: config.worker_buffer },
         }
