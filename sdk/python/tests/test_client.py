@@ -118,17 +118,20 @@ def _status(code: grpc.StatusCode, md: Any = ()) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*md), "scripted")
 
 
-def _scripted(monkeypatch: pytest.MonkeyPatch, outcomes: List[Any]) -> tuple:
-    """An AsyncClient whose calls get `outcomes` in turn; returns (client, requests seen)."""
+def _scripted(monkeypatch: pytest.MonkeyPatch, outcomes: List[Any], **client_args: Any) -> tuple:
+    """An AsyncClient whose calls get `outcomes` in turn; returns (client,
+    requests seen). Each attempt's metadata goes to the client's `.sent_metadata`."""
     seen: List[Any] = []
+    sent_metadata: List[Any] = []
 
     class Stub:
         def __init__(self, ch: Any) -> None:
             pass
 
         def __getattr__(self, name: str) -> Any:
-            def call(req: Any, timeout: float) -> _Call:
+            def call(req: Any, timeout: float, metadata: Any = None) -> _Call:
                 seen.append(req)
+                sent_metadata.append(metadata)
                 o = outcomes.pop(0)
                 return _Call(error=o) if isinstance(o, grpc.aio.AioRpcError) else _Call(reply=o)
 
@@ -137,9 +140,13 @@ def _scripted(monkeypatch: pytest.MonkeyPatch, outcomes: List[Any]) -> tuple:
     async def ready(self: Any, addr: str) -> bool:
         return True
 
-    monkeypatch.setattr(drover.aio.rpc, "SchedulerStub", Stub)
+    for service in ("Scheduler", "Cluster", "Auth"):
+        monkeypatch.setattr(drover.aio.rpc, f"{service}Stub", Stub)
     monkeypatch.setattr(_net.Pool, "ready", ready)
-    return drover.AsyncClient(["127.0.0.1:1", "127.0.0.1:2"], deadline=5), seen
+    client_args.setdefault("token", "")
+    c = drover.AsyncClient(["127.0.0.1:1", "127.0.0.1:2"], deadline=5, **client_args)
+    c.sent_metadata = sent_metadata  # type: ignore[attr-defined]
+    return c, seen
 
 
 def test_a_write_retried_after_an_unknown_outcome_reuses_its_request_id_and_key(

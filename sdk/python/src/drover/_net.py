@@ -11,7 +11,13 @@ the text of its message (the Rust client's rules, ``src/client.rs``):
   ``UNKNOWN``, ``CANCELLED``. The write may have been applied: only
   idempotent calls are retried (reads, and writes carrying a request id or
   idempotency key).
-- anything else is final.
+- anything else is final, among them the refusals of an authorizing
+  cluster: ``UNAUTHENTICATED`` (no, unknown, expired or revoked token) and
+  ``PERMISSION_DENIED`` (the grant's role or callbacks do not cover the
+  call). Another node would answer the same.
+
+Every call carries the client's bearer token, when it has one, as
+``authorization: Bearer <token>`` metadata (:class:`Bearer`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import random
 import time
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import grpc
 import grpc.aio
@@ -35,6 +42,10 @@ T = TypeVar("T")
 #: Metadata naming the leader (``ID=HOST:PORT``) and a suggested retry delay.
 LEADER_HINT = "x-drover-leader"
 RETRY_AFTER_MS = "retry-after-ms"
+#: Metadata bearing a token, and the environment variable a token comes
+#: from when none is given (as the CLI's --token).
+AUTHORIZATION = "authorization"
+TOKEN_ENV = "DROVER_TOKEN"
 #: Largest message drover sends or accepts.
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -97,6 +108,8 @@ def classify(err: grpc.aio.AioRpcError) -> Failure:
         if metadata_value(md, RETRY_AFTER_MS) is not None or metadata_value(md, LEADER_HINT) is not None:
             return Failure.NOT_APPLIED
         return Failure.OUTCOME_UNKNOWN
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return Failure.FINAL  # every node refuses the same credentials
     if code in (
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.ABORTED,
@@ -145,6 +158,39 @@ def credentials(
     return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
 
 
+class Bearer:
+    """A bearer token, and the metadata that carries it on every call.
+
+    ``token=None`` takes the environment variable ``DROVER_TOKEN`` when it
+    is set (as the CLI does); a token that is empty (or only whitespace)
+    means no token: calls carry no ``authorization`` metadata. The token
+    is never shown: ``repr`` says only whether there is one.
+    """
+
+    __slots__ = ("_metadata",)
+
+    def __init__(self, token: Optional[str] = None) -> None:
+        if token is None:
+            token = os.environ.get(TOKEN_ENV)
+        token = (token or "").strip()
+        if token and not all(0x20 <= ord(ch) < 0x7F for ch in token):
+            # Not echoed: it may be a secret pasted by mistake.
+            raise ValueError("the token must be printable ASCII")
+        #: The metadata every call carries: ``authorization: Bearer <token>``, or nothing.
+        self._metadata: Tuple[Tuple[str, str], ...] = ((AUTHORIZATION, f"Bearer {token}"),) if token else ()
+
+    @property
+    def metadata(self) -> Tuple[Tuple[str, str], ...]:
+        """Call metadata: ``(("authorization", "Bearer <token>"),)``, or empty without a token."""
+        return self._metadata
+
+    def __bool__(self) -> bool:
+        return bool(self._metadata)
+
+    def __repr__(self) -> str:
+        return "Bearer(<redacted>)" if self._metadata else "Bearer(None)"
+
+
 def target(addr: str) -> str:
     """A gRPC target for ``HOST:PORT`` (an ``http://`` prefix is dropped)."""
     for prefix in ("http://", "https://"):
@@ -157,18 +203,29 @@ class Pool:
     """One channel per endpoint, reused by every call (never one per RPC).
 
     Channels belong to the event loop that made them; a pool is only used
-    from one loop.
+    from one loop. ``bearer`` is the token every call made through the pool
+    carries: pass :attr:`metadata` to each call.
     """
 
     def __init__(
-        self, endpoints: List[str], connect_timeout: float, tls: Optional[grpc.ChannelCredentials] = None
+        self,
+        endpoints: List[str],
+        connect_timeout: float,
+        tls: Optional[grpc.ChannelCredentials] = None,
+        bearer: Optional[Bearer] = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no endpoint given: pass at least one HOST:PORT")
         self.endpoints = list(endpoints)
         self.connect_timeout = connect_timeout
         self.tls = tls
+        self.bearer = bearer if bearer is not None else Bearer("")
         self._channels: Dict[str, grpc.aio.Channel] = {}
+
+    @property
+    def metadata(self) -> Sequence[Tuple[str, str]]:
+        """The metadata of every call: the bearer token, if any."""
+        return self.bearer.metadata
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)

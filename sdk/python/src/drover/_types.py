@@ -18,6 +18,8 @@ __all__ = [
     "Scheduled",
     "Transition",
     "TaskInfo",
+    "AuthStatus",
+    "NewToken",
     "to_ms",
     "to_unix_ms",
 ]
@@ -196,4 +198,62 @@ class TaskInfo:
             parents=list(t.dependencies.parents) if t.HasField("dependencies") else [],
             children=list(t.children),
             raw=t,
+        )
+
+
+@dataclass(frozen=True)
+class AuthStatus:
+    """Who the cluster takes the caller for, and whether it enforces grants.
+
+    ``principal`` is the caller's grant id (``t-...`` for a token, ``c-...``
+    for a certificate subject), or empty when anonymous; ``role`` its role
+    (reader, producer, worker, operator or admin); ``callbacks`` the globs
+    its grant is limited to (empty: every callback).
+    """
+
+    enabled: bool
+    principal: str
+    role: str
+    callbacks: List[str] = field(default_factory=list)
+    #: For a status returned by SetEnabled: whether that call changed anything.
+    changed: bool = False
+
+    @classmethod
+    def from_pb(cls, s: pb.AuthStatus) -> "AuthStatus":
+        return cls(enabled=s.enabled, principal=s.principal, role=s.role, callbacks=list(s.callbacks),
+                   changed=s.changed)
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token made by :meth:`drover.Client.create_token`, and its grant.
+
+    ``token`` is the secret: the cluster keeps only its SHA-256, so this is
+    the only time it is seen (it is left out of ``repr``). ``id`` names the
+    grant (``t-`` and 12 hex digits of the hash) for listing and revoking.
+    ``expires_at`` is Unix seconds, None for never. ``created`` is false
+    when the grant already existed (a retried call).
+    """
+
+    token: str = field(repr=False)
+    id: str
+    role: str
+    callbacks: List[str] = field(default_factory=list)
+    expires_at: Optional[float] = None
+    note: str = ""
+    created: bool = True
+    #: The protocol message, for fields not copied here.
+    raw: Optional[pb.GrantInfo] = field(default=None, repr=False)
+
+    @classmethod
+    def from_pb(cls, token: str, g: pb.GrantInfo) -> "NewToken":
+        return cls(
+            token=token,
+            id=g.id,
+            role=g.role,
+            callbacks=list(g.callbacks),
+            expires_at=g.expires_unix_ms / 1000 if g.expires_unix_ms else None,
+            note=g.note,
+            created=g.created,
+            raw=g,
         )

@@ -6,21 +6,29 @@ hints, and retries only what is safe (see :mod:`drover._net`). Every
 idempotency key (generated when the caller gave none), both made once and
 reused by every retry: a retry after an unknown outcome returns the first
 answer instead of creating a second task.
+
+Every call carries the client's bearer token (``token=``, or the
+environment variable ``DROVER_TOKEN``) as ``authorization: Bearer <token>``
+metadata, on every attempt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import uuid
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, cast
 
 import grpc.aio
 
-from ._net import Caller, Pool, credentials
+from ._net import Bearer, Caller, Pool, credentials
 from ._types import (
     AfterPolicy,
+    AuthStatus,
     Duration,
     Instant,
+    NewToken,
     Scheduled,
     TaskInfo,
     TaskSpec,
@@ -56,6 +64,17 @@ def new_key() -> str:
     return "py-" + uuid.uuid4().hex
 
 
+def new_token() -> str:
+    """A fresh bearer token: ``drover_`` and 64 random hex digits (256 bits),
+    as the CLI's ``drover auth token create`` makes."""
+    return "drover_" + secrets.token_hex(32)
+
+
+def token_sha256(token: str) -> bytes:
+    """What the cluster stores of a token: the SHA-256 of its text (32 bytes)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 class AsyncClient:
     """A client of a drover cluster, for asyncio code.
 
@@ -64,8 +83,14 @@ class AsyncClient:
     ``attempt_timeout``: per attempt (a frozen node costs this before the
     next is tried). It belongs to the event loop that first uses it (its
     channels do). ``ca``, ``cert``, ``key``: TLS, as the CLI's --ca,
-    --cert and --cert-key (PEM files); an ``https://`` endpoint also means TLS. Use it as ``async with AsyncClient(...) as c:`` or call
-    :meth:`close`.
+    --cert and --cert-key (PEM files); an ``https://`` endpoint also means
+    TLS. ``token``: a bearer token sent with every call (as the CLI's
+    --token); None takes ``DROVER_TOKEN`` from the environment when it is
+    set, ``""`` sends none. A cluster with auth on refuses a call with
+    :class:`drover.RpcError` ``UNAUTHENTICATED`` (no, unknown, expired or
+    revoked token) or ``PERMISSION_DENIED`` (the grant does not cover it),
+    neither retried. Use it as ``async with AsyncClient(...) as c:`` or
+    call :meth:`close`.
     """
 
     def __init__(
@@ -78,10 +103,17 @@ class AsyncClient:
         ca: Optional[str] = None,
         cert: Optional[str] = None,
         key: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
-        self._pool = Pool(self.endpoints, connect_timeout, credentials(self.endpoints, ca, cert, key))
+        tls = credentials(self.endpoints, ca, cert, key)
+        self._pool = Pool(self.endpoints, connect_timeout, tls, Bearer(token))
         self._caller = Caller(self._pool, deadline, attempt_timeout)
+
+    def __repr__(self) -> str:
+        # Never the token: only whether there is one.
+        token = "<redacted>" if self._pool.bearer else "None"
+        return f"{type(self).__name__}({self.endpoints!r}, tls={self._pool.tls is not None}, token={token})"
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -93,17 +125,22 @@ class AsyncClient:
         """Close the channels."""
         await self._pool.close()
 
-    async def _scheduler(self, method: str, req: Any, *, idempotent: bool, write: bool = False) -> Any:
+    async def _call(self, service: str, method: str, req: Any, *, idempotent: bool, write: bool = False) -> Any:
+        """Call ``service``'s ``method`` (e.g. "Scheduler", "GetTask") with
+        failover; every attempt carries the token's metadata."""
+        metadata = self._pool.metadata
+
         def attempt(ch: grpc.aio.Channel, timeout: float) -> Any:
-            return getattr(rpc.SchedulerStub(ch), method)(req, timeout=timeout)
+            stub = getattr(rpc, f"{service}Stub")(ch)
+            return getattr(stub, method)(req, timeout=timeout, metadata=metadata)
 
         return await self._caller.call(attempt, idempotent=idempotent, write=write)
 
-    async def _cluster(self, method: str, req: Any) -> Any:
-        def attempt(ch: grpc.aio.Channel, timeout: float) -> Any:
-            return getattr(rpc.ClusterStub(ch), method)(req, timeout=timeout)
+    async def _scheduler(self, method: str, req: Any, *, idempotent: bool, write: bool = False) -> Any:
+        return await self._call("Scheduler", method, req, idempotent=idempotent, write=write)
 
-        return await self._caller.call(attempt, idempotent=True)
+    async def _cluster(self, method: str, req: Any) -> Any:
+        return await self._call("Cluster", method, req, idempotent=True)
 
     # ---- tasks ----
 
@@ -350,3 +387,37 @@ class AsyncClient:
     async def cluster_status(self) -> pb.ClusterStatusResponse:
         """The cluster as the leader sees it."""
         return await self._cluster("Status", pb.ClusterStatusRequest())
+
+    # ---- auth ----
+
+    async def who_am_i(self) -> AuthStatus:
+        """Who the cluster takes this client for (its grant id, role and
+        callbacks; an empty principal when anonymous), and whether auth is
+        on. Needs no role: any grant may ask (and anyone while auth is off)."""
+        return AuthStatus.from_pb(await self._call("Auth", "WhoAmI", pb.WhoAmIRequest(), idempotent=True))
+
+    async def create_token(
+        self,
+        role: str,
+        callbacks: Union[str, Sequence[str]] = (),
+        expires: Optional[Duration] = None,
+        note: str = "",
+    ) -> NewToken:
+        """Make a bearer token with ``role`` (reader, producer, worker,
+        operator or admin), for the callbacks matching the globs
+        ``callbacks`` (a list, or comma-separated; empty: every callback),
+        ending ``expires`` after now (None: never).
+
+        The token is made here, and only its SHA-256 is sent: the returned
+        :class:`drover.NewToken`'s ``token`` is the only copy (keep it), its
+        ``id`` names the grant. Needs admin once auth is on. Retried safely:
+        the same hash is the same grant.
+        """
+        if isinstance(callbacks, str):
+            callbacks = callbacks.split(",")
+        token = new_token()
+        req = pb.CreateTokenRequest(
+            token_sha256=token_sha256(token), role=role, callbacks=[c.strip() for c in callbacks if c.strip()],
+            expires_in_ms=to_ms(expires) if expires is not None else 0, note=note,
+        )
+        return NewToken.from_pb(token, await self._call("Auth", "CreateToken", req, idempotent=True, write=True))

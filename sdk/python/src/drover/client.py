@@ -12,7 +12,7 @@ import functools
 import threading
 from typing import Any, Awaitable, Callable, List, Optional, Sequence, TypeVar, Union
 
-from ._types import AfterPolicy, Duration, Instant, Scheduled, TaskInfo, TaskSpec, TaskState
+from ._types import AfterPolicy, AuthStatus, Duration, Instant, NewToken, Scheduled, TaskInfo, TaskSpec, TaskState
 from .aio import AsyncClient, Endpoints
 
 __all__ = ["Client"]
@@ -36,7 +36,10 @@ class Client:
     ``UNAVAILABLE``, and reuse one request id and idempotency key across the
     retries of a write, so a retry never makes a duplicate. Errors are
     :class:`drover.RpcError` with the gRPC status code and the server's
-    message. Close it with :meth:`close` or use it as a context manager.
+    message. ``token``: a bearer token sent with every call (default: the
+    environment variable ``DROVER_TOKEN``, when set; ``""``: none); see
+    :class:`drover.AsyncClient` for it and the other arguments. Close it
+    with :meth:`close` or use it as a context manager.
     Its calls block: from async code (an async handler) use
     :class:`drover.AsyncClient` instead.
     """
@@ -51,15 +54,20 @@ class Client:
         ca: Optional[str] = None,
         cert: Optional[str] = None,
         key: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="drover-client", daemon=True)
         self._thread.start()
         self._aio = AsyncClient(
             endpoints, deadline=deadline, attempt_timeout=attempt_timeout, connect_timeout=connect_timeout,
-            ca=ca, cert=cert, key=key,
+            ca=ca, cert=cert, key=key, token=token,
         )
         self.endpoints = self._aio.endpoints
+
+    def __repr__(self) -> str:
+        # The asyncio client's, which never shows the token.
+        return repr(self._aio).replace("AsyncClient(", "Client(", 1)
 
     def _run(self, coro: Awaitable[T]) -> T:
         if self._loop.is_closed():
@@ -148,5 +156,22 @@ class Client:
     list_workers = _sync(AsyncClient.list_workers)
     gc_status = _sync(AsyncClient.gc_status)
     cluster_status = _sync(AsyncClient.cluster_status)
+
+    def who_am_i(self) -> AuthStatus:
+        """Who the cluster takes this client for, and whether auth is on
+        (see :meth:`drover.AsyncClient.who_am_i`)."""
+        return self._run(self._aio.who_am_i())
+
+    def create_token(
+        self,
+        role: str,
+        callbacks: Union[str, Sequence[str]] = (),
+        expires: Optional[Duration] = None,
+        note: str = "",
+    ) -> NewToken:
+        """Make a bearer token with ``role`` and register only its SHA-256;
+        returns the token and its grant id (see
+        :meth:`drover.AsyncClient.create_token`)."""
+        return self._run(self._aio.create_token(role, callbacks, expires, note))
 
 

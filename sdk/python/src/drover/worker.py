@@ -51,7 +51,7 @@ import grpc.aio
 
 from ._errors import Fatal, Retry
 from ._health import Health
-from ._net import Backoff, Pool, credentials
+from ._net import Backoff, Bearer, Pool, credentials
 from .aio import Endpoints, parse_endpoints
 from .v1 import drover_pb2 as pb
 from .v1 import drover_pb2_grpc as rpc
@@ -238,6 +238,12 @@ class Worker:
     :mod:`drover._health`; unhealthy after ``unhealthy_after`` seconds
     without a stream. ``on_ack(task_id, accepted)`` observes acknowledged
     completions. ``ca``, ``cert``, ``key``: TLS, as for :class:`drover.Client`.
+    ``token``: the bearer token its stream carries (a grant with the worker
+    role or higher, for the callbacks it serves), as for
+    :class:`drover.Client`: None takes ``DROVER_TOKEN`` from the environment
+    when set. A refused stream (``UNAUTHENTICATED``, ``PERMISSION_DENIED``)
+    is logged as a warning and retried with backoff, since a grant may be
+    created meanwhile.
     """
 
     def __init__(
@@ -254,9 +260,11 @@ class Worker:
         ca: Optional[str] = None,
         cert: Optional[str] = None,
         key: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self._tls = credentials(self.endpoints, ca, cert, key)
+        self._bearer = Bearer(token)
         self.worker_id = worker_id or _default_id()
         self.shutdown_grace = shutdown_grace
         self.on_ack = on_ack
@@ -338,7 +346,7 @@ class Worker:
         signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
         for s in signals:
             self._loop.add_signal_handler(s, self._begin_stop)
-        pool = Pool(self.endpoints, self._connect_timeout, self._tls)
+        pool = Pool(self.endpoints, self._connect_timeout, self._tls, self._bearer)
         self.health_port = await self.health.start()
         housekeeping = asyncio.ensure_future(self._housekeeping())
         try:
@@ -421,7 +429,7 @@ class Worker:
                     return
                 yield m
 
-        call = rpc.WorkerStub(pool.channel(addr)).Connect(outgoing())
+        call = rpc.WorkerStub(pool.channel(addr)).Connect(outgoing(), metadata=pool.metadata)
         self._out = out
         reader = asyncio.ensure_future(self._read(call, beats))
         try:
@@ -461,6 +469,8 @@ class Worker:
                 self.health.stream_up()
                 self._on_message(msg, beats)
         except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                log.warning("the cluster refused this worker's stream: %s: %s", e.code().name, e.details())
             raise _Disconnect(f"{e.code().name}: {e.details()}")
         raise _Disconnect("the server closed the stream")
 

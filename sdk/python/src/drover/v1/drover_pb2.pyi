@@ -47,6 +47,106 @@ GATE_MODE_UNSPECIFIED: GateMode
 GATE_MODE_PAUSE: GateMode
 GATE_MODE_DROP: GateMode
 
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("token_sha256", "role", "callbacks", "expires_in_ms", "note")
+    TOKEN_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    token_sha256: bytes
+    role: str
+    callbacks: _containers.RepeatedScalarFieldContainer[str]
+    expires_in_ms: int
+    note: str
+    def __init__(self, token_sha256: _Optional[bytes] = ..., role: _Optional[str] = ..., callbacks: _Optional[_Iterable[str]] = ..., expires_in_ms: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class GrantSubjectRequest(_message.Message):
+    __slots__ = ("subject", "role", "callbacks", "expires_in_ms", "note")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    role: str
+    callbacks: _containers.RepeatedScalarFieldContainer[str]
+    expires_in_ms: int
+    note: str
+    def __init__(self, subject: _Optional[str] = ..., role: _Optional[str] = ..., callbacks: _Optional[_Iterable[str]] = ..., expires_in_ms: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class GrantInfo(_message.Message):
+    __slots__ = ("id", "kind", "subject", "role", "callbacks", "created_unix_ms", "expires_unix_ms", "expired", "note", "created")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    subject: str
+    role: str
+    callbacks: _containers.RepeatedScalarFieldContainer[str]
+    created_unix_ms: int
+    expires_unix_ms: int
+    expired: bool
+    note: str
+    created: bool
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., subject: _Optional[str] = ..., role: _Optional[str] = ..., callbacks: _Optional[_Iterable[str]] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., expired: bool = ..., note: _Optional[str] = ..., created: bool = ...) -> None: ...
+
+class ListGrantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListGrantsResponse(_message.Message):
+    __slots__ = ("grants", "enabled")
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    grants: _containers.RepeatedCompositeFieldContainer[GrantInfo]
+    enabled: bool
+    def __init__(self, grants: _Optional[_Iterable[_Union[GrantInfo, _Mapping]]] = ..., enabled: bool = ...) -> None: ...
+
+class RevokeRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RevokeResponse(_message.Message):
+    __slots__ = ("existed",)
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    def __init__(self, existed: bool = ...) -> None: ...
+
+class SetAuthRequest(_message.Message):
+    __slots__ = ("enabled",)
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: bool = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuthStatus(_message.Message):
+    __slots__ = ("enabled", "principal", "role", "callbacks", "changed")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    principal: str
+    role: str
+    callbacks: _containers.RepeatedScalarFieldContainer[str]
+    changed: bool
+    def __init__(self, enabled: bool = ..., principal: _Optional[str] = ..., role: _Optional[str] = ..., callbacks: _Optional[_Iterable[str]] = ..., changed: bool = ...) -> None: ...
+
 class ClockRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

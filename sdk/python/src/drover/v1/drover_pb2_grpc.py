@@ -1228,3 +1228,256 @@ class Cluster(object):
             drover_dot_v1_dot_drover__pb2.ClockResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+
+class AuthStub(object):
+    """Who may call what. A grant gives a principal (a bearer token, or the
+    subject common name of a client certificate) a role: reader, producer,
+    worker, operator or admin, each including the ones before it, optionally
+    only for callbacks matching globs. Grants are replicated; they are
+    enforced once SetEnabled turns them on. Every method but WhoAmI needs
+    admin once auth is on.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateToken = channel.unary_unary(
+                '/drover.v1.Auth/CreateToken',
+                request_serializer=drover_dot_v1_dot_drover__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.GrantInfo.FromString,
+                )
+        self.GrantSubject = channel.unary_unary(
+                '/drover.v1.Auth/GrantSubject',
+                request_serializer=drover_dot_v1_dot_drover__pb2.GrantSubjectRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.GrantInfo.FromString,
+                )
+        self.ListGrants = channel.unary_unary(
+                '/drover.v1.Auth/ListGrants',
+                request_serializer=drover_dot_v1_dot_drover__pb2.ListGrantsRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.ListGrantsResponse.FromString,
+                )
+        self.Revoke = channel.unary_unary(
+                '/drover.v1.Auth/Revoke',
+                request_serializer=drover_dot_v1_dot_drover__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.RevokeResponse.FromString,
+                )
+        self.SetEnabled = channel.unary_unary(
+                '/drover.v1.Auth/SetEnabled',
+                request_serializer=drover_dot_v1_dot_drover__pb2.SetAuthRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.AuthStatus.FromString,
+                )
+        self.WhoAmI = channel.unary_unary(
+                '/drover.v1.Auth/WhoAmI',
+                request_serializer=drover_dot_v1_dot_drover__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.AuthStatus.FromString,
+                )
+
+
+class AuthServicer(object):
+    """Who may call what. A grant gives a principal (a bearer token, or the
+    subject common name of a client certificate) a role: reader, producer,
+    worker, operator or admin, each including the ones before it, optionally
+    only for callbacks matching globs. Grants are replicated; they are
+    enforced once SetEnabled turns them on. Every method but WhoAmI needs
+    admin once auth is on.
+    """
+
+    def CreateToken(self, request, context):
+        """Grant a role to a bearer token. The caller makes the token and sends
+        only its SHA-256, which is all the cluster ever stores (the CLI prints
+        the token once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantSubject(self, request, context):
+        """Grant a role to the client certificate whose subject common name is
+        `subject`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGrants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """Remove a grant (a token or a subject) by its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetEnabled(self, request, context):
+        """Turn enforcement on or off. On is refused unless the caller is an admin
+        for every callback, so that nobody locks themselves out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Who the caller is, as this node sees it, and whether auth is on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.CreateTokenRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.GrantInfo.SerializeToString,
+            ),
+            'GrantSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantSubject,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.GrantSubjectRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.GrantInfo.SerializeToString,
+            ),
+            'ListGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGrants,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.ListGrantsRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.ListGrantsResponse.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.RevokeRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.RevokeResponse.SerializeToString,
+            ),
+            'SetEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEnabled,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.SetAuthRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.AuthStatus.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.WhoAmIRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.AuthStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'drover.v1.Auth', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Auth(object):
+    """Who may call what. A grant gives a principal (a bearer token, or the
+    subject common name of a client certificate) a role: reader, producer,
+    worker, operator or admin, each including the ones before it, optionally
+    only for callbacks matching globs. Grants are replicated; they are
+    enforced once SetEnabled turns them on. Every method but WhoAmI needs
+    admin once auth is on.
+    """
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Auth/CreateToken',
+            drover_dot_v1_dot_drover__pb2.CreateTokenRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.GrantInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GrantSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Auth/GrantSubject',
+            drover_dot_v1_dot_drover__pb2.GrantSubjectRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.GrantInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Auth/ListGrants',
+            drover_dot_v1_dot_drover__pb2.ListGrantsRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.ListGrantsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Auth/Revoke',
+            drover_dot_v1_dot_drover__pb2.RevokeRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.RevokeResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SetEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Auth/SetEnabled',
+            drover_dot_v1_dot_drover__pb2.SetAuthRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.AuthStatus.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Auth/WhoAmI',
+            drover_dot_v1_dot_drover__pb2.WhoAmIRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.AuthStatus.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
