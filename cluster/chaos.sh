@@ -7,6 +7,7 @@
 #   DROVER_CHAOS_DURATION=20m cluster/chaos.sh --nodes 5
 #   cluster/chaos.sh --seed 1234           # replay a run
 #   DROVER_CHAOS_TLS=1 cluster/chaos.sh    # nodes, clients and workers over (mutual) TLS
+#   DROVER_CHAOS_TLS=1 DROVER_CHAOS_AUTH=1 cluster/chaos.sh   # and with auth on (tokens, roles)
 #
 # Extra arguments go to `drover chaos run` (see its --help). The history,
 # the run records and a summary are kept in target/chaos/.
@@ -37,6 +38,12 @@ if [ "${DROVER_CHAOS_TLS:-0}" = 1 ]; then
   export DROVER_TLS_DIR="$certs" DROVER_CA="$certs/ca.pem" DROVER_CERT="$certs/client.pem" DROVER_KEY="$certs/client-key.pem"
   echo "chaos: TLS on (certificates in $certs)" >&2
 fi
+extra=()
+if [ "${DROVER_CHAOS_AUTH:-0}" = 1 ]; then
+  # Auth needs TLS (peers must prove who they are).
+  [ "${DROVER_CHAOS_TLS:-0}" = 1 ] || { echo "chaos: DROVER_CHAOS_AUTH=1 needs DROVER_CHAOS_TLS=1" >&2; exit 2; }
+  extra+=(--auth)
+fi
 # A disk fault needs each node's data on a small filesystem of its own.
 case " $* " in *disk*) export DROVER_DISK_FAULTS=1 ;; esac
-exec "$bin" chaos run --cluster-dir "$here" --out "$root/target/chaos" --duration "${DROVER_CHAOS_DURATION:-60s}" "$@"
+exec "$bin" chaos run --cluster-dir "$here" --out "$root/target/chaos" --duration "${DROVER_CHAOS_DURATION:-60s}" "${extra[@]}" "$@"

@@ -28,6 +28,6 @@ if [ "${DROVER_CHAOS:-1}" = 0 ]; then
   echo "test: chaos suite SKIPPED (DROVER_CHAOS=0)" >&2
 else
   # Every fault kind, a wrong clock and a full disk first (then random ones).
-  # Over mutual TLS, as a secured cluster runs.
-  DROVER_CHAOS_TLS=1 cluster/chaos.sh --faults kill,pause,partition,isolate-leader,clock,disk --first clock,disk
+  # Over mutual TLS with auth on, as a secured cluster runs.
+  DROVER_CHAOS_TLS=1 DROVER_CHAOS_AUTH=1 cluster/chaos.sh --faults kill,pause,partition,isolate-leader,clock,disk --first clock,disk
 fi

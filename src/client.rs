@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
+use crate::net::{AuthedChannel, Bearer, ChannelPool, MAX_MESSAGE_BYTES};
 use crate::pb;
+use crate::pb::auth_client::AuthClient;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::scheduler_client::SchedulerClient;
 
@@ -57,6 +57,8 @@ pub struct Client {
     pub deadline: Duration,
     /// Per-attempt timeout.
     pub attempt_timeout: Duration,
+    /// The token every call carries (none: no `authorization` header).
+    bearer: Bearer,
 }
 
 impl Client {
@@ -70,6 +72,7 @@ impl Client {
             leader: Arc::new(AtomicUsize::new(usize::MAX)),
             deadline: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(4),
+            bearer: Bearer::default(),
         }
     }
 
@@ -79,23 +82,36 @@ impl Client {
         self
     }
 
+    /// Send `token` with every call (`authorization: Bearer <token>`).
+    pub fn with_token(mut self, token: &str) -> Result<Self, String> {
+        self.bearer = Bearer::new(Some(token))?;
+        Ok(self)
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
 
-    pub fn channel(&self, i: usize) -> Result<Channel, Status> {
+    /// A channel to node `i`, whose calls carry this client's token.
+    pub fn channel(&self, i: usize) -> Result<AuthedChannel, Status> {
         let addr = &self.endpoints[i % self.endpoints.len()];
-        self.pool.get(addr).map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))
+        let channel =
+            self.pool.get(addr).map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))?;
+        Ok(tonic::service::interceptor::InterceptedService::new(channel, self.bearer.clone()))
     }
 
-    pub fn scheduler(&self, i: usize) -> Result<SchedulerClient<Channel>, Status> {
+    pub fn scheduler(&self, i: usize) -> Result<SchedulerClient<AuthedChannel>, Status> {
         Ok(SchedulerClient::new(self.channel(i)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    pub fn cluster(&self, i: usize) -> Result<ClusterClient<Channel>, Status> {
+    pub fn cluster(&self, i: usize) -> Result<ClusterClient<AuthedChannel>, Status> {
         Ok(ClusterClient::new(self.channel(i)?))
+    }
+
+    pub fn auth(&self, i: usize) -> Result<AuthClient<AuthedChannel>, Status> {
+        Ok(AuthClient::new(self.channel(i)?))
     }
 
     /// Run `call` against node `start`, then the next ones, until it

@@ -68,6 +68,35 @@ impl Backoff {
 /// Raft append of large entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// A client's bearer token, added to every call as `authorization: Bearer
+/// <token>` (nothing without a token).
+#[derive(Clone, Default, Debug)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(Bearer(None)),
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| "the token must be printable ASCII".to_string()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel whose calls carry a [`Bearer`] token.
+pub type AuthedChannel = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 #[derive(Clone, Default)]
 pub struct ChannelPool {
     /// Short critical sections only (lookup or insert), never held across

@@ -268,6 +268,15 @@ fn peer_identity(verifier: &dyn ClientCertVerifier, certs: Option<&[CertificateD
     }
 }
 
+/// The subject common name of a client's certificate (the first of the
+/// chain rustls verified against the client CA), if it has one.
+pub fn client_subject(certs: Option<&[CertificateDer<'static>]>) -> Option<String> {
+    let end = certs?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(end).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
+}
+
 /// What a client, a worker or a dialing node trusts and presents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {

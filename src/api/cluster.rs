@@ -248,17 +248,21 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        let identity = super::access::Identity::of(&request);
         let from = self.forward.consensus.id();
         let status = self
             .forward
             .on_leader(
                 forwarded,
                 || self.cluster_status(),
-                |ch| async move {
-                    Ok(ClusterClient::new(ch)
-                        .status(mark_forwarded(Request::new(pb::ClusterStatusRequest {}), from))
-                        .await?
-                        .into_inner())
+                |ch| {
+                    let identity = identity.clone();
+                    async move {
+                        Ok(ClusterClient::new(ch)
+                            .status(identity.attach(mark_forwarded(Request::new(pb::ClusterStatusRequest {}), from)))
+                            .await?
+                            .into_inner())
+                    }
                 },
             )
             .await?;

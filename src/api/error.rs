@@ -32,6 +32,13 @@ pub enum ApiError {
     ResourceExhausted(String),
     #[error("{0}")]
     Internal(String),
+    /// No credentials, or credentials no grant knows.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's grant does not cover the call; the message names the
+    /// role or callback it would need.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl ApiError {
@@ -86,6 +93,8 @@ impl From<ApiError> for Status {
             ApiError::OutcomeUnknown(m) => Status::aborted(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Internal(m) => Status::internal(m),
+            ApiError::Unauthenticated(m) => Status::unauthenticated(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Unavailable { message, leader, retry_after_ms } => {
                 let mut status = Status::new(Code::Unavailable, message);
                 let md = status.metadata_mut();

@@ -52,6 +52,7 @@ pub fn with_leader_hint<T>(consensus: &Consensus, reply: T) -> tonic::Response<T
 macro_rules! leader_rpc {
     ($self:ident, $request:ident, $client:expr, $method:ident, |$req:ident| $local:expr) => {{
         let forwarded = $crate::api::forward::is_forwarded(&$request);
+        let identity = $crate::api::access::Identity::of(&$request);
         let $req = $request.into_inner();
         let from = $self.forward.consensus.id();
         let reply = $self
@@ -61,8 +62,9 @@ macro_rules! leader_rpc {
                 || async { $local },
                 |ch| {
                     let r = $req.clone();
+                    let identity = identity.clone();
                     async move {
-                        let r = $crate::api::forward::mark_forwarded(tonic::Request::new(r), from);
+                        let r = identity.attach($crate::api::forward::mark_forwarded(tonic::Request::new(r), from));
                         Ok($client(ch).$method(r).await?.into_inner())
                     }
                 },

@@ -9,11 +9,15 @@
 //! - [`gates`]: gate requests and retention status.
 //! - [`schedules`]: periodic schedule definitions and their handlers.
 //! - [`worker`]: the worker stream, bridged to the dispatcher.
+//! - [`access`]: who is calling and what they may do (roles, grants,
+//!   callback scopes); [`auth`]: the service that edits grants.
 //! - [`convert`]: protobuf <-> domain conversions.
 //! - [`validate`]: request validation at the edge.
 //! - [`forward`]: run on the leader, or forward there.
 //! - [`error`]: [`ApiError`] and its single conversion into `tonic::Status`.
 
+pub mod access;
+pub mod auth;
 pub mod cluster;
 pub mod console;
 pub mod convert;
@@ -24,6 +28,7 @@ pub mod http;
 pub mod membership;
 pub mod scheduler;
 pub mod schedules;
+mod scope;
 pub mod validate;
 pub mod worker;
 

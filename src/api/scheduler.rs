@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::access;
 use super::convert::{
     dependencies_to_pb, outcome_to_pb, settings_from_pb, settings_to_pb, state_from_pb, state_to_pb, target_from_pb,
     task_to_pb,
@@ -18,7 +19,7 @@ use super::ApiError;
 use crate::config::Limits;
 use crate::consensus::clock::ProposerClock;
 use crate::consensus::disk::DiskSpace;
-use crate::domain::{Command, CommandResponse, Operation, RequestId, ScheduleOutcome, TaskState};
+use crate::domain::{Command, CommandResponse, Operation, RequestId, ScheduleOutcome, Target, TaskState};
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
 use crate::scheduler::collector::Collector;
@@ -233,6 +234,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         let spec =
             request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
         let task = validate::task_spec(spec, &self.limits, self.clock.stamp())?;
+        access::check_callback(&request, &task.callback)?;
         let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, client, schedule, |req| {
             let _ = &req;
@@ -248,6 +250,9 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleBatchRequest>,
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
         let tasks = validate::batch(request.get_ref().tasks.clone(), &self.limits, self.clock.stamp())?;
+        for t in &tasks {
+            access::check_callback(&request, &t.callback)?;
+        }
         let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, client, schedule_batch, |req| {
             let _ = &req;
@@ -257,6 +262,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        self.scope_task(&request, request.get_ref().task_id)?;
         if request.get_ref().allow_stale {
             let req = request.into_inner();
             return Ok(Response::new(self.read_task(req.task_id, req.include_payload)?));
@@ -271,6 +277,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        match request.get_ref().callback.as_str() {
+            "" => access::check_unscoped(&request, "name a callback to list its tasks")?,
+            callback => access::check_callback(&request, callback)?,
+        }
         if request.get_ref().allow_stale {
             return Ok(Response::new(self.list_local(request.get_ref())?));
         }
@@ -284,6 +294,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        self.scope_task(&request, request.get_ref().task_id)?;
         leader_rpc!(self, request, client, cancel_task, |req| {
             match self.write(Operation::Cancel { task_id: req.task_id }).await? {
                 CommandResponse::CancelRequested { state } => {
@@ -304,6 +315,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .clone()
             .ok_or_else(|| ApiError::InvalidArgument("request has no settings".into()))?;
         validate::callback_name(&settings.name, &self.limits)?;
+        access::check_callback(&request, &settings.name)?;
         let config = settings_from_pb(settings);
         config.validate().map_err(ApiError::InvalidArgument)?;
         leader_rpc!(self, request, client, register_callback, |req| {
@@ -337,6 +349,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::DeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
+        match &target {
+            Target::Task(id) => self.scope_task(&request, *id)?,
+            Target::Callback(c) => access::check_callback(&request, c)?,
+        }
         leader_rpc!(self, request, client, redrive_dead_letters, |req| {
             let target = target.clone();
             let operation = match req.with_dependents {
@@ -355,6 +371,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::DeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
+        match &target {
+            Target::Task(id) => self.scope_task(&request, *id)?,
+            Target::Callback(c) => access::check_callback(&request, c)?,
+        }
         leader_rpc!(self, request, client, purge_dead_letters, |req| {
             let _ = &req;
             match self.write(Operation::Purge { target: target.clone() }).await? {
@@ -366,6 +386,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
 
     async fn set_gate(&self, request: Request<pb::SetGateRequest>) -> Result<Response<pb::SetGateResponse>, Status> {
         let spec = gates::GateSpec::validate(request.get_ref(), &self.limits)?;
+        access::check_callback(&request, &spec.target.callback)?;
         leader_rpc!(self, request, client, set_gate, |req| {
             let _ = &req;
             self.set_gate_local(&spec).await
@@ -374,6 +395,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
 
     async fn open_gate(&self, request: Request<pb::OpenGateRequest>) -> Result<Response<pb::OpenGateResponse>, Status> {
         let target = gates::target(&request.get_ref().callback, &request.get_ref().collection, &self.limits)?;
+        access::check_callback(&request, &target.callback)?;
         leader_rpc!(self, request, client, open_gate, |req| {
             let _ = &req;
             self.open_gate_local(&target).await
@@ -399,6 +421,8 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleDefinition>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         let s = schedules::schedule_from_pb(request.get_ref(), &self.limits)?;
+        access::check_callback(&request, &s.template.callback)?;
+        self.scope_schedule(&request, &s.name)?;
         leader_rpc!(self, request, client, create_schedule, |req| {
             let _ = &req;
             self.put_schedule_local(&s, true).await
@@ -410,6 +434,8 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleDefinition>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         let s = schedules::schedule_from_pb(request.get_ref(), &self.limits)?;
+        access::check_callback(&request, &s.template.callback)?;
+        self.scope_schedule(&request, &s.name)?;
         leader_rpc!(self, request, client, update_schedule, |req| {
             let _ = &req;
             self.put_schedule_local(&s, false).await
@@ -417,6 +443,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     }
 
     async fn get_schedule(&self, request: Request<pb::ScheduleRef>) -> Result<Response<pb::ScheduleInfo>, Status> {
+        self.scope_schedule(&request, &request.get_ref().name)?;
         leader_rpc!(self, request, client, get_schedule, |req| {
             self.linearizable().await?;
             self.get_schedule_local(&req.name)
@@ -441,6 +468,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::ScheduleRef>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        self.scope_schedule(&request, &request.get_ref().name)?;
         leader_rpc!(self, request, client, delete_schedule, |req| {
             self.schedule_op_local(&req.name, Operation::DeleteSchedule { name: req.name.clone() }).await?;
             Ok(pb::DeleteScheduleResponse {})
@@ -452,6 +480,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         let note = schedules::note(&request.get_ref().note)?;
+        self.scope_schedule(&request, &request.get_ref().name)?;
         leader_rpc!(self, request, client, pause_schedule, |req| {
             let op =
                 Operation::PauseSchedule { name: req.name.clone(), paused: true, note: note.clone(), catch_up: false };
@@ -464,6 +493,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::ResumeScheduleRequest>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        self.scope_schedule(&request, &request.get_ref().name)?;
         leader_rpc!(self, request, client, resume_schedule, |req| {
             let op = Operation::PauseSchedule {
                 name: req.name.clone(),
@@ -480,6 +510,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::ScheduleRef>,
     ) -> Result<Response<pb::TriggerScheduleResponse>, Status> {
+        self.scope_schedule(&request, &request.get_ref().name)?;
         leader_rpc!(self, request, client, trigger_schedule, |req| {
             if let Some(why) = self.disk.refusal() {
                 return Err(ApiError::ResourceExhausted(why));
@@ -497,6 +528,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::BackfillScheduleRequest>,
     ) -> Result<Response<pb::BackfillScheduleResponse>, Status> {
+        self.scope_schedule(&request, &request.get_ref().name)?;
         leader_rpc!(self, request, client, backfill_schedule, |req| {
             if req.dry_run {
                 self.linearizable().await?;

@@ -61,6 +61,7 @@ impl pb::worker_server::Worker for WorkerService {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        let principal = super::access::principal_of(&request).cloned();
         let mut inbound = request.into_inner();
         let hello = match inbound.next().await {
             Some(Ok(pb::WorkerMessage { msg: Some(In::Hello(h)) })) => h,
@@ -69,6 +70,11 @@ impl pb::worker_server::Worker for WorkerService {
             None => return Err(Status::invalid_argument("empty stream: send Hello first")),
         };
         check_hello(&hello, &self.limits)?;
+        if let Some(p) = &principal {
+            for c in &hello.callbacks {
+                p.check_callback(&c.callback)?;
+            }
+        }
         let (tx, rx) = mpsc::channel(self.buffer);
         let (reply_tx, reply_rx) = oneshot::channel();
         let scheduler = self.scheduler.clone();

@@ -9,6 +9,7 @@
 //! - [`bench`]: `drover bench`.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod callback;
 pub mod chaos;
@@ -44,7 +45,7 @@ pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:700
         Start a local 3-node cluster with `drover dev`, then schedule a task with\n\
         `drover task schedule send_email --payload '{\"to\":\"a@b.c\"}'` and read it\n\
         back with `drover task get ID`. Every node accepts every request.",
-    after_help = "Environment: DROVER_ENDPOINT (like --endpoint), DROVER_CA, DROVER_CERT, DROVER_KEY (like --ca, --cert, --cert-key), RUST_LOG (log filter, e.g. info or drover=debug)."
+    after_help = "Environment: DROVER_ENDPOINT (like --endpoint), DROVER_CA, DROVER_CERT, DROVER_KEY (like --ca, --cert, --cert-key), DROVER_TOKEN (like --token), RUST_LOG (log filter, e.g. info or drover=debug)."
 )]
 pub struct Cli {
     /// Nodes to talk to, tried in turn when one is down.
@@ -69,6 +70,16 @@ pub struct Cli {
     /// The client certificate's private key (`--key` is `task schedule`'s idempotency key).
     #[arg(long, global = true, env = "DROVER_KEY", value_name = "FILE.pem", requires = "cert", help_heading = "TLS")]
     pub cert_key: Option<std::path::PathBuf>,
+    /// A bearer token (`drover auth token create` prints one), sent with every call.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        help_heading = "Auth"
+    )]
+    pub token: Option<String>,
     /// Log lines (on stderr) as text or as JSON objects, one per line.
     #[arg(long, global = true, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -105,6 +116,9 @@ pub enum Command {
     /// Inspect and resize the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Who may do what: tokens, certificate grants, and turning enforcement on.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Backups and restores.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -119,11 +133,14 @@ pub enum Command {
 impl Cli {
     pub fn client(&self) -> Result<Client, CliError> {
         let endpoints = self.endpoint.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        let client = Client::new(endpoints);
-        Ok(match self.tls() {
-            Some(tls) => client.with_tls(tls.load().map_err(|e| CliError(e.to_string()))?),
-            None => client,
-        })
+        let mut client = Client::new(endpoints);
+        if let Some(tls) = self.tls() {
+            client = client.with_tls(tls.load().map_err(|e| CliError(e.to_string()))?);
+        }
+        if let Some(token) = &self.token {
+            client = client.with_token(token).map_err(|e| CliError(format!("--token: {e}")))?;
+        }
+        Ok(client)
     }
 
     /// TLS settings when --ca or --cert is given (or an endpoint is https://).
@@ -271,6 +288,7 @@ pub fn main() -> ExitCode {
             Command::Schedule(cmd) => schedule::run(&cli, cmd).await,
             Command::Cluster(cmd) => cluster::run(&cli, cmd).await,
             Command::Admin(cmd) => admin::run(&cli, cmd).await,
+            Command::Auth(cmd) => auth::run(&cli, cmd).await,
             Command::Bench(cmd) => bench::run(&cli, cmd).await,
             Command::Chaos(cmd) => chaos::run(&cli, cmd).await,
         }

@@ -51,6 +51,9 @@ pub async fn run(cli: &Cli, args: &WorkerArgs) -> Result<(), CliError> {
     if let Some(tls) = cli.tls() {
         builder = builder.tls(tls);
     }
+    if let Some(token) = &cli.token {
+        builder = builder.token(token.clone());
+    }
     if let Some(id) = &args.id {
         builder = builder.id(id.clone());
     }

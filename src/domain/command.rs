@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::Grant;
 use super::callback::CallbackConfig;
 use super::dependency::After;
 use super::gate::{Gate, GateTarget};
@@ -155,6 +156,21 @@ pub enum Operation {
     BackfillSchedule {
         name: String,
         slots: Vec<Slot>,
+    },
+    /// Create a grant (see [`crate::domain::auth`]); its `created_ms` is
+    /// this entry's time. An existing id is refused, unless the grant is
+    /// the same (a retry), which answers `created: false`.
+    PutGrant {
+        grant: Grant,
+    },
+    RevokeGrant {
+        id: String,
+    },
+    /// Turn enforcement of grants on or off. On is refused unless an
+    /// unexpired admin grant for every callback exists, so that nobody is
+    /// locked out.
+    SetAuth {
+        enabled: bool,
     },
 }
 
@@ -322,6 +338,15 @@ pub enum CommandResponse {
         task_ids: Vec<u64>,
         skipped: u64,
     },
+    GrantSaved {
+        created: bool,
+    },
+    GrantRevoked {
+        existed: bool,
+    },
+    AuthSet {
+        changed: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +407,9 @@ impl std::fmt::Display for Command {
             Operation::BackfillSchedule { name, slots } => {
                 write!(f, "backfill {} slot(s) of {name} @{at}", slots.len())
             }
+            Operation::PutGrant { grant } => write!(f, "grant {} to {} @{at}", grant.role, grant.id),
+            Operation::RevokeGrant { id } => write!(f, "revoke grant {id} @{at}"),
+            Operation::SetAuth { enabled } => write!(f, "set auth enabled={enabled} @{at}"),
         }
     }
 }
@@ -406,6 +434,9 @@ impl std::fmt::Display for CommandResponse {
             CommandResponse::Fired { task_ids, skipped } => {
                 write!(f, "fired {} task(s), skipped {skipped}", task_ids.len())
             }
+            CommandResponse::GrantSaved { created } => write!(f, "grant saved (new: {created})"),
+            CommandResponse::GrantRevoked { existed } => write!(f, "grant revoked (existed: {existed})"),
+            CommandResponse::AuthSet { changed } => write!(f, "auth set (changed: {changed})"),
         }
     }
 }

@@ -215,3 +215,4 @@ impl Record for RequestRecord {
 /// same in both.
 impl Record for super::gate::Gate {}
 impl Record for super::schedule::Schedule {}
+impl Record for super::auth::Grant {}

@@ -2,6 +2,7 @@
 //! protocol in them. Every layer above speaks these.
 //!
 //! - [`task`]: the task row and its states.
+//! - [`auth`]: roles, grants and the principals they name.
 //! - [`callback`]: callback settings and retry backoff.
 //! - [`command`]: the replicated commands and the state machine's replies.
 //! - [`dependency`]: task dependencies (parents, policies, counts).
@@ -10,6 +11,7 @@
 //! - [`legacy`]: the format-1 layouts of records that format 2 changed,
 //!   read only.
 
+pub mod auth;
 pub mod callback;
 pub mod command;
 pub mod dependency;

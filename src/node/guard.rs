@@ -1,10 +1,17 @@
 //! The one layer in front of every RPC that decides who may call it.
 //!
-//! Today it keeps the node-to-node methods (the Raft service, and the
-//! clock exchange of the Cluster service) to authenticated peers when the
-//! node serves TLS: the caller's certificate must chain to the peer CA and
-//! name a node ([`crate::tls::Acceptor::peer_identity`]). Without TLS
-//! (loopback, or `--insecure`) nothing is checked.
+//! - Node-to-node methods (the Raft service, and the clock exchange of the
+//!   Cluster service) are kept to authenticated peers when the node serves
+//!   TLS: the caller's certificate must chain to the peer CA and name a
+//!   node ([`crate::tls::Acceptor::peer_identity`]).
+//! - Every other method: the caller's credentials (a bearer token, a
+//!   client certificate, or a peer acting for one) name a principal
+//!   ([`access::authenticate`]), which must have the role the method needs
+//!   ([`access::need`]) when auth is on. The principal goes into the
+//!   request's extensions, for the handlers' callback scope checks.
+//!
+//! Refusals are `UNAUTHENTICATED` (no or unknown credentials) or
+//! `PERMISSION_DENIED` (naming the role needed), logged with the caller.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,30 +19,82 @@ use std::task::{Context, Poll};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use crate::api::access::{self, Credentials, Need};
+use crate::consensus::clock::ProposerClock;
+use crate::store::{index, SharedIndex};
 use crate::tls::Acceptor;
-
-/// Paths only peers may call.
-fn peer_only(path: &str) -> bool {
-    path.starts_with("/drover.raft.v1.") || path == "/drover.v1.Cluster/Clock"
-}
 
 #[derive(Clone)]
 pub struct GuardLayer {
-    /// `None`: plaintext, nothing to check.
+    /// `None`: plaintext, no peer can prove who it is.
     pub tls: Option<Acceptor>,
+    /// Grants, and whether they are enforced.
+    pub index: SharedIndex,
+    /// Replicated time, for grants' expiry.
+    pub clock: ProposerClock,
 }
 
 impl<S> tower::Layer<S> for GuardLayer {
     type Service = Guard<S>;
     fn layer(&self, inner: S) -> Guard<S> {
-        Guard { inner, tls: self.tls.clone() }
+        Guard { inner, layer: self.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct Guard<S> {
     inner: S,
-    tls: Option<Acceptor>,
+    layer: GuardLayer,
+}
+
+impl GuardLayer {
+    /// Decide on one call: `Err` is the refusal to send.
+    fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
+        let path = req.uri().path().to_string();
+        let need = access::need(&path);
+        let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        let remote = info
+            .and_then(|i| i.get_ref().remote_addr())
+            .or_else(|| req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr));
+        let certs = info.and_then(|i| i.peer_certs());
+        let certs = certs.as_deref().map(Vec::as_slice);
+        let peer = match &self.tls {
+            Some(tls) => tls.peer_identity(certs),
+            None => Err("plaintext".into()),
+        };
+        if need == Need::Peer {
+            if let (Some(_), Err(why)) = (&self.tls, &peer) {
+                tracing::warn!(path, ?remote, reason = %why, "refused a peer-only call from a caller that is not a peer");
+                let message = format!("{path} is for cluster peers only: {why}");
+                return Err(match certs {
+                    None => tonic::Status::unauthenticated(message),
+                    Some(_) => tonic::Status::permission_denied(message),
+                });
+            }
+            return Ok(());
+        }
+        let mut creds = Credentials::from_metadata(req.headers());
+        creds.peer = peer.ok();
+        if creds.peer.is_none() {
+            creds.subject = crate::tls::client_subject(certs);
+        }
+        let now = self.clock.stamp();
+        let decided = {
+            let index = index::lock(&self.index);
+            access::authenticate(index.auth(), &creds, now)
+        };
+        if need == Need::Nothing && creds.authorization.is_none() && decided.is_err() {
+            // Health checks and "who am I" answer the anonymous too (a
+            // certificate with no grant included); a bad token is refused.
+            return Ok(());
+        }
+        let principal = decided.and_then(|p| access::authorize(&p, need, &path).map(|()| p)).map_err(|e| {
+            tracing::warn!(path, ?remote, reason = %e, "refused a call");
+            tonic::Status::from(e)
+        })?;
+        req.extensions_mut().insert(principal);
+        Ok(())
+    }
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for Guard<S>
@@ -52,37 +111,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(tls) = &self.tls {
-            let path = req.uri().path();
-            if peer_only(path) {
-                let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
-                let certs = info.and_then(|i| i.peer_certs());
-                if let Err(why) = tls.peer_identity(certs.as_deref().map(Vec::as_slice)) {
-                    let remote = info.and_then(|i| i.get_ref().remote_addr());
-                    tracing::warn!(path, ?remote, reason = %why, "refused a peer-only call from a caller that is not a peer");
-                    let status = if certs.is_none() {
-                        tonic::Status::unauthenticated(format!("{path} is for cluster peers only: {why}"))
-                    } else {
-                        tonic::Status::permission_denied(format!("{path} is for cluster peers only: {why}"))
-                    };
-                    return Box::pin(async move { Ok(status.into_http()) });
-                }
-            }
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match self.layer.check(&mut req) {
+            Ok(()) => Box::pin(self.inner.call(req)),
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
-        Box::pin(self.inner.call(req))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::peer_only;
-
-    #[test]
-    fn raft_and_clock_are_peer_only_and_the_public_api_is_not() {
-        assert!(peer_only("/drover.raft.v1.Raft/AppendEntries"));
-        assert!(peer_only("/drover.v1.Cluster/Clock"));
-        assert!(!peer_only("/drover.v1.Cluster/Status"));
-        assert!(!peer_only("/drover.v1.Scheduler/Schedule"));
     }
 }

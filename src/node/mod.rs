@@ -173,6 +173,11 @@ impl RunningNode {
         };
         let services = Services::build(&config, &handles, scheduler);
         let (scheduler_api, cluster_api) = (Arc::new(services.scheduler), Arc::new(services.cluster));
+        let auth_api = Arc::new(crate::api::auth::AuthService {
+            forward: scheduler_api.forward.clone(),
+            scheduler: scheduler_api.clone(),
+            peer_tls: config.tls.as_ref().is_some_and(|t| t.peer_ca.is_some()),
+        });
         let raft_service =
             RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -188,12 +193,13 @@ impl RunningNode {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
             .layer(observe::GrpcMetricsLayer)
-            .layer(guard::GuardLayer { tls: tls.clone() })
+            .layer(guard::GuardLayer { tls: tls.clone(), index: started.index.clone(), clock: clock.clone() })
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(raft_service)
             .add_service(scheduler_api.clone().into_server())
             .add_service(cluster_api.clone().into_server())
+            .add_service(auth_api.into_server())
             .add_service(services.worker.into_server());
         let router = match reflection {
             (Ok(v1), Ok(v1alpha)) => router.add_service(v1).add_service(v1alpha),
@@ -239,7 +245,8 @@ impl RunningNode {
                 started.index.clone(),
                 clock.clone(),
             );
-            let console = crate::api::console::ConsoleState::new(scheduler_api, cluster_api);
+            let console =
+                crate::api::console::ConsoleState::new(scheduler_api, cluster_api).with_secure_cookies(tls.is_some());
             let router = crate::api::http::router(state).merge(crate::api::console::router(console));
             tracing::info!(addr = ?listener.local_addr().ok(), "serving the web console, /metrics, /healthz and /readyz");
             tasks.spawn(crate::api::http::serve(listener, tls.clone(), router, shutdown.clone()));

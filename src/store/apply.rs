@@ -37,6 +37,10 @@ pub struct Applier {
     pub collected: u64,
     /// Every periodic schedule, for the same reason as callbacks.
     pub schedules: BTreeMap<String, crate::domain::schedule::Schedule>,
+    /// Every grant, by id, for the same reason.
+    pub grants: BTreeMap<String, crate::domain::auth::Grant>,
+    /// Whether grants are enforced.
+    pub auth_enabled: bool,
 }
 
 /// Pending writes of one applied batch.
@@ -369,6 +373,11 @@ impl Applier {
                 .into_iter()
                 .map(|s| (s.name.clone(), s))
                 .collect(),
+            grants: load_records::<crate::domain::auth::Grant>(db, &keys::GRANT_PREFIX)?
+                .into_iter()
+                .map(|g| (g.id.clone(), g))
+                .collect(),
+            auth_enabled: get_u64(db, keys::SM_AUTH_ENABLED)? == 1,
         })
     }
 
@@ -437,6 +446,9 @@ impl Applier {
                 self.fire_schedule(b, index, name, slots, skip_to.as_ref(), *skipped)
             }
             Operation::TriggerSchedule { name } => self.trigger_schedule(b, index, name),
+            Operation::PutGrant { grant } => self.put_grant(b, grant),
+            Operation::RevokeGrant { id } => self.revoke_grant(b, id),
+            Operation::SetAuth { enabled } => self.set_auth(b, *enabled),
         }
     }
 
@@ -462,6 +474,13 @@ impl Applier {
                 self.task_count = encoding::decode(v)?;
             } else if k == keys::SM_COLLECTED {
                 self.collected = encoding::decode(v)?;
+            } else if k == keys::SM_AUTH_ENABLED {
+                self.auth_enabled = encoding::decode::<u64>(v)? == 1;
+                b.put(k, v)?;
+            } else if keys::is_grant(k) {
+                let grant: crate::domain::auth::Grant = encoding::decode(v)?;
+                self.grants.insert(grant.id.clone(), grant);
+                b.put(k, v)?;
             } else if let Some(id) = keys::task_id(k) {
                 // Rows, keys and callbacks go through the batch's overlay, so
                 // that later commands in the same batch read them; saving a

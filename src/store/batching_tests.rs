@@ -132,6 +132,19 @@ enum Abstract {
     RedriveWithDependents {
         target: AbstractTarget,
     },
+    /// A grant to one of three subjects (some expiring soon, some scoped).
+    Grant {
+        subject: u8,
+        role: u8,
+        expires: Option<u64>,
+        scoped: bool,
+    },
+    Revoke {
+        subject: u8,
+    },
+    Auth {
+        enabled: bool,
+    },
 }
 
 /// A graph item: callback, parents (existing ids `Ok`, earlier items
@@ -191,6 +204,10 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
         )
             .prop_map(|(tasks, request)| Abstract::Graph { tasks, request }),
         2 => target().prop_map(|target| Abstract::RedriveWithDependents { target }),
+        1 => (0u8..3, 0u8..5, prop::option::of(1u64..3000), any::<bool>())
+            .prop_map(|(subject, role, expires, scoped)| Abstract::Grant { subject, role, expires, scoped }),
+        1 => (0u8..3).prop_map(|subject| Abstract::Revoke { subject }),
+        1 => any::<bool>().prop_map(|enabled| Abstract::Auth { enabled }),
     ]
 }
 
@@ -391,6 +408,23 @@ fn concretise(r: &Replica, a: &Abstract, stamp: u64) -> Operation {
             catch_up: *catch_up,
         },
         Abstract::Trigger { schedule } => Operation::TriggerSchedule { name: SCHEDULES[*schedule].into() },
+        Abstract::Grant { subject, role, expires, scoped } => {
+            use crate::domain::auth::{Grant, PrincipalKey, Role};
+            let name = format!("s{subject}");
+            Operation::PutGrant {
+                grant: Grant {
+                    id: Grant::subject_id(&name),
+                    principal: PrincipalKey::Subject(name),
+                    role: Role::ALL[usize::from(*role)],
+                    callbacks: if *scoped { vec![format!("{}*", &CALLBACKS[0][..1])] } else { vec![] },
+                    created_ms: 0,
+                    expires_ms: expires.map(|e| stamp + e),
+                    note: String::new(),
+                },
+            }
+        }
+        Abstract::Revoke { subject } => Operation::RevokeGrant { id: format!("c-s{subject}") },
+        Abstract::Auth { enabled } => Operation::SetAuth { enabled: *enabled },
         Abstract::Graph { tasks, request } => {
             use crate::domain::dependency::{After, AfterPolicy, Parent};
             let (tasks, after) = tasks

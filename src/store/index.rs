@@ -118,6 +118,9 @@ pub enum IndexOp {
     RemoveFinished { callback: String, state: TaskState },
     PutSchedule(Box<Schedule>),
     RemoveSchedule(String),
+    PutGrant(Box<crate::domain::auth::Grant>),
+    RemoveGrant(String),
+    SetAuth(bool),
 }
 
 /// A task picked for dispatch.
@@ -137,6 +140,7 @@ pub struct LiveIndex {
     retired: BTreeSet<u64>,
     gates: BTreeMap<GateTarget, Gate>,
     schedules: BTreeMap<String, Schedule>,
+    auth: crate::domain::auth::AuthTable,
 }
 
 /// Equal content: the same callbacks, running tasks, retired ids, gates and
@@ -160,6 +164,7 @@ impl PartialEq for LiveIndex {
             && self.retired == other.retired
             && self.gates == other.gates
             && self.schedules == other.schedules
+            && self.auth == other.auth
             && non_empty(self) == non_empty(other)
     }
 }
@@ -188,6 +193,11 @@ impl LiveIndex {
             let (_, v) = item?;
             index.apply(IndexOp::PutGate(encoding::decode(&v)?));
         }
+        for item in scan(db, &keys::GRANT_PREFIX)? {
+            let (_, v) = item?;
+            index.auth.put(encoding::decode(&v)?);
+        }
+        index.auth.enabled = super::get_u64(db, keys::SM_AUTH_ENABLED)? == 1;
         for item in scan(db, &keys::SCHEDULE_PREFIX)? {
             let (_, v) = item?;
             index.apply(IndexOp::PutSchedule(Box::new(encoding::decode(&v)?)));
@@ -284,7 +294,15 @@ impl LiveIndex {
             IndexOp::RemoveSchedule(name) => {
                 self.schedules.remove(&name);
             }
+            IndexOp::PutGrant(g) => self.auth.put(*g),
+            IndexOp::RemoveGrant(id) => self.auth.remove(&id),
+            IndexOp::SetAuth(enabled) => self.auth.enabled = enabled,
         }
+    }
+
+    /// Grants and whether they are enforced.
+    pub fn auth(&self) -> &crate::domain::auth::AuthTable {
+        &self.auth
     }
 
     fn put_callback(&mut self, c: CallbackConfig) {

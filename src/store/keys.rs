@@ -49,6 +49,7 @@ const SM_REQUEST_BY_TIME: u8 = b'd';
 const SM_DEPS: u8 = b'W';
 const SM_PARENTS: u8 = b'A';
 const SM_CHILD: u8 = b'E';
+const SM_GRANT: u8 = b'Z';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -65,6 +66,8 @@ pub const SM_COLLECTED: &[u8] = b"M/collected";
 /// Version of the derived index rows (2: with the finished and
 /// request-by-time indexes); absent in data written before them.
 pub const SM_LAYOUT: &[u8] = b"M/layout";
+/// Whether grants are enforced (a `u64`, 1 when they are; absent: not).
+pub const SM_AUTH_ENABLED: &[u8] = b"M/auth_enabled";
 /// The [`SM_LAYOUT`] this build writes.
 pub const LAYOUT: u64 = 2;
 
@@ -154,6 +157,21 @@ pub const SCHEDULE_PREFIX: [u8; 1] = [SM_SCHEDULE];
 /// Whether `key` is a [`schedule`] key.
 pub fn is_schedule(key: &[u8]) -> bool {
     key.first() == Some(&SM_SCHEDULE)
+}
+
+/// A grant, by its id.
+pub fn grant(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(SM_GRANT);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub const GRANT_PREFIX: [u8; 1] = [SM_GRANT];
+
+/// Whether `key` is a [`grant`] key.
+pub fn is_grant(key: &[u8]) -> bool {
+    key.first() == Some(&SM_GRANT)
 }
 
 /// Whether `key` is a [`gate`] key.

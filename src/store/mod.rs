@@ -11,6 +11,7 @@
 //! - [`TaskStore`]: reads (any thread, any time).
 
 pub mod apply;
+mod auth;
 mod dependency;
 mod gating;
 pub mod index;

@@ -154,6 +154,7 @@ impl Worker {
             shutdown_grace: Duration::from_secs(30),
             on_ack: None,
             tls: None,
+            token: None,
         }
     }
 }
@@ -169,9 +170,17 @@ pub struct WorkerBuilder {
     shutdown_grace: Duration,
     on_ack: Option<AckHook>,
     tls: Option<crate::tls::ClientTls>,
+    token: Option<String>,
 }
 
 impl WorkerBuilder {
+    /// Authenticate with a bearer token (a grant with the worker role, or
+    /// higher, for the callbacks it serves).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// Connect over TLS: the CA to trust, and a client certificate for
     /// mutual TLS.
     pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
@@ -222,7 +231,9 @@ impl WorkerBuilder {
             None => None,
         };
         let pool = crate::net::ChannelPool::with_tls(tls);
-        let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace, self.on_ack, pool);
+        let bearer = crate::net::Bearer::new(self.token.as_deref()).map_err(WorkerError::Config)?;
+        let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace, self.on_ack, pool)
+            .with_bearer(bearer);
         Ok(rt.run(shutdown).await)
     }
 }

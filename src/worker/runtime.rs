@@ -53,6 +53,8 @@ pub struct Runtime {
     handlers: HashMap<String, (u32, Arc<dyn Handler>)>,
     shutdown_grace: Duration,
     pool: ChannelPool,
+    /// The token the session stream carries.
+    bearer: crate::net::Bearer,
     running: HashMap<u64, Running>,
     /// Completions sent and not yet acknowledged, resent on reconnect.
     /// Completions sent and not yet answered, with their callback.
@@ -115,6 +117,12 @@ enum Disconnect {
 }
 
 impl Runtime {
+    /// Send `bearer`'s token on the session stream.
+    pub fn with_bearer(mut self, bearer: crate::net::Bearer) -> Self {
+        self.bearer = bearer;
+        self
+    }
+
     pub fn new(
         endpoints: Vec<String>,
         id: String,
@@ -130,6 +138,7 @@ impl Runtime {
             handlers,
             shutdown_grace,
             pool,
+            bearer: crate::net::Bearer::default(),
             running: HashMap::new(),
             unacked: HashMap::new(),
             done_tx,
@@ -232,6 +241,7 @@ impl Runtime {
         addr: &str,
     ) -> Result<(mpsc::Sender<pb::WorkerMessage>, tonic::Streaming<pb::ServerMessage>), Disconnect> {
         let channel = self.pool.get(addr).map_err(|e| Disconnect::Broken(format!("bad address {addr}: {e}")))?;
+        let channel = tonic::service::interceptor::InterceptedService::new(channel, self.bearer.clone());
         let mut client = pb::worker_client::WorkerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

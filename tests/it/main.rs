@@ -10,6 +10,7 @@
 //! - [`periodic`]: periodic schedules.
 
 mod api;
+mod auth;
 mod cli;
 mod clock;
 mod conformance;

@@ -11,7 +11,10 @@
 //! token, which a page of another site cannot read, and the request must
 //! not come from another site (`Sec-Fetch-Site`, when the browser sends
 //! it): a cross-site request is refused with 403.
+//!
+//! With auth on, every page and action needs a token ([`login`]).
 
+mod login;
 mod pages;
 pub mod rates;
 mod workflow;
@@ -41,12 +44,26 @@ pub struct ConsoleState {
     token: Arc<String>,
     /// Recent rates, for the overview.
     history: Arc<std::sync::Mutex<rates::History>>,
+    /// Mark the sign-in cookie Secure (the console serves TLS).
+    secure_cookies: bool,
 }
 
 impl ConsoleState {
     pub fn new(scheduler: Arc<SchedulerService>, cluster: Arc<ClusterService>) -> Self {
         let token = format!("{:032x}", rand::random::<u128>());
-        ConsoleState { scheduler, cluster, token: Arc::new(token), history: rates::spawn_sampler() }
+        ConsoleState {
+            scheduler,
+            cluster,
+            token: Arc::new(token),
+            history: rates::spawn_sampler(),
+            secure_cookies: false,
+        }
+    }
+
+    /// The console is served over TLS: its sign-in cookie is Secure.
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 
     fn recent(&self) -> Vec<rates::Point> {
@@ -70,6 +87,8 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/actions/cancel", post(cancel_action))
         .route("/actions/dlq", post(dlq_action))
         .route("/actions/schedule", post(schedule_action))
+        .route("/login", get(login::login_form).post(login::login))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), login::require))
         .with_state(state)
 }
 

@@ -26,6 +26,7 @@ use drover::pb;
 use drover::worker::builtin::Builtin;
 use drover::worker::{TaskContext, Worker};
 
+mod auth;
 mod check;
 mod workflows;
 
@@ -84,6 +85,9 @@ pub struct ChaosArgs {
     /// Leave the cluster up afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Turn auth on first: the harness runs with an admin token and the workers with a worker token; afterwards every node must still enforce it.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 /// Fault kinds. `clock` restarts a node with its wall clock an hour off
@@ -183,10 +187,29 @@ pub async fn run(cli: &super::Cli, cmd: &ChaosCommand) -> Result<(), CliError> {
         client = client.with_tls(t.load().map_err(|e| CliError(e.to_string()))?);
     }
     client.deadline = Duration::from_secs(60);
+    let anonymous = client.clone();
+    let (client, tokens) = match args.auth {
+        true => auth::enable(client).await.map(|(c, t)| (c, Some(t)))?,
+        false => (client, None),
+    };
     let client = Arc::new(client);
     register(&client).await?;
 
-    let result = run_with_cluster(args, seed, &client, tls, &records, &history).await;
+    let worker_token = tokens.as_ref().map(|t| t.worker.clone());
+    let mut result = run_with_cluster(args, seed, &client, (tls, worker_token.clone()), &records, &history).await;
+    if let (Ok(()), Some(t)) = (&result, &tokens) {
+        let worker = anonymous.clone().with_token(&t.worker).map_err(CliError)?;
+        let violations = auth::check(&client, &anonymous, &worker, args.nodes as usize).await;
+        history.log(json!({"event": "auth-check", "violations": violations}));
+        if !violations.is_empty() {
+            for v in &violations {
+                println!("  {v}");
+            }
+            result = Err(CliError(format!("chaos: FAIL, auth: {} violation(s)", violations.len())));
+        } else {
+            println!("chaos: auth still enforced at every node (no token: UNAUTHENTICATED; worker purging: PERMISSION_DENIED)");
+        }
+    }
     history.log(json!({"event": "end", "ok": result.is_ok()}));
     if !args.keep {
         let _ = script(&args.cluster_dir, "down.sh", &[&n]);
@@ -283,7 +306,7 @@ async fn run_with_cluster(
     args: &ChaosArgs,
     seed: u64,
     client: &Arc<Client>,
-    tls: Option<drover::tls::ClientTls>,
+    creds: (Option<drover::tls::ClientTls>, Option<String>),
     records: &Path,
     history: &Arc<History>,
 ) -> Result<(), CliError> {
@@ -291,7 +314,7 @@ async fn run_with_cluster(
     // First real start time of each delayed task.
     let starts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let seen: Arc<workflows::Seen> = Arc::default();
-    let workers = start_workers(args, client, tls, records, &starts, &seen, &stop_workers);
+    let workers = start_workers(args, client, creds, records, &starts, &seen, &stop_workers);
 
     let stop_clients = CancellationToken::new();
     let (acked, calls, mut client_tasks) = start_clients(args, seed, client, history, &stop_clients);
@@ -357,7 +380,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn start_workers(
     args: &ChaosArgs,
     client: &Client,
-    tls: Option<drover::tls::ClientTls>,
+    (tls, token): (Option<drover::tls::ClientTls>, Option<String>),
     records: &Path,
     starts: &Arc<Mutex<HashMap<u64, u64>>>,
     seen: &Arc<workflows::Seen>,
@@ -370,6 +393,9 @@ fn start_workers(
             let mut w = Worker::builder(client.endpoints().to_vec());
             if let Some(t) = &tls {
                 w = w.tls(t.clone());
+            }
+            if let Some(t) = &token {
+                w = w.token(t.clone());
             }
             let w = w
                 .id(format!("chaos-worker-{i}"))

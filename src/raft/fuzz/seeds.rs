@@ -214,6 +214,19 @@ pub fn commands() -> Vec<Command> {
         },
         Operation::RedriveWithDependents { target: Target::Task(1) },
         Operation::BackfillSchedule { name: "nightly".into(), slots: vec![slot(3)] },
+        Operation::PutGrant {
+            grant: crate::domain::auth::Grant {
+                id: crate::domain::auth::Grant::subject_id("ops"),
+                principal: crate::domain::auth::PrincipalKey::Subject("ops".into()),
+                role: crate::domain::auth::Role::Operator,
+                callbacks: vec!["email.*".into()],
+                created_ms: 0,
+                expires_ms: Some(9),
+                note: "n".into(),
+            },
+        },
+        Operation::RevokeGrant { id: "c-ops".into() },
+        Operation::SetAuth { enabled: true },
     ];
     operations
         .into_iter()
