@@ -11,6 +11,7 @@
 
 mod api;
 mod auth;
+mod auth_console;
 mod cli;
 mod clock;
 mod conformance;
