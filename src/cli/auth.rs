@@ -12,11 +12,6 @@ use drover::pb;
 use super::{failed, parse_duration, Cli, CliError};
 
 #[derive(Subcommand, Debug)]
-#[command(after_help = "Roles, each including the ones before it: reader (get, list, status), producer (schedule, \
-    cancel, register callbacks), worker (run tasks), operator (gates, dead letters, periodic schedules, leader \
-    transfer), admin (membership, backup, grants).\n\n\
-    Start: `drover auth token create --role admin --note me`, keep the token it prints, then \
-    `DROVER_TOKEN=<token> drover auth enable`.")]
 pub enum AuthCommand {
     /// Bearer tokens: create one (printed once), list grants, revoke one.
     #[command(subcommand)]
@@ -72,6 +67,12 @@ pub struct GrantArgs {
     #[arg(long, default_value = "")]
     pub note: String,
 }
+
+/// `drover auth --help`'s epilogue.
+pub const AFTER_HELP: &str = "Roles, each including the ones before it: reader (get, list, status), producer (schedule, \
+    cancel, register callbacks), worker (run tasks), operator (gates, dead letters, periodic schedules, leader \
+    transfer), admin (membership, backup, grants).\n\n\
+    Start: export DROVER_TOKEN=$(drover auth token create --role admin --note me) && drover auth enable";
 
 fn when(ms: u64) -> String {
     match ms {

@@ -101,6 +101,9 @@ pub async fn run(args: &DevArgs) -> Result<(), CliError> {
                     abs(&b.client_cert).display(),
                     abs(&b.client_key).display()
                 );
+                println!(
+                    "To try auth: export DROVER_TOKEN=$(drover auth token create --role admin --note dev) && drover auth enable"
+                );
             }
             for n in cluster.nodes.iter().filter(|n| n.http_addr.is_some()) {
                 let http = n.http_addr.as_deref().unwrap_or_default();

@@ -117,7 +117,7 @@ pub enum Command {
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// Who may do what: tokens, certificate grants, and turning enforcement on.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = auth::AFTER_HELP)]
     Auth(auth::AuthCommand),
     /// Backups and restores.
     #[command(subcommand)]
