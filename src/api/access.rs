@@ -15,10 +15,15 @@ use std::sync::Arc;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 
 use super::ApiError;
-use crate::domain::auth::{token_hash, AuthTable, Grant, PrincipalKey, Role};
+use crate::domain::auth::{token_hash, AuthTable, Grant, Role};
 
-/// Metadata naming the grant a forwarding peer acts for.
+/// Metadata naming the grant a forwarding peer acts for, or
+/// [`ANONYMOUS`].
 pub const ON_BEHALF_OF: &str = "x-drover-on-behalf-of";
+/// [`ON_BEHALF_OF`] for a caller without credentials (let through by a
+/// node that had not applied `auth enable` yet): the leader, which may
+/// have, decides for itself rather than trusting the forwarding peer.
+pub const ANONYMOUS: &str = "-";
 /// The HTTP header bearing a token: `authorization: Bearer <token>`.
 pub const AUTHORIZATION: &str = "authorization";
 
@@ -173,7 +178,10 @@ fn identify(table: &AuthTable, creds: &Credentials, now_ms: u64) -> Result<Princ
         return live(table.by_token(&token_hash(token)), "the token");
     }
     if let Some(node) = creds.peer {
-        return match &creds.on_behalf_of {
+        return match creds.on_behalf_of.as_deref() {
+            Some(ANONYMOUS) => Err(ApiError::Unauthenticated(format!(
+                "no credentials (forwarded by node-{node}): pass a token (--token or DROVER_TOKEN) or a client certificate"
+            ))),
             Some(id) => live(table.by_id(id), &format!("grant {id:?} (forwarded by node-{node})")),
             None => Ok(Principal::Peer(node)),
         };
@@ -229,11 +237,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The token as it came; else the grant the caller was found to be
+    /// (a certificate subject, or a console user signed in with a token);
+    /// else anonymous. A peer calling for itself needs nothing: the leader
+    /// sees the forwarding peer.
     pub fn of<T>(req: &tonic::Request<T>) -> Self {
         let authorization = req.metadata().get(AUTHORIZATION).cloned();
-        let on_behalf_of = match principal_of(req).and_then(Principal::grant) {
-            Some(g) if authorization.is_none() && matches!(g.principal, PrincipalKey::Subject(_)) => g.id.parse().ok(),
-            _ => None,
+        let on_behalf_of = match (&authorization, principal_of(req)) {
+            (Some(_), _) | (None, None | Some(Principal::Peer(_))) => None,
+            (None, Some(Principal::Grant(g))) => g.id.parse().ok(),
+            (None, Some(Principal::Anyone)) => Some(AsciiMetadataValue::from_static(ANONYMOUS)),
         };
         Identity { authorization, on_behalf_of }
     }
@@ -254,6 +267,7 @@ fn put(md: &mut MetadataMap, key: &'static str, value: &Option<AsciiMetadataValu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::auth::PrincipalKey;
 
     fn grant(token: &str, role: Role, callbacks: &[&str], expires_ms: Option<u64>) -> Grant {
         let sha256 = token_hash(token);
@@ -270,6 +284,33 @@ mod tests {
 
     fn bearer(t: &str) -> Credentials {
         Credentials { authorization: Some(format!("Bearer {t}")), ..Default::default() }
+    }
+
+    /// What a forwarded copy of a request carries, for a caller found to
+    /// be `principal` who sent `authorization`.
+    fn forwarded(principal: Option<Principal>, authorization: Option<&str>) -> MetadataMap {
+        let mut req = tonic::Request::new(());
+        if let Some(p) = principal {
+            req.extensions_mut().insert(p);
+        }
+        if let Some(a) = authorization {
+            req.metadata_mut().insert(AUTHORIZATION, a.parse().unwrap());
+        }
+        Identity::of(&req).attach(tonic::Request::new(())).metadata().clone()
+    }
+
+    #[test]
+    fn a_forwarded_request_carries_its_caller() {
+        let g = Arc::new(grant("a", Role::Reader, &[], None));
+        let md = forwarded(Some(Principal::Grant(g.clone())), Some("Bearer a"));
+        assert_eq!(md.get(AUTHORIZATION).unwrap(), "Bearer a");
+        assert!(md.get(ON_BEHALF_OF).is_none());
+        let md = forwarded(Some(Principal::Grant(g.clone())), None);
+        assert_eq!(md.get(ON_BEHALF_OF).unwrap().to_str().unwrap(), g.id);
+        let md = forwarded(Some(Principal::Anyone), None);
+        assert_eq!(md.get(ON_BEHALF_OF).unwrap(), ANONYMOUS);
+        assert!(forwarded(Some(Principal::Peer(3)), None).is_empty());
+        assert!(forwarded(None, None).is_empty());
     }
 
     #[test]
@@ -336,6 +377,9 @@ mod tests {
         assert_eq!(authenticate(&t, &forwarded, 0).unwrap().role(), Role::Operator);
         let peer = Credentials { peer: Some(2), ..Default::default() };
         assert_eq!(authenticate(&t, &peer, 0).unwrap(), Principal::Peer(2));
+        // A peer forwarding an anonymous caller does not lend it its rank.
+        let anonymous = Credentials { peer: Some(2), on_behalf_of: Some(ANONYMOUS.into()), ..Default::default() };
+        assert!(matches!(authenticate(&t, &anonymous, 0), Err(ApiError::Unauthenticated(_))));
         let p = authenticate(&t, &direct, 0).unwrap();
         assert!(authorize(&p, Need::Role(Role::Operator), "/x").is_ok());
         assert!(matches!(authorize(&p, Need::Role(Role::Admin), "/x"), Err(ApiError::PermissionDenied(_))));

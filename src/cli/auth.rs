@@ -69,7 +69,8 @@ pub struct GrantArgs {
 }
 
 /// `drover auth --help`'s epilogue.
-pub const AFTER_HELP: &str = "Roles, each including the ones before it: reader (get, list, status), producer (schedule, \
+pub const AFTER_HELP: &str =
+    "Roles, each including the ones before it: reader (get, list, status), producer (schedule, \
     cancel, register callbacks), worker (run tasks), operator (gates, dead letters, periodic schedules, leader \
     transfer), admin (membership, backup, grants).\n\n\
     Start: export DROVER_TOKEN=$(drover auth token create --role admin --note me) && drover auth enable";

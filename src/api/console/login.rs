@@ -22,6 +22,22 @@ use crate::store::index;
 
 const COOKIE: &str = "drover_token";
 
+tokio::task_local! {
+    /// The console user a page or action runs for: the pages' in-process
+    /// calls carry it ([`request`]), so that a call forwarded to the leader
+    /// is checked there as this user, not as the forwarding node.
+    static CALLER: Principal;
+}
+
+/// A request to this node's services, as the console user.
+pub(super) fn request<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Ok(p) = CALLER.try_with(Principal::clone) {
+        r.extensions_mut().insert(p);
+    }
+    r
+}
+
 /// The token a request carries: the bearer header, else the cookie.
 fn token_of(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -67,7 +83,7 @@ pub async fn require(State(s): State<ConsoleState>, req: Request, next: Next) ->
         return next.run(req).await;
     }
     let principal = match s.principal(req.headers()) {
-        Ok(None) => return next.run(req).await,
+        Ok(None) => return CALLER.scope(Principal::Anyone, next.run(req)).await,
         Ok(Some(p)) => p,
         Err(e) => {
             tracing::warn!(path, reason = %e, "refused a console request");
@@ -84,7 +100,7 @@ pub async fn require(State(s): State<ConsoleState>, req: Request, next: Next) ->
         tracing::warn!(path, principal = %principal.name(), reason = %e, "refused a console request");
         return (StatusCode::FORBIDDEN, pages::error_page("PERMISSION_DENIED", &e.to_string())).into_response();
     }
-    next.run(req).await
+    CALLER.scope(principal, next.run(req)).await
 }
 
 fn login_page(why: &str) -> maud::Markup {

@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use tonic::Request;
 
 use super::cluster::ClusterService;
 use super::scheduler::SchedulerService;
@@ -104,9 +103,9 @@ fn failure(s: tonic::Status) -> Response {
 }
 
 async fn overview(State(s): State<ConsoleState>) -> Response {
-    let callbacks = s.scheduler.list_callbacks(Request::new(pb::ListCallbacksRequest { allow_stale: true })).await;
-    let status = s.cluster.status(Request::new(pb::ClusterStatusRequest {})).await;
-    let gates = s.scheduler.list_gates(Request::new(pb::ListGatesRequest { allow_stale: true })).await;
+    let callbacks = s.scheduler.list_callbacks(login::request(pb::ListCallbacksRequest { allow_stale: true })).await;
+    let status = s.cluster.status(login::request(pb::ClusterStatusRequest {})).await;
+    let gates = s.scheduler.list_gates(login::request(pb::ListGatesRequest { allow_stale: true })).await;
     match callbacks {
         Ok(c) => pages::overview(
             &c.into_inner(),
@@ -120,16 +119,16 @@ async fn overview(State(s): State<ConsoleState>) -> Response {
 }
 
 async fn callback_page(State(s): State<ConsoleState>, Path(name): Path<String>) -> Response {
-    let callbacks = match s.scheduler.list_callbacks(Request::new(pb::ListCallbacksRequest { allow_stale: true })).await
-    {
-        Ok(c) => c.into_inner(),
-        Err(e) => return failure(e),
-    };
+    let callbacks =
+        match s.scheduler.list_callbacks(login::request(pb::ListCallbacksRequest { allow_stale: true })).await {
+            Ok(c) => c.into_inner(),
+            Err(e) => return failure(e),
+        };
     let Some(info) = callbacks.callbacks.into_iter().find(|c| c.settings.as_ref().is_some_and(|st| st.name == name))
     else {
         return failure(tonic::Status::not_found(format!("callback {name:?} is not registered")));
     };
-    let gates = s.scheduler.list_gates(Request::new(pb::ListGatesRequest { allow_stale: true })).await;
+    let gates = s.scheduler.list_gates(login::request(pb::ListGatesRequest { allow_stale: true })).await;
     let gates: Vec<pb::Gate> =
         gates.map(|g| g.into_inner().gates).unwrap_or_default().into_iter().filter(|g| g.callback == name).collect();
     pages::callback(&info, &gates, &s.token).into_response()
@@ -165,7 +164,7 @@ async fn tasks_page(State(s): State<ConsoleState>, Query(q): Query<TaskSearch>) 
         allow_stale: true,
         collection: q.collection.clone(),
     };
-    match s.scheduler.list_tasks(Request::new(req)).await {
+    match s.scheduler.list_tasks(login::request(req)).await {
         Ok(r) => pages::tasks(&q, &r.into_inner()).into_response(),
         Err(e) => failure(e),
     }
@@ -173,7 +172,7 @@ async fn tasks_page(State(s): State<ConsoleState>, Query(q): Query<TaskSearch>) 
 
 async fn task_page(State(s): State<ConsoleState>, Path(id): Path<u64>) -> Response {
     let req = pb::GetTaskRequest { task_id: id, allow_stale: true, include_payload: true };
-    match s.scheduler.get_task(Request::new(req)).await {
+    match s.scheduler.get_task(login::request(req)).await {
         Ok(t) => pages::task(&t.into_inner(), &s.token).into_response(),
         Err(e) => failure(e),
     }
@@ -189,21 +188,21 @@ async fn workflow_page(State(s): State<ConsoleState>, Path(id): Path<u64>) -> Re
 async fn dlq_page(State(s): State<ConsoleState>) -> Response {
     let req =
         pb::ListTasksRequest { state: pb::TaskState::Dead as i32, limit: 500, allow_stale: true, ..Default::default() };
-    match s.scheduler.list_tasks(Request::new(req)).await {
+    match s.scheduler.list_tasks(login::request(req)).await {
         Ok(r) => pages::dlq(&r.into_inner().tasks, &s.token).into_response(),
         Err(e) => failure(e),
     }
 }
 
 async fn schedules_page(State(s): State<ConsoleState>) -> Response {
-    match s.scheduler.list_schedules(Request::new(pb::ListSchedulesRequest { allow_stale: true })).await {
+    match s.scheduler.list_schedules(login::request(pb::ListSchedulesRequest { allow_stale: true })).await {
         Ok(r) => pages::schedules(&r.into_inner().schedules, &s.token).into_response(),
         Err(e) => failure(e),
     }
 }
 
 async fn workers_page(State(s): State<ConsoleState>) -> Response {
-    match s.scheduler.list_workers(Request::new(pb::ListWorkersRequest {})).await {
+    match s.scheduler.list_workers(login::request(pb::ListWorkersRequest {})).await {
         Ok(r) => pages::workers(&r.into_inner().workers).into_response(),
         Err(e) => failure(e),
     }
@@ -249,7 +248,7 @@ async fn gate_action(State(s): State<ConsoleState>, headers: HeaderMap, Form(f):
     let result = match f.mode.as_str() {
         "open" => s
             .scheduler
-            .open_gate(Request::new(pb::OpenGateRequest { callback: f.callback.clone(), collection: f.collection }))
+            .open_gate(login::request(pb::OpenGateRequest { callback: f.callback.clone(), collection: f.collection }))
             .await
             .map(|_| ()),
         mode => {
@@ -261,7 +260,7 @@ async fn gate_action(State(s): State<ConsoleState>, headers: HeaderMap, Form(f):
                 note: "from the web console".into(),
                 ..Default::default()
             };
-            s.scheduler.set_gate(Request::new(req)).await.map(|_| ())
+            s.scheduler.set_gate(login::request(req)).await.map(|_| ())
         }
     };
     match result {
@@ -280,7 +279,7 @@ async fn cancel_action(State(s): State<ConsoleState>, headers: HeaderMap, Form(f
     if let Some(r) = refused(&s, &headers, &f.token) {
         return r;
     }
-    match s.scheduler.cancel_task(Request::new(pb::CancelTaskRequest { task_id: f.task_id })).await {
+    match s.scheduler.cancel_task(login::request(pb::CancelTaskRequest { task_id: f.task_id })).await {
         Ok(_) => back(&headers, &format!("/tasks/{}", f.task_id)),
         Err(e) => failure(e),
     }
@@ -314,8 +313,8 @@ async fn dlq_action(State(s): State<ConsoleState>, headers: HeaderMap, Form(f): 
         with_dependents: f.with_dependents.is_some() && f.op == "redrive",
     };
     let result = match f.op.as_str() {
-        "redrive" => s.scheduler.redrive_dead_letters(Request::new(req)).await,
-        "purge" => s.scheduler.purge_dead_letters(Request::new(req)).await,
+        "redrive" => s.scheduler.redrive_dead_letters(login::request(req)).await,
+        "purge" => s.scheduler.purge_dead_letters(login::request(req)).await,
         other => return failure(tonic::Status::invalid_argument(format!("unknown operation {other:?}"))),
     };
     match result {
@@ -340,15 +339,15 @@ async fn schedule_action(State(s): State<ConsoleState>, headers: HeaderMap, Form
     let result = match f.op.as_str() {
         "pause" => s
             .scheduler
-            .pause_schedule(Request::new(pb::PauseScheduleRequest { name, note: "from the web console".into() }))
+            .pause_schedule(login::request(pb::PauseScheduleRequest { name, note: "from the web console".into() }))
             .await
             .map(|_| ()),
         "resume" => s
             .scheduler
-            .resume_schedule(Request::new(pb::ResumeScheduleRequest { name, catch_up: false }))
+            .resume_schedule(login::request(pb::ResumeScheduleRequest { name, catch_up: false }))
             .await
             .map(|_| ()),
-        "trigger" => s.scheduler.trigger_schedule(Request::new(pb::ScheduleRef { name })).await.map(|_| ()),
+        "trigger" => s.scheduler.trigger_schedule(login::request(pb::ScheduleRef { name })).await.map(|_| ()),
         other => return failure(tonic::Status::invalid_argument(format!("unknown operation {other:?}"))),
     };
     match result {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use maud::{html, Markup};
-use tonic::Request;
 
 use super::pages::{layout, state_name};
 use super::ConsoleState;
@@ -34,7 +33,7 @@ pub async fn load(s: &ConsoleState, id: u64) -> Result<Graph, tonic::Status> {
             break;
         }
         let req = pb::GetTaskRequest { task_id: next, allow_stale: true, include_payload: false };
-        let t = match s.scheduler.get_task(Request::new(req)).await {
+        let t = match s.scheduler.get_task(super::login::request(req)).await {
             Ok(t) => t.into_inner(),
             // A parent deleted by retention: drawn as missing.
             Err(e) if e.code() == tonic::Code::NotFound && next != id => continue,
