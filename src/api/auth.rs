@@ -38,7 +38,17 @@ impl AuthService {
         index::lock(&self.scheduler.index).auth().clone()
     }
 
-    async fn put(&self, grant: Grant) -> Result<pb::GrantInfo, ApiError> {
+    /// Leader only: check and save a grant of `role` to `principal`.
+    async fn grant(
+        &self,
+        principal: PrincipalKey,
+        role: &str,
+        callbacks: &[String],
+        expires_in_ms: u64,
+        note: &str,
+    ) -> Result<pb::GrantInfo, ApiError> {
+        let now = self.scheduler.clock.stamp();
+        let grant = build_grant(principal, role, callbacks.to_vec(), expires_in_ms, note.to_string(), now)?;
         let id = grant.id.clone();
         let created = match self.scheduler.write(Operation::PutGrant { grant }).await? {
             CommandResponse::GrantSaved { created } => created,
@@ -53,7 +63,7 @@ impl AuthService {
 
 /// A grant from a request's role, scope, expiry and note; its id and
 /// principal from `principal`.
-fn grant(
+fn build_grant(
     principal: PrincipalKey,
     role: &str,
     callbacks: Vec<String>,
@@ -117,16 +127,7 @@ impl pb::auth_server::Auth for AuthService {
                     req.token_sha256.len()
                 ))
             })?;
-            let now = self.scheduler.clock.stamp();
-            let g = grant(
-                PrincipalKey::Token { sha256 },
-                &req.role,
-                req.callbacks.clone(),
-                req.expires_in_ms,
-                req.note.clone(),
-                now,
-            )?;
-            self.put(g).await
+            self.grant(PrincipalKey::Token { sha256 }, &req.role, &req.callbacks, req.expires_in_ms, &req.note).await
         })
     }
 
@@ -141,16 +142,7 @@ impl pb::auth_server::Auth for AuthService {
                     "subject must be a certificate's common name, 1 to 256 bytes".into(),
                 ));
             }
-            let now = self.scheduler.clock.stamp();
-            let g = grant(
-                PrincipalKey::Subject(subject),
-                &req.role,
-                req.callbacks.clone(),
-                req.expires_in_ms,
-                req.note.clone(),
-                now,
-            )?;
-            self.put(g).await
+            self.grant(PrincipalKey::Subject(subject), &req.role, &req.callbacks, req.expires_in_ms, &req.note).await
         })
     }
 

@@ -1,13 +1,17 @@
 //! `drover auth`: tokens, certificate grants, and the switch that enforces
 //! them.
 
+use std::future::Future;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use drover::client::Client;
 use drover::domain::auth::{new_token, token_hash};
+use drover::net::AuthedChannel;
 use drover::pb;
+use drover::pb::auth_client::AuthClient;
 
 use super::{failed, parse_duration, Cli, CliError};
 
@@ -75,6 +79,29 @@ pub const AFTER_HELP: &str =
     transfer), admin (membership, backup, grants).\n\n\
     Start: export DROVER_TOKEN=$(drover auth token create --role admin --note me) && drover auth enable";
 
+/// Run one Auth call, at any node, retried on any failure that may
+/// not have applied: every Auth call is idempotent (the same token hash is
+/// the same grant; revoke and enable are states, not increments).
+async fn idempotent<T, F, Fut>(client: &Client, call: F) -> Result<T, CliError>
+where
+    F: Fn(AuthClient<AuthedChannel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    client
+        .call_idempotent(0, |i| {
+            let auth = client.auth(i).map(&call);
+            async move { Ok(auth?.await?.into_inner()) }
+        })
+        .await
+        .map_err(failed)
+}
+
+impl GrantArgs {
+    fn expires_in_ms(&self) -> u64 {
+        self.expires.map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
 fn when(ms: u64) -> String {
     match ms {
         0 => "never".into(),
@@ -123,19 +150,16 @@ pub async fn run(cli: &Cli, cmd: &AuthCommand) -> Result<(), CliError> {
                 token_sha256: token_hash(&token).to_vec(),
                 role: g.role.clone(),
                 callbacks: g.callbacks.clone(),
-                expires_in_ms: g.expires.map_or(0, |d| d.as_millis() as u64),
+                expires_in_ms: g.expires_in_ms(),
                 note: g.note.clone(),
             };
             // The same hash is the same grant: a retry after an unknown
             // outcome finds it (created: false) and creates nothing.
-            let info = client
-                .call_idempotent(0, |i| {
-                    let req = req.clone();
-                    let client = &client;
-                    async move { Ok(client.auth(i)?.create_token(req).await?.into_inner()) }
-                })
-                .await
-                .map_err(failed)?;
+            let info = idempotent(&client, |mut c| {
+                let req = req.clone();
+                async move { c.create_token(req).await }
+            })
+            .await?;
             if cli.json {
                 let mut v = grant_json(&info);
                 v["token"] = json!(token);
@@ -157,17 +181,14 @@ pub async fn run(cli: &Cli, cmd: &AuthCommand) -> Result<(), CliError> {
                 subject: subject.clone(),
                 role: g.role.clone(),
                 callbacks: g.callbacks.clone(),
-                expires_in_ms: g.expires.map_or(0, |d| d.as_millis() as u64),
+                expires_in_ms: g.expires_in_ms(),
                 note: g.note.clone(),
             };
-            let info = client
-                .call_idempotent(0, |i| {
-                    let req = req.clone();
-                    let client = &client;
-                    async move { Ok(client.auth(i)?.grant_subject(req).await?.into_inner()) }
-                })
-                .await
-                .map_err(failed)?;
+            let info = idempotent(&client, |mut c| {
+                let req = req.clone();
+                async move { c.grant_subject(req).await }
+            })
+            .await?;
             if cli.json {
                 println!("{}", grant_json(&info));
             } else {
@@ -182,13 +203,7 @@ pub async fn run(cli: &Cli, cmd: &AuthCommand) -> Result<(), CliError> {
             Ok(())
         }
         AuthCommand::Token(TokenCommand::List) => {
-            let r = client
-                .call_idempotent(0, |i| {
-                    let client = &client;
-                    async move { Ok(client.auth(i)?.list_grants(pb::ListGrantsRequest {}).await?.into_inner()) }
-                })
-                .await
-                .map_err(failed)?;
+            let r = idempotent(&client, |mut c| async move { c.list_grants(pb::ListGrantsRequest {}).await }).await?;
             if cli.json {
                 let grants: Vec<_> = r.grants.iter().map(grant_json).collect();
                 println!("{}", json!({"enabled": r.enabled, "grants": grants}));
@@ -211,14 +226,11 @@ pub async fn run(cli: &Cli, cmd: &AuthCommand) -> Result<(), CliError> {
             Ok(())
         }
         AuthCommand::Token(TokenCommand::Revoke { id }) => {
-            let r = client
-                .call_idempotent(0, |i| {
-                    let client = &client;
-                    let id = id.clone();
-                    async move { Ok(client.auth(i)?.revoke(pb::RevokeRequest { id }).await?.into_inner()) }
-                })
-                .await
-                .map_err(failed)?;
+            let r = idempotent(&client, |mut c| {
+                let id = id.clone();
+                async move { c.revoke(pb::RevokeRequest { id }).await }
+            })
+            .await?;
             if cli.json {
                 println!("{}", json!({"id": id, "existed": r.existed}));
             } else if r.existed {
@@ -230,24 +242,13 @@ pub async fn run(cli: &Cli, cmd: &AuthCommand) -> Result<(), CliError> {
         }
         AuthCommand::Enable | AuthCommand::Disable => {
             let enabled = matches!(cmd, AuthCommand::Enable);
-            let s = client
-                .call_idempotent(0, |i| {
-                    let client = &client;
-                    async move { Ok(client.auth(i)?.set_enabled(pb::SetAuthRequest { enabled }).await?.into_inner()) }
-                })
-                .await
-                .map_err(failed)?;
+            let s =
+                idempotent(&client, |mut c| async move { c.set_enabled(pb::SetAuthRequest { enabled }).await }).await?;
             print_status(cli, &s);
             Ok(())
         }
         AuthCommand::Whoami => {
-            let s = client
-                .call_idempotent(0, |i| {
-                    let client = &client;
-                    async move { Ok(client.auth(i)?.who_am_i(pb::WhoAmIRequest {}).await?.into_inner()) }
-                })
-                .await
-                .map_err(failed)?;
+            let s = idempotent(&client, |mut c| async move { c.who_am_i(pb::WhoAmIRequest {}).await }).await?;
             print_status(cli, &s);
             Ok(())
         }

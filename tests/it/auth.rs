@@ -96,6 +96,19 @@ const TABLE: [(&str, &str); 10] = [
     ("Revoke", "admin"),
 ];
 
+/// Wait until every node has auth on and holds `grants` grants (each node
+/// decides on its own applied state).
+pub async fn settle(c: &TestCluster, admin_token: &str, grants: usize) {
+    for n in &c.nodes {
+        let node = c.client_of(n.id).with_token(admin_token).unwrap();
+        wait_until(Duration::from_secs(10), "every grant on every node", || async {
+            let r = node.auth(0).ok()?.list_grants(pb::ListGrantsRequest {}).await.ok()?.into_inner();
+            (r.enabled && r.grants.len() == grants).then_some(())
+        })
+        .await;
+    }
+}
+
 fn rank(role: &str) -> usize {
     ROLES.iter().position(|r| *r == role).expect("a role")
 }
@@ -125,6 +138,8 @@ async fn every_role_may_make_exactly_its_calls_on_every_node_and_strangers_none(
     for role in ROLES {
         tokens.push((role, create_token(&admin, role, &[], 0).await));
     }
+    // Every node has applied the switch and the grants before the table.
+    settle(&c, &admin_token, ROLES.len() + 1).await;
     let task = admin.schedule(0, spec("sms", b"x")).await.unwrap().task_id;
     let victim = admin.schedule(0, spec("sms", b"cancel me")).await.unwrap().task_id;
 
@@ -159,6 +174,7 @@ async fn every_role_may_make_exactly_its_calls_on_every_node_and_strangers_none(
 
     // A grant scoped to callbacks reaches only those.
     let scoped = admin.clone().with_token(&create_token(&admin, "producer", &["email.*"], 0).await).unwrap();
+    settle(&c, &admin_token, ROLES.len() + 2).await;
     let mail = scoped.schedule(0, spec("email.send", b"hi")).await.expect("scoped schedule").task_id;
     let e = scoped.schedule(0, spec("sms", b"no")).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

@@ -81,6 +81,7 @@ async fn the_console_asks_for_a_token_once_auth_is_on_and_serves_by_role() {
     let admin = c.client().with_token(&admin_token).unwrap();
     admin.auth(0).unwrap().set_enabled(pb::SetAuthRequest { enabled: true }).await.expect("enable");
     let reader = token(&admin, "reader").await;
+    crate::auth::settle(&c, &admin_token, 2).await;
 
     // No token: the sign-in page (401); the JSON API says 401 too.
     wait_until(Duration::from_secs(10), "the console to ask for a token", || async {
@@ -114,11 +115,18 @@ async fn the_console_asks_for_a_token_once_auth_is_on_and_serves_by_role() {
     // on the leader as that operator (not as the forwarding node), and
     // goes through.
     let operator = format!("Authorization: Bearer {}\r\n", token(&admin, "operator").await);
+    crate::auth::settle(&c, &admin_token, 3).await;
     admin.schedule(0, drover::pb::TaskSpec { callback: "sms".into(), ..Default::default() }).await.expect("schedule");
     let follower = c.nodes.iter().find(|n| n.id != leader).and_then(|n| n.http_addr.clone()).expect("a follower");
-    let (code, _, page) = https(&ca, &follower, &get("/callbacks/sms", &operator)).await;
+    // (The follower's pages read its own state: wait until it has the
+    // callback.)
+    let page = wait_until(Duration::from_secs(10), "the follower's page of the callback", || async {
+        let (code, _, page) = https(&ca, &follower, &get("/callbacks/sms", &operator)).await;
+        (code == 200).then_some(page)
+    })
+    .await;
     let form = page.split("name=\"token\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default();
-    assert!(code == 200 && !form.is_empty(), "{code} {page}");
+    assert!(!form.is_empty(), "{page}");
     let (code, _, body) =
         https(&ca, &follower, &post("/actions/gate", &operator, &format!("token={form}&callback=sms&mode=pause")))
             .await;
