@@ -276,6 +276,19 @@ def test_a_tls_cluster_with_auth_on_refuses_and_admits_by_grant(tmp_path: Path, 
             worker = a.create_token("worker", ["py_auth*"], note="py e2e worker")
             existing = a.schedule("py_auth", b"by the admin", delay=3600)
 
+        def known_everywhere(token: str) -> bool:
+            # Each node decides on its own applied state: wait until every
+            # node knows the last grant made (and so the ones before it).
+            for ep in cluster.endpoints:
+                with drover.Client([ep], ca=ca, token=token, deadline=5) as one:
+                    try:
+                        one.who_am_i()
+                    except drover.RpcError:
+                        return False
+            return True
+
+        wait_until("the new grants on every node", lambda: known_everywhere(worker.token), timeout=20)
+
         with drover.Client(cluster.endpoints, ca=ca, token="") as nobody:
             start = time.monotonic()
             with pytest.raises(drover.RpcError) as e:
