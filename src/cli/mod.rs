@@ -7,6 +7,31 @@
 //!   [`cluster`]: client commands.
 //! - [`worker`]: `drover worker`, the shell worker.
 //! - [`bench`]: `drover bench`.
+//!
+//! `println!` and `print!` here are this module's own (defined below): a
+//! closed stdout ends the CLI quietly instead of panicking.
+
+/// `println!` for the CLI's output. When stdout is gone (`drover task list
+/// | head`), the CLI exits quietly with 141, as a Unix tool killed by
+/// SIGPIPE does, instead of panicking ([`stdout_failed`]).
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(e)
+        }
+    }};
+}
+
+/// `print!`, likewise.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(e)
+        }
+    }};
+}
 
 pub mod admin;
 pub mod auth;
@@ -152,6 +177,16 @@ impl Cli {
             key: self.cert_key.clone(),
         })
     }
+}
+
+/// Stdout could not be written: a closed pipe ends the CLI quietly (141,
+/// the status of a process killed by SIGPIPE); anything else is an error.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(74);
 }
 
 /// A CLI failure: one line for the user.

@@ -159,3 +159,20 @@ async fn a_server_config_file_sets_flags_under_their_long_names() {
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {first}"));
     assert!(v.get("level").is_some(), "{first}");
 }
+
+/// `drover ... | head`: a reader that is gone ends the CLI quietly with
+/// 141 (as SIGPIPE would), not with a panic.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let data = dir.path().join("d").display().to_string();
+    let o = Command::new(BIN)
+        .args(["server", "--id", "1", "--listen", "127.0.0.1:7999", "--data-dir", &data, "--print-config"])
+        .stdout(writer)
+        .output()
+        .expect("run drover");
+    assert_eq!(o.status.code(), Some(141), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
