@@ -19,6 +19,9 @@ use crate::store::index;
 
 /// Longest note kept on a grant.
 const MAX_NOTE_BYTES: usize = 1024;
+/// Bounds of a grant's callback scope.
+const MAX_GLOBS: usize = 64;
+const MAX_GLOB_BYTES: usize = 256;
 
 pub struct AuthService {
     pub forward: Forwarder,
@@ -75,6 +78,11 @@ fn build_grant(
         let names: Vec<_> = Role::ALL.iter().map(|r| r.name()).collect();
         ApiError::InvalidArgument(format!("unknown role {role:?}: use one of {}", names.join(", ")))
     })?;
+    if callbacks.len() > MAX_GLOBS || callbacks.iter().any(|g| g.len() > MAX_GLOB_BYTES) {
+        return Err(ApiError::InvalidArgument(format!(
+            "a grant takes at most {MAX_GLOBS} callback globs of at most {MAX_GLOB_BYTES} bytes each"
+        )));
+    }
     for g in &callbacks {
         check_glob(g).map_err(ApiError::InvalidArgument)?;
     }
