@@ -93,6 +93,16 @@ impl DiskSpace {
         report
     }
 
+    /// Bytes this node may still write before its free space falls under
+    /// `--min-free-disk`, measured now (unbounded if it cannot be
+    /// measured: a full disk then fails the write instead).
+    pub fn room(&self) -> u64 {
+        match measure(&self.inner.dir) {
+            Ok((free, total)) => free.saturating_sub(self.inner.threshold.required(total)),
+            Err(_) => u64::MAX,
+        }
+    }
+
     /// This node's last measurement.
     pub fn local(&self) -> DiskReport {
         *lock(&self.inner.local)

@@ -179,7 +179,10 @@ impl RunningNode {
             peer_tls: config.tls.as_ref().is_some_and(|t| t.peer_ca.is_some()),
         });
         let raft_service =
-            RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone());
+            RaftService::server(started.raft.clone(), started.snapshots, started.index.clone(), shutdown.clone(), {
+                let disk = disk.clone();
+                Arc::new(move || disk.room())
+            });
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = (
             tonic_reflection::server::Builder::configure()

@@ -13,9 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::index::{self, SharedIndex};
 
+/// How many bytes a received snapshot may take on disk, asked when a
+/// transfer starts (the node's free space beyond its reserve).
+pub type Room = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
 pub struct RaftService {
     raft: Raft,
     snapshots: SnapshotDir,
+    room: Room,
     /// To refuse traffic from removed (retired) nodes, from memory.
     index: SharedIndex,
     /// Cancelled when the node starts shutting down: RPCs are then refused
@@ -29,8 +34,9 @@ impl RaftService {
         snapshots: SnapshotDir,
         index: SharedIndex,
         stopping: CancellationToken,
+        room: Room,
     ) -> RaftServer<Self> {
-        RaftServer::new(RaftService { raft, snapshots, index, stopping })
+        RaftServer::new(RaftService { raft, snapshots, room, index, stopping })
             .max_decoding_message_size(crate::net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::net::MAX_MESSAGE_BYTES)
     }
@@ -54,6 +60,36 @@ impl RaftService {
         }
         Ok(())
     }
+}
+
+/// Write a snapshot's chunks to `path` and fsync it, taking at most
+/// `room` bytes: a larger snapshot is refused with `RESOURCE_EXHAUSTED`
+/// before it fills the disk (which would fail this node's log writes).
+async fn receive(
+    first: Vec<u8>,
+    mut rest: impl futures::Stream<Item = Result<Vec<u8>, Status>> + Unpin,
+    path: &std::path::Path,
+    room: u64,
+) -> Result<(), Status> {
+    let broke = |e: std::io::Error| Status::aborted(format!("snapshot transfer broke off: {e}"));
+    let mut file = tokio::fs::File::create(path).await.map_err(broke)?;
+    let mut written = 0u64;
+    let mut next = Some(first);
+    while let Some(data) = next.take() {
+        written = written.saturating_add(data.len() as u64);
+        if written > room {
+            return Err(Status::resource_exhausted(format!(
+                "the snapshot is larger than this node's free disk space beyond --min-free-disk ({room} bytes)"
+            )));
+        }
+        file.write_all(&data).await.map_err(broke)?;
+        next = match rest.next().await {
+            Some(chunk) => Some(chunk.map_err(|s| broke(std::io::Error::other(s)))?),
+            None => None,
+        };
+    }
+    file.sync_all().await.map_err(broke)?;
+    Ok(())
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -103,19 +139,10 @@ impl crate::pb::raft::raft_server::Raft for RaftService {
         self.admit(vote.leader_id.node_id)?;
         let meta = decode_meta(&meta_bytes).map_err(bad_request)?;
         let path = self.snapshots.temp_path();
-        let received = async {
-            let mut file = tokio::fs::File::create(&path).await?;
-            file.write_all(&first.data).await?;
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(std::io::Error::other)?;
-                file.write_all(&chunk.data).await?;
-            }
-            file.sync_all().await?;
-            Ok::<_, std::io::Error>(())
-        };
-        if let Err(e) = received.await {
+        let chunks = chunks.map(|c| c.map(|c| c.data));
+        if let Err(status) = receive(first.data, chunks, &path, (self.room)()).await {
             let _ = tokio::fs::remove_file(&path).await;
-            return Err(Status::aborted(format!("snapshot transfer broke off: {e}")));
+            return Err(status);
         }
         // A file that does not verify is refused here: handed to Raft, its
         // install would fail inside the state machine, and a storage error
@@ -128,5 +155,28 @@ impl crate::pb::raft::raft_server::Raft for RaftService {
         }
         let snapshot = Snapshot { meta, snapshot: SnapshotFile { path } };
         reply(self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(n: usize, size: usize) -> impl futures::Stream<Item = Result<Vec<u8>, Status>> + Unpin {
+        futures::stream::iter((0..n).map(move |_| Ok(vec![7u8; size])))
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_received_within_the_room_and_refused_beyond_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        receive(vec![1; 10], chunks(3, 10), &path, 40).await.expect("fits exactly");
+        assert_eq!(std::fs::read(&path).unwrap().len(), 40);
+        let e = receive(vec![1; 10], chunks(3, 10), &path, 39).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        let e = receive(vec![1; 10], futures::stream::iter(vec![Err(Status::cancelled("gone"))]), &path, 99)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
     }
 }
