@@ -15,7 +15,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
@@ -32,6 +34,52 @@ pub struct GuardLayer {
     pub index: SharedIndex,
     /// Replicated time, for grants' expiry.
     pub clock: ProposerClock,
+    /// Refusal log lines, throttled.
+    pub throttle: Arc<Throttle>,
+}
+
+/// Refusals are logged at most [`Throttle::PER_SECOND`] a second, so that a
+/// client retrying a bad token cannot flood the log; each line says how
+/// many were left out before it. (Every refusal is still counted in
+/// `drover_grpc_server_handling_seconds{code}`.)
+pub struct Throttle {
+    start: Instant,
+    /// (second since start, lines logged in it, lines left out since the
+    /// last one logged).
+    state: Mutex<(u64, u32, u64)>,
+}
+
+impl Throttle {
+    pub const PER_SECOND: u32 = 10;
+
+    pub fn new() -> Throttle {
+        Throttle { start: Instant::now(), state: Mutex::new((0, 0, 0)) }
+    }
+
+    /// Whether to log a refusal now; if so, how many were left out before.
+    fn admit(&self) -> Option<u64> {
+        self.admit_at(self.start.elapsed().as_secs())
+    }
+
+    fn admit_at(&self, second: u64) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 != second {
+            (s.0, s.1) = (second, 0);
+        }
+        if s.1 < Self::PER_SECOND {
+            s.1 += 1;
+            Some(std::mem::take(&mut s.2))
+        } else {
+            s.2 += 1;
+            None
+        }
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
 }
 
 impl<S> tower::Layer<S> for GuardLayer {
@@ -64,7 +112,9 @@ impl GuardLayer {
         };
         if need == Need::Peer {
             if let (Some(_), Err(why)) = (&self.tls, &peer) {
-                tracing::warn!(path, ?remote, reason = %why, "refused a peer-only call from a caller that is not a peer");
+                if let Some(suppressed) = self.throttle.admit() {
+                    tracing::warn!(path, ?remote, reason = %why, suppressed, "refused a peer-only call from a caller that is not a peer");
+                }
                 let message = format!("{path} is for cluster peers only: {why}");
                 return Err(match certs {
                     None => tonic::Status::unauthenticated(message),
@@ -89,7 +139,9 @@ impl GuardLayer {
             return Ok(());
         }
         let principal = decided.and_then(|p| access::authorize(&p, need, &path).map(|()| p)).map_err(|e| {
-            tracing::warn!(path, ?remote, reason = %e, "refused a call");
+            if let Some(suppressed) = self.throttle.admit() {
+                tracing::warn!(path, ?remote, reason = %e, suppressed, "refused a call");
+            }
             tonic::Status::from(e)
         })?;
         req.extensions_mut().insert(principal);
@@ -116,5 +168,22 @@ where
             Ok(()) => Box::pin(self.inner.call(req)),
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+
+    #[test]
+    fn refusal_lines_are_throttled_and_say_how_many_were_left_out() {
+        let t = Throttle::new();
+        for _ in 0..Throttle::PER_SECOND {
+            assert_eq!(t.admit_at(5), Some(0));
+        }
+        assert_eq!(t.admit_at(5), None);
+        assert_eq!(t.admit_at(5), None);
+        assert_eq!(t.admit_at(6), Some(2), "the next second's first line counts the ones left out");
+        assert_eq!(t.admit_at(6), Some(0));
     }
 }

@@ -196,7 +196,12 @@ impl RunningNode {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
             .layer(observe::GrpcMetricsLayer)
-            .layer(guard::GuardLayer { tls: tls.clone(), index: started.index.clone(), clock: clock.clone() })
+            .layer(guard::GuardLayer {
+                tls: tls.clone(),
+                index: started.index.clone(),
+                clock: clock.clone(),
+                throttle: Arc::default(),
+            })
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(raft_service)

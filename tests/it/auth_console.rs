@@ -134,7 +134,11 @@ async fn the_console_asks_for_a_token_once_auth_is_on_and_serves_by_role() {
     let gates = admin.scheduler(0).unwrap().list_gates(pb::ListGatesRequest::default()).await.unwrap().into_inner();
     assert!(gates.gates.iter().any(|g| g.callback == "sms"), "{gates:?}");
 
-    // Metrics and health stay open.
-    assert_eq!(https(&ca, &web, &get("/metrics", "")).await.0, 200);
+    // Metrics and health stay open; a gRPC refusal is counted by code.
+    let refused = c.client_of(c.nodes[1].id).cluster(0).unwrap().status(pb::ClusterStatusRequest {}).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let (code, _, metrics) = https(&ca, &web, &get("/metrics", "")).await;
+    assert_eq!(code, 200);
+    assert!(metrics.contains("code=\"UNAUTHENTICATED\""), "refusals are not counted");
     assert_eq!(https(&ca, &web, &get("/healthz", "")).await.0, 200);
 }
