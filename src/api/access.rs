@@ -161,11 +161,11 @@ pub fn authenticate(table: &AuthTable, creds: &Credentials, now_ms: u64) -> Resu
 }
 
 fn identify(table: &AuthTable, creds: &Credentials, now_ms: u64) -> Result<Principal, ApiError> {
-    let live = |g: Option<&Grant>, what: &str| -> Result<Principal, ApiError> {
+    let live = |g: Option<&Arc<Grant>>, what: &str| -> Result<Principal, ApiError> {
         match g {
             None => Err(ApiError::Unauthenticated(format!("{what} has no grant (unknown or revoked)"))),
             Some(g) if g.expired(now_ms) => Err(ApiError::Unauthenticated(format!("{} expired", g.id))),
-            Some(g) => Ok(Principal::Grant(Arc::new(g.clone()))),
+            Some(g) => Ok(Principal::Grant(g.clone())),
         }
     };
     if let Some(header) = &creds.authorization {

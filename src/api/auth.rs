@@ -11,7 +11,7 @@ use super::access::{self, Principal};
 use super::forward::{leader_rpc, Forwarder};
 use super::scheduler::SchedulerService;
 use super::ApiError;
-use crate::domain::auth::{check_glob, AuthTable, Grant, PrincipalKey, Role};
+use crate::domain::auth::{check_glob, Grant, PrincipalKey, Role};
 use crate::domain::{CommandResponse, Operation};
 use crate::pb;
 use crate::pb::auth_client::AuthClient;
@@ -37,8 +37,8 @@ impl AuthService {
         pb::auth_server::AuthServer::from_arc(self)
     }
 
-    fn table(&self) -> AuthTable {
-        index::lock(&self.scheduler.index).auth().clone()
+    fn grant_by_id(&self, id: &str) -> Option<Arc<Grant>> {
+        index::lock(&self.scheduler.index).auth().by_id(id).cloned()
     }
 
     /// Leader only: check and save a grant of `role` to `principal`.
@@ -58,7 +58,7 @@ impl AuthService {
             other => return Err(ApiError::internal(format!("unexpected reply {other}"))),
         };
         let now = self.scheduler.clock.stamp();
-        let saved = self.table().by_id(&id).cloned();
+        let saved = self.grant_by_id(&id);
         let saved = saved.ok_or_else(|| ApiError::internal(format!("grant {id} was saved but is not in the index")))?;
         Ok(pb::GrantInfo { created, ..grant_to_pb(&saved, now) })
     }
@@ -158,10 +158,10 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         _request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let table = self.table();
         let now = self.scheduler.clock.stamp();
-        let grants = table.grants().map(|g| grant_to_pb(g, now)).collect();
-        Ok(Response::new(pb::ListGrantsResponse { grants, enabled: table.enabled }))
+        let index = index::lock(&self.scheduler.index);
+        let grants = index.auth().grants().map(|g| grant_to_pb(g, now)).collect();
+        Ok(Response::new(pb::ListGrantsResponse { grants, enabled: index.auth().enabled }))
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
@@ -203,7 +203,7 @@ impl pb::auth_server::Auth for AuthService {
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::AuthStatus>, Status> {
-        let enabled = self.table().enabled;
+        let enabled = index::lock(&self.scheduler.index).auth().enabled;
         Ok(Response::new(status_of(enabled, access::principal_of(&request), false)))
     }
 }

@@ -19,7 +19,7 @@ use super::ApiError;
 use crate::config::Limits;
 use crate::consensus::clock::ProposerClock;
 use crate::consensus::disk::DiskSpace;
-use crate::domain::{Command, CommandResponse, Operation, RequestId, ScheduleOutcome, Target, TaskState};
+use crate::domain::{Command, CommandResponse, Operation, RequestId, ScheduleOutcome, TaskState};
 use crate::pb;
 use crate::pb::scheduler_client::SchedulerClient;
 use crate::scheduler::collector::Collector;
@@ -250,8 +250,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleBatchRequest>,
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
         let tasks = validate::batch(request.get_ref().tasks.clone(), &self.limits, self.clock.stamp())?;
-        for t in &tasks {
-            access::check_callback(&request, &t.callback)?;
+        // Once per callback, not per task.
+        let callbacks: std::collections::BTreeSet<&str> = tasks.iter().map(|t| t.callback.as_str()).collect();
+        for c in callbacks {
+            access::check_callback(&request, c)?;
         }
         let request_id = validate::request_id(&request.get_ref().request_id)?;
         leader_rpc!(self, request, client, schedule_batch, |req| {
@@ -349,10 +351,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::DeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
-        match &target {
-            Target::Task(id) => self.scope_task(&request, *id)?,
-            Target::Callback(c) => access::check_callback(&request, c)?,
-        }
+        self.scope_target(&request, &target)?;
         leader_rpc!(self, request, client, redrive_dead_letters, |req| {
             let target = target.clone();
             let operation = match req.with_dependents {
@@ -371,10 +370,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::DeadLetterRequest>,
     ) -> Result<Response<pb::DeadLetterResponse>, Status> {
         let target = target_from_pb(request.get_ref())?;
-        match &target {
-            Target::Task(id) => self.scope_task(&request, *id)?,
-            Target::Callback(c) => access::check_callback(&request, c)?,
-        }
+        self.scope_target(&request, &target)?;
         leader_rpc!(self, request, client, purge_dead_letters, |req| {
             let _ = &req;
             match self.write(Operation::Purge { target: target.clone() }).await? {

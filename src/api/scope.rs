@@ -8,6 +8,7 @@ use tonic::{Request, Status};
 use super::access;
 use super::scheduler::SchedulerService;
 use super::ApiError;
+use crate::domain::Target;
 use crate::store::index;
 
 /// Whether the caller's grant is limited to some callbacks.
@@ -25,6 +26,15 @@ impl SchedulerService {
         match self.store.get(id).map_err(ApiError::from)? {
             Some(task) => access::check_callback(req, &task.callback),
             None => Ok(()),
+        }
+    }
+
+    /// Refuse unless the caller may use a dead-letter target: a task's
+    /// callback, or the callback named.
+    pub(super) fn scope_target<T>(&self, req: &Request<T>, target: &Target) -> Result<(), Status> {
+        match target {
+            Target::Task(id) => self.scope_task(req, *id),
+            Target::Callback(c) => access::check_callback(req, c),
         }
     }
 

@@ -8,6 +8,7 @@
 //! too ([`crate::domain::Operation::SetAuth`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,35 +106,36 @@ impl Grant {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AuthTable {
     pub enabled: bool,
-    grants: BTreeMap<String, Grant>,
+    /// Shared, so that the principal of a call costs no copy.
+    grants: BTreeMap<String, Arc<Grant>>,
 }
 
 impl AuthTable {
     pub fn put(&mut self, grant: Grant) {
-        self.grants.insert(grant.id.clone(), grant);
+        self.grants.insert(grant.id.clone(), Arc::new(grant));
     }
 
     pub fn remove(&mut self, id: &str) {
         self.grants.remove(id);
     }
 
-    pub fn grants(&self) -> impl Iterator<Item = &Grant> {
+    pub fn grants(&self) -> impl Iterator<Item = &Arc<Grant>> {
         self.grants.values()
     }
 
     /// The grant of the token whose hash is `sha256`.
-    pub fn by_token(&self, sha256: &[u8; 32]) -> Option<&Grant> {
+    pub fn by_token(&self, sha256: &[u8; 32]) -> Option<&Arc<Grant>> {
         self.grants
             .get(&Grant::token_id(sha256))
             .filter(|g| matches!(&g.principal, PrincipalKey::Token { sha256: h } if h == sha256))
     }
 
     /// The grant of a certificate subject.
-    pub fn by_subject(&self, subject: &str) -> Option<&Grant> {
+    pub fn by_subject(&self, subject: &str) -> Option<&Arc<Grant>> {
         self.grants.get(&Grant::subject_id(subject))
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Grant> {
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Grant>> {
         self.grants.get(id)
     }
 }

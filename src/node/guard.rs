@@ -106,12 +106,12 @@ impl GuardLayer {
             .or_else(|| req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr));
         let certs = info.and_then(|i| i.peer_certs());
         let certs = certs.as_deref().map(Vec::as_slice);
-        let peer = match &self.tls {
+        let peer = || match &self.tls {
             Some(tls) => tls.peer_identity(certs),
-            None => Err("plaintext".into()),
+            None => Err("plaintext".to_string()),
         };
         if need == Need::Peer {
-            if let (Some(_), Err(why)) = (&self.tls, &peer) {
+            if let (Some(_), Err(why)) = (&self.tls, peer()) {
                 if let Some(suppressed) = self.throttle.admit() {
                     tracing::warn!(path, ?remote, reason = %why, suppressed, "refused a peer-only call from a caller that is not a peer");
                 }
@@ -124,9 +124,13 @@ impl GuardLayer {
             return Ok(());
         }
         let mut creds = Credentials::from_metadata(req.headers());
-        creds.peer = peer.ok();
-        if creds.peer.is_none() {
-            creds.subject = crate::tls::client_subject(certs);
+        if creds.authorization.is_none() {
+            // Without a token, the certificate says who calls: a peer, or
+            // a client by its subject.
+            creds.peer = peer().ok();
+            if creds.peer.is_none() {
+                creds.subject = crate::tls::client_subject(certs);
+            }
         }
         let now = self.clock.stamp();
         let decided = {
