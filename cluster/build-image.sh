@@ -42,6 +42,17 @@ if grep -q '^MISSING' <<<"$libs"; then
     die "ldd cannot resolve: $(grep '^MISSING' <<<"$libs" | cut -d' ' -f2 | tr '\n' ' ')"
 fi
 [ -n "$libs" ] || die "ldd reports no shared libraries for $bin (a static binary would need no libs, but drover is dynamic)"
+# libfaketime, for the wrong-clock fault (faults.sh skew preloads it into
+# one node): the library and what it links, when the host has it.
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
+if [ -f "$faketime_lib" ]; then
+    libs="$(printf '%s\n%s\n' "$libs" "$faketime_lib"; ldd "$faketime_lib" | awk '
+        $2 == "=>" && $3 ~ /^\// { print $3; next }
+        $1 ~ /^\// { print $1 }')"
+    libs="$(sort -u <<<"$libs")"
+else
+    echo "build-image: $faketime_lib is missing (Debian's faketime package): the image cannot skew a clock" >&2
+fi
 while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"

@@ -26,7 +26,16 @@ usage: faults.sh COMMAND [NODE...]
                   "-30s"); the container is recreated, its volume kept
                                                               undo: unskew N
   unskew N        restart node N with a correct clock
-  leader          print the current leader's id
+  corrupt N [wal|sst]
+                  stop node N (SIGTERM) if it runs, then flip 64 bytes in the
+                  middle of its newest WAL (default) or largest table file
+                  (flushing its WAL into table files first if it has none);
+                  it then refuses to start (exit 65)          undo: rejoin N
+  rejoin N        the recovery: `drover admin rejoin` on node N's stopped
+                  volume (the other nodes must be up), then start it: it comes
+                  back empty under a new Raft id and catches up
+  leader          print the current leader's node number (N of drover-nodeN;
+                  its Raft id unless the node was rebuilt by rejoin)
   wait-leader [S] wait up to S seconds (default 30) for a leader; print its id
   heal-all        unfill, unpause, reconnect and start every node (undo any mix of faults)
   status          each node's container state and network attachment
@@ -212,12 +221,26 @@ need_cluster() {
     [ -n "$(existing_nodes)" ] || die "no drover cluster is up (no drover-node* containers of project $PROJECT): run ./up.sh"
 }
 
+# The node number (container drover-nodeN) of the leader in status JSON $1:
+# found by the leader's address (172.28.0.1N), so that it is right for a
+# node rebuilt by rejoin, whose Raft id changed.
+leader_node() {
+    local id addr
+    id="$(jq .leader_id <<<"$1")"
+    addr="$(jq -r --argjson l "$id" '.members[] | select(.id == $l) | .addr' <<<"$1")"
+    if [[ "$addr" =~ ^${SUBNET_PREFIX//./\\.}\.1([0-9]):$NODE_PORT$ ]]; then
+        echo "${BASH_REMATCH[1]}"
+    else
+        echo "$id"
+    fi
+}
+
 do_leader() {
     [ $# -eq 0 ] || usage_die "leader takes no arguments"
     local s
     need_cluster
     s="$(cluster_status_json)" || die "no leader: no running, connected node reports one (an election may be under way)"
-    jq .leader_id <<<"$s"
+    leader_node "$s"
 }
 
 do_wait_leader() {
@@ -232,7 +255,7 @@ do_wait_leader() {
         [ "$(date +%s)" -lt "$deadline" ] || die "no leader within ${secs}s"
         sleep 0.2
     done
-    jq .leader_id <<<"$s"
+    leader_node "$s"
 }
 
 do_isolate_leader() {
@@ -240,18 +263,40 @@ do_isolate_leader() {
     local s id
     need_cluster
     s="$(cluster_status_json)" || die "no leader to isolate: no running, connected node reports one"
-    id="$(jq .leader_id <<<"$s")"
+    id="$(leader_node "$s")"
     disconnect "$id"
     echo "isolated leader node $id (term $(jq .term <<<"$s")): disconnected from $NETWORK" >&2
     echo "$id"
 }
 
-# Recreate node $1's container with DROVER_SKEW_$1=$2 (same volume and IP).
+# Where the image keeps libfaketime (build-image.sh copies it there).
+FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
+
+# An offset like +1h, -30s or 500ms as libfaketime's relative offset in
+# seconds ("+3600", "-30", "+0.500").
+faketime_offset() {
+    local sign="+" v="$1" n unit
+    case "$v" in [+-]*) sign="${v:0:1}"; v="${v:1}" ;; esac
+    n="${v%%[a-z]*}"; unit="${v#"$n"}"
+    case "$unit" in
+        ms) printf '%s%d.%03d' "$sign" $((n / 1000)) $((n % 1000)) ;;
+        s) echo "$sign$n" ;;
+        m) echo "$sign$((n * 60))" ;;
+        h) echo "$sign$((n * 3600))" ;;
+    esac
+}
+
+# Recreate node $1's container with its wall clock off by $2 (same volume
+# and IP): libfaketime preloaded; with $2 = 0s, without it.
 recreate_with_skew() {
     local n
     n="$(existing_nodes | wc -l)"
     export_host_ports
-    export "DROVER_SKEW_$1=$2"
+    if [ "$2" = 0s ]; then
+        export "DROVER_PRELOAD_$1=" "DROVER_SKEW_$1=+0"
+    else
+        export "DROVER_PRELOAD_$1=$FAKETIME_LIB" "DROVER_SKEW_$1=$(faketime_offset "$2")"
+    fi
     compose "$n" up -d --no-deps "node$1" >/dev/null 2>&1 || die "could not recreate node $1"
 }
 
@@ -295,6 +340,47 @@ do_unfill() {
     echo "freed node $1's data filesystem: $(($(stat -f -c '%a*%S' "$(disk_dir "$1")") >> 20)) MiB free"
 }
 
+# Run the drover image once more with node $1's volumes (and, with
+# --network, on drover-net): `drover ARGS...` against its stopped data.
+with_volume() {
+    local node="$1" net="$2"
+    shift 2
+    local env=()
+    if [ -n "${DROVER_TLS_DIR:-}" ]; then
+        # The node's container has the certificates at /certs.
+        env+=(-e DROVER_CA=/certs/ca.pem -e DROVER_CERT=/certs/client.pem -e DROVER_KEY=/certs/client-key.pem)
+    fi
+    [ -z "${DROVER_TOKEN:-}" ] || env+=(-e DROVER_TOKEN)
+    docker run --rm --volumes-from "$(node_name "$node")" --network "$net" "${env[@]}" "$DROVER_IMAGE" "$@"
+}
+
+do_corrupt() {
+    [ $# -ge 1 ] && [ $# -le 2 ] || usage_die "usage: $PROG corrupt NODE [wal|sst]"
+    check_nodes "$1"
+    local what="${2:-wal}" st out
+    [[ "$what" =~ ^(wal|sst)$ ]] || usage_die "'$what' is not wal or sst"
+    st="$(node_state "$1")"
+    case "$st" in
+        paused) docker unpause "$(node_name "$1")" >/dev/null; docker stop -t 15 "$(node_name "$1")" >/dev/null ;;
+        running) docker stop -t 15 "$(node_name "$1")" >/dev/null ;;
+    esac
+    out="$(with_volume "$1" none chaos corrupt --data-dir /data --target "$what")" || die "could not damage node $1's data"
+    echo "stopped node $1 and $out"
+}
+
+do_rejoin() {
+    one_node "$@"
+    local others=() i out
+    for i in $(existing_nodes); do [ "$i" = "$1" ] || others+=("$i"); done
+    case "$(node_state "$1")" in
+        running | paused) die "node $1 is running: rejoin rebuilds a stopped node (stop it, or it has not refused to start yet)" ;;
+    esac
+    out="$(with_volume "$1" "$NETWORK" admin rejoin --data-dir /data --endpoint "$(endpoints_of "${others[@]}")" 2>&1)" ||
+        die "admin rejoin of node $1 failed: $out"
+    docker start "$(node_name "$1")" >/dev/null
+    echo "rejoined node $1: $(grep -o 'belongs to node [0-9]*' <<<"$out" | head -n 1 | sed 's/belongs to //') (started; it catches up and becomes a voter)"
+}
+
 do_status() {
     [ $# -eq 0 ] || usage_die "status takes no arguments"
     local nodes i
@@ -327,6 +413,8 @@ case "$cmd" in
     isolate-leader) need_client; need_jq; do_isolate_leader "$@" ;;
     status) do_status "$@" ;;
     skew) do_skew "$@" ;;
+    corrupt) do_corrupt "$@" ;;
+    rejoin) need_jq; do_rejoin "$@" ;;
     fill) do_fill "$@" ;;
     unfill) do_unfill "$@" ;;
     unskew) do_unskew "$@" ;;

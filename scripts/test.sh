@@ -7,6 +7,8 @@
 #   DROVER_TEST_SCALE=N       run the heavier tests with N times the writes
 #   DROVER_CHAOS_DURATION=10m run the chaos suite longer (default 60s)
 #   DROVER_CHAOS=0            skip the chaos suite (it needs Docker); says so
+#   DROVER_UPGRADE=0          skip the rolling upgrade from the previous
+#                             release (it builds that release); says so
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh --tests
@@ -24,6 +26,22 @@ bench delayed --tasks 200 --spread 2s --lead 1s
 bench failover --kills 2 --settle 1s
 bench backlog --pending 20000 --duration 1s --e2e-tasks 1000
 bench soak --duration 10s --baseline 4s --sample 5s --retain 2s --rate 200
+# A rolling upgrade from the previous release (built from git, about 5 more
+# minutes of compiling on 2 cores) under load, a rollback, and its data dir
+# and backup opened by this build.
+if [ "${DROVER_UPGRADE:-1}" = 0 ]; then
+  echo "test: rolling upgrade from the previous release SKIPPED (DROVER_UPGRADE=0)" >&2
+else
+  # A clone without the previous release's commit (shallow) fetches it
+  # from origin; if that fails too, the skip is said loudly.
+  prev=$(tr -d '[:space:]' < tests/upgrade/PREVIOUS_RELEASE)
+  git cat-file -e "$prev^{commit}" 2>/dev/null || git fetch --quiet --depth 1 origin "$prev" 2>/dev/null || true
+  if git cat-file -e "$prev^{commit}" 2>/dev/null; then
+    tests/upgrade/run.sh
+  else
+    echo "test: rolling upgrade SKIPPED: the previous release's commit $prev is not in this clone and could not be fetched (run tests/upgrade/run.sh in a full clone)" >&2
+  fi
+fi
 if [ "${DROVER_CHAOS:-1}" = 0 ]; then
   echo "test: chaos suite SKIPPED (DROVER_CHAOS=0)" >&2
 else

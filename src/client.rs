@@ -29,7 +29,19 @@ use crate::pb::auth_client::AuthClient;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::scheduler_client::SchedulerClient;
 
+/// Give a task spec without a trace context the caller's current span's
+/// (when this process exports spans and one is current; see
+/// [`crate::telemetry::current`]).
+fn with_current_trace(spec: &mut pb::TaskSpec) {
+    if spec.trace.is_none() {
+        spec.trace = crate::telemetry::current().map(crate::telemetry::to_pb);
+    }
+}
+
 /// A fresh request id: 128 random bits.
+/// What a client with no endpoints answers every call.
+const NO_ENDPOINT: &str = "no endpoint given: pass --endpoint HOST:PORT or set DROVER_ENDPOINT";
+
 pub fn new_request_id() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
 }
@@ -82,6 +94,12 @@ impl Client {
         self
     }
 
+    /// Connect through `dialer` instead of TCP (the simulation's network).
+    pub fn with_dialer(mut self, dialer: crate::net::Dialer) -> Self {
+        self.pool = self.pool.with_dialer(Some(dialer));
+        self
+    }
+
     /// Send `token` with every call (`authorization: Bearer <token>`).
     pub fn with_token(mut self, token: &str) -> Result<Self, String> {
         self.bearer = Bearer::new(Some(token))?;
@@ -92,9 +110,17 @@ impl Client {
         &self.endpoints
     }
 
+    /// Endpoint `i`, counting round the list; an error for an empty list.
+    fn endpoint(&self, i: usize) -> Result<&str, Status> {
+        match self.endpoints.len() {
+            0 => Err(Status::invalid_argument(NO_ENDPOINT)),
+            n => Ok(&self.endpoints[i % n]),
+        }
+    }
+
     /// A channel to node `i`, whose calls carry this client's token.
     pub fn channel(&self, i: usize) -> Result<AuthedChannel, Status> {
-        let addr = &self.endpoints[i % self.endpoints.len()];
+        let addr = self.endpoint(i)?;
         let channel =
             self.pool.get(addr).map_err(|e| Status::invalid_argument(format!("bad endpoint {addr:?}: {e}")))?;
         Ok(tonic::service::interceptor::InterceptedService::new(channel, self.bearer.clone()))
@@ -142,8 +168,9 @@ impl Client {
     pub async fn schedule(
         &self,
         start: usize,
-        spec: crate::pb::TaskSpec,
+        mut spec: crate::pb::TaskSpec,
     ) -> Result<crate::pb::ScheduleResponse, Status> {
+        with_current_trace(&mut spec);
         let req = crate::pb::ScheduleRequest { task: Some(spec), request_id: new_request_id() };
         self.call_with(
             self.write_start(start),
@@ -161,8 +188,9 @@ impl Client {
     pub async fn schedule_batch(
         &self,
         start: usize,
-        tasks: Vec<crate::pb::TaskSpec>,
+        mut tasks: Vec<crate::pb::TaskSpec>,
     ) -> Result<crate::pb::ScheduleBatchResponse, Status> {
+        tasks.iter_mut().for_each(with_current_trace);
         let req = crate::pb::ScheduleBatchRequest { tasks, request_id: new_request_id() };
         self.call_with(
             self.write_start(start),
@@ -303,7 +331,10 @@ impl Client {
 
     /// Create a periodic schedule. Not retried once it may have been
     /// applied (a retry would find the name taken).
-    pub async fn create_schedule(&self, def: pb::ScheduleDefinition) -> Result<pb::ScheduleInfo, Status> {
+    pub async fn create_schedule(&self, mut def: pb::ScheduleDefinition) -> Result<pb::ScheduleInfo, Status> {
+        if def.trace.is_none() {
+            def.trace = crate::telemetry::current().map(crate::telemetry::to_pb);
+        }
         self.call(0, |i| {
             let def = def.clone();
             async move { Ok(self.scheduler(i)?.create_schedule(def).await?.into_inner()) }
@@ -441,9 +472,23 @@ impl Client {
         self.call(0, |i| async move { Ok(self.cluster(i)?.remove_node(req).await?.into_inner()) }).await
     }
 
+    /// Replace a member whose storage was damaged: see `Cluster.ReplaceNode`.
+    pub async fn replace_node(&self, id: u64) -> Result<pb::ReplaceNodeResponse, Status> {
+        let req = pb::ReplaceNodeRequest { id };
+        self.call(0, |i| async move { Ok(self.cluster(i)?.replace_node(req).await?.into_inner()) }).await
+    }
+
     pub async fn transfer_leader(&self, to: u64) -> Result<pb::MembershipResponse, Status> {
         let req = pb::TransferLeaderRequest { to };
         self.call(0, |i| async move { Ok(self.cluster(i)?.transfer_leader(req).await?.into_inner()) }).await
+    }
+
+    /// Raise the cluster's feature level (0: the leader's highest); refused
+    /// with `FAILED_PRECONDITION`, naming them, while a member does not
+    /// speak it.
+    pub async fn finalize_upgrade(&self, level: u32) -> Result<pb::FinalizeUpgradeResponse, Status> {
+        let req = pb::FinalizeUpgradeRequest { level };
+        self.call(0, |i| async move { Ok(self.cluster(i)?.finalize_upgrade(req).await?.into_inner()) }).await
     }
 
     /// Where a write should start: the known leader, else `start`.
@@ -474,10 +519,9 @@ impl Client {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        if self.endpoints.is_empty() {
-            return Err(Status::invalid_argument(
-                "no endpoint given: pass --endpoint HOST:PORT or set DROVER_ENDPOINT",
-            ));
+        let n = self.endpoints.len();
+        if n == 0 {
+            return Err(Status::invalid_argument(NO_ENDPOINT));
         }
         let give_up = tokio::time::Instant::now() + self.deadline;
         let mut backoff = crate::net::Backoff::default();
@@ -488,7 +532,7 @@ impl Client {
                 Err(_) => {
                     let mut s = Status::deadline_exceeded(format!(
                         "{} did not answer within {:?}; the request may or may not have been applied",
-                        self.endpoints[i % self.endpoints.len()],
+                        self.endpoints[i % n],
                         self.attempt_timeout
                     ));
                     crate::net::mark_outcome_unknown(&mut s);
@@ -498,20 +542,36 @@ impl Client {
             match result {
                 Err(s) if retryable(&s) && tokio::time::Instant::now() < give_up => {
                     // The preferred (leader) endpoint failed: forget it.
-                    let _ = self.leader.compare_exchange(
-                        i % self.endpoints.len(),
-                        usize::MAX,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    tracing::debug!(endpoint = %self.endpoints[i % self.endpoints.len()], error = %s.message(), "retrying at the next node");
+                    let _ = self.leader.compare_exchange(i % n, usize::MAX, Ordering::Relaxed, Ordering::Relaxed);
+                    tracing::debug!(endpoint = %self.endpoints[i % n], error = %s.message(), "retrying at the next node");
                     i += 1;
-                    if i % self.endpoints.len() == start % self.endpoints.len() {
+                    if i % n == start % n {
                         backoff.wait().await;
                     }
                 }
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_without_endpoints_answers_an_error_not_a_panic() {
+        let client = Client::new(Vec::new());
+        for i in [0, 1, 7] {
+            let e = client.channel(i).err().map(|s| s.code());
+            assert_eq!(e, Some(tonic::Code::InvalidArgument), "channel({i})");
+            assert!(client.scheduler(i).is_err());
+            assert!(client.cluster(i).is_err());
+            assert!(client.auth(i).is_err());
+        }
+        let e = client.get_task(1, false, false).await.map(|_| ()).map_err(|s| s.code());
+        assert_eq!(e, Err(tonic::Code::InvalidArgument));
+        let e = client.node_status().await.map(|_| ()).map_err(|s| s.code());
+        assert_eq!(e, Err(tonic::Code::InvalidArgument));
     }
 }

@@ -139,8 +139,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Initial members `(id, addr)`, used with `bootstrap`.
     pub peers: Vec<(u64, String)>,
-    /// Initialise a new cluster from `peers` (once; ignored when the data
-    /// dir already belongs to an initialised node).
+    /// Initialise a new cluster from `peers` (on one node or on every node
+    /// with the same `peers`; ignored when the data dir already belongs to
+    /// an initialised node whose voters are `peers`, refused when they are
+    /// not).
     pub bootstrap: bool,
     pub limits: Limits,
     pub raft: RaftTuning,
@@ -158,9 +160,6 @@ pub struct NodeConfig {
     /// (of the voters' clocks) before the node counts as skewed: it warns
     /// and does not lead. 10 ms ..= 1 h; default 500 ms.
     pub max_clock_offset: Duration,
-    /// Fault injection: added to every wall-clock read of this node, ms.
-    /// Zero in production.
-    pub clock_skew_ms: i64,
     /// Least free space on the data dir's filesystem: below it the node
     /// refuses to start, a leader hands leadership to a member with room,
     /// and the cluster refuses writes that add data. Default 256 MiB.
@@ -172,6 +171,10 @@ pub struct NodeConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` over HTTP
     /// (`host:port`); off when `None`.
     pub http_listen: Option<String>,
+    /// Serve `/metrics` to anyone even with auth on (a Prometheus that
+    /// cannot send a token). Off: with auth on, `/metrics` needs a reader
+    /// grant for every callback (a token or a client certificate).
+    pub open_metrics: bool,
     /// Serve TLS (and authenticate peers) with these files; `None`:
     /// plaintext, which [`NodeConfig::validate`] allows on loopback only,
     /// unless `insecure`.
@@ -271,10 +274,10 @@ impl NodeConfig {
             priority_aging: Duration::from_secs(10),
             worker_buffer: 4096,
             max_clock_offset: Duration::from_millis(500),
-            clock_skew_ms: 0,
             min_free_disk: DiskThreshold::Bytes(256 << 20),
             retention: RetentionDefaults::default(),
             http_listen: None,
+            open_metrics: false,
             tls: None,
             insecure: false,
         }

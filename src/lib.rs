@@ -13,9 +13,11 @@
 //! - the `drover` binary (`src/main.rs`, `src/cli/`): server, dev cluster,
 //!   client commands, shell worker, benchmarks and the chaos suite. Not part
 //!   of the library.
-//! - [`testkit`] (feature `testkit`): the one local-cluster launcher and
-//!   the checkers of the execution guarantees, for `drover dev`, `drover
-//!   bench --local`, the chaos suite and the integration tests.
+//!   `src/testkit/` is the binary's, not the library's: the one
+//!   local-cluster launcher and the checkers of the execution guarantees,
+//!   for `drover dev`, `drover bench --local` and the chaos suite, compiled
+//!   into the binary and, by path, into the integration tests. A library
+//!   user gets none of it.
 //! - [`worker`]: the worker SDK (leases, self-fencing, graceful shutdown),
 //!   the shell worker and built-in handlers.
 //! - [`client`]: a typed client that fails over between nodes and retries
@@ -23,7 +25,8 @@
 //! - [`node`]: the composition root. It opens storage, starts Raft, the
 //!   timekeeper and the dispatcher, builds the gRPC services from narrow
 //!   handles, and runs the node's lifecycle (health, graceful shutdown,
-//!   restore from a backup). Nothing in the library imports it.
+//!   restore from a backup, a data dir rebuilt by `admin rejoin`). Nothing
+//!   in the library imports it.
 //! - [`api`]: the gRPC edge (`proto/drover.proto`: services Scheduler,
 //!   Worker and Cluster): protobuf to domain types, validation, forwarding
 //!   to the leader, and the one `ApiError -> Status` conversion.
@@ -39,19 +42,26 @@
 //!   not applied, refused, or has an unknown outcome.
 //! - [`raft`]: every openraft type: the type config, the RocksDB log with
 //!   group commit ([`raft::log_store`]), the state machine adapter
-//!   ([`raft::state_machine`]), snapshots ([`raft::snapshot`]) and
-//!   node-to-node RPC ([`raft::network`], [`raft::service`]).
+//!   ([`raft::state_machine`]), snapshots ([`raft::snapshot`]),
+//!   node-to-node RPC ([`raft::network`], [`raft::service`]) and the
+//!   cluster ID every node-to-node message is checked against
+//!   ([`raft::identity`]).
 //! - [`store`]: the task store on RocksDB: keys, task rows, the in-memory
 //!   queue index (per callback, collection and priority; gates) and the
-//!   deterministic apply logic, gates and retention's deletes included.
+//!   deterministic apply logic, gates and retention's deletes included;
+//!   drover's own reading of the write-ahead log before RocksDB replays it
+//!   ([`store::wal`]) and the damage alarm ([`store::Damage`]).
 //! - [`domain`]: tasks, callbacks, gates, replicated commands and their
 //!   replies; the format-1 layouts earlier builds wrote.
 //! - [`tls`]: TLS for every connection (certificates that reload, peer
 //!   identity from `node-ID.drover` certificates, a throwaway CA).
-//! - [`config`] (typed node configuration, limits, and every timing with
+//! - [`blocking`] (blocking work off the async runtime, or in place on
+//!   the simulation's thread), [`config`] (typed node configuration, limits, and every timing with
 //!   its checked relationships), [`net`] (shared gRPC channels, the one
 //!   backoff, failure classification), [`encoding`] (the versioned record
-//!   encoding of everything on disk) and [`pb`] (generated protobuf).
+//!   encoding of everything on disk), [`telemetry`] (W3C trace contexts
+//!   and OpenTelemetry spans, exported over OTLP) and [`pb`] (generated
+//!   protobuf).
 //!
 //! ## The write path
 //!
@@ -63,6 +73,7 @@
 //! `WriteBatch` ([`store`]) -> reply.
 
 pub mod api;
+pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod consensus;
@@ -74,8 +85,7 @@ pub mod node;
 pub mod raft;
 pub mod scheduler;
 pub mod store;
-#[cfg(feature = "testkit")]
-pub mod testkit;
+pub mod telemetry;
 pub mod tls;
 pub mod worker;
 

@@ -3,6 +3,7 @@
 //! logic lives in the library; this crate is the command line (`cli`).
 
 mod cli;
+mod testkit;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

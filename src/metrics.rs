@@ -48,6 +48,8 @@ pub const RAFT_PROPOSALS_FAILED: &str = "drover_raft_proposals_failed_total";
 pub const RAFT_PROPOSALS_PENDING: &str = "drover_raft_proposals_pending";
 pub const RAFT_LOG_FSYNC: &str = "drover_raft_log_fsync_seconds";
 pub const RAFT_APPLY_BATCH: &str = "drover_raft_apply_batch_seconds";
+pub const CLUSTER_INFO: &str = "drover_cluster_info";
+pub const PEER_REFUSALS: &str = "drover_peer_refusals_total";
 pub const ROCKSDB_LIVE_DATA: &str = "drover_rocksdb_live_data_bytes";
 pub const ROCKSDB_PENDING_COMPACTION: &str = "drover_rocksdb_pending_compaction_bytes";
 pub const ROCKSDB_MEMTABLES: &str = "drover_rocksdb_memtable_bytes";
@@ -111,6 +113,14 @@ fn describe() {
     describe_gauge!(RAFT_PROPOSALS_PENDING, "Proposals waiting for their entry to apply.");
     describe_histogram!(RAFT_LOG_FSYNC, Unit::Seconds, "Raft log group-commit fsync time.");
     describe_histogram!(RAFT_APPLY_BATCH, Unit::Seconds, "Time to apply one batch of entries.");
+    describe_gauge!(
+        CLUSTER_INFO,
+        "1, labelled with this node's cluster ID and node id (absent until the node knows its cluster ID)."
+    );
+    describe_counter!(
+        PEER_REFUSALS,
+        "Messages between nodes refused as of another cluster or meant for another node, per peer; direction=in: this node refused the peer's, out: the peer refused this node's."
+    );
     describe_gauge!(ROCKSDB_LIVE_DATA, Unit::Bytes, "RocksDB estimate of live data.");
     describe_gauge!(ROCKSDB_PENDING_COMPACTION, Unit::Bytes, "RocksDB estimate of bytes pending compaction.");
     describe_gauge!(ROCKSDB_MEMTABLES, Unit::Bytes, "RocksDB memtable size.");

@@ -97,6 +97,12 @@ impl tonic::service::Interceptor for Bearer {
 /// A channel whose calls carry a [`Bearer`] token.
 pub type AuthedChannel = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
+/// How a pool turns an endpoint into a (lazily connecting) channel. In
+/// production there is none: `Endpoint::connect_lazy`, over TCP. The
+/// deterministic simulation (`tests/sim/`) dials its simulated sockets
+/// through one (`Endpoint::connect_with_connector_lazy`).
+pub type Dialer = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct ChannelPool {
     /// Short critical sections only (lookup or insert), never held across
@@ -104,12 +110,25 @@ pub struct ChannelPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// How channels are secured; `None`: plaintext.
     tls: Option<ClientTlsConfig>,
+    /// How channels connect; `None`: over TCP.
+    dialer: Option<Dialer>,
 }
 
 impl ChannelPool {
     /// A pool whose channels use TLS (`https`), as `tls` says.
     pub fn with_tls(tls: Option<ClientTlsConfig>) -> ChannelPool {
-        ChannelPool { channels: Arc::default(), tls }
+        ChannelPool { channels: Arc::default(), tls, dialer: None }
+    }
+
+    /// This pool, connecting through `dialer` (a simulated network).
+    pub fn with_dialer(mut self, dialer: Option<Dialer>) -> ChannelPool {
+        self.dialer = dialer;
+        self
+    }
+
+    /// The dialer of this pool's channels, if not TCP.
+    pub fn dialer(&self) -> Option<Dialer> {
+        self.dialer.clone()
     }
 
     /// The channel to `addr` (`host:port`), created lazily on first use.
@@ -118,7 +137,11 @@ impl ChannelPool {
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = self.endpoint(addr)?.connect_lazy();
+        let endpoint = self.endpoint(addr)?;
+        let ch = match &self.dialer {
+            Some(dial) => dial(endpoint),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

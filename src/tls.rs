@@ -30,6 +30,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What went wrong loading TLS material.
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +349,7 @@ pub fn incoming<S>(
     acceptor: Acceptor,
     http1: bool,
     timeout: Duration,
+    tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConnection, std::io::Error>>
 where
@@ -355,7 +357,8 @@ where
 {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
+    let handshakes = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -370,7 +373,7 @@ where
                 }
             };
             let (tx, tls) = (tx.clone(), acceptor.acceptor(http1));
-            tokio::spawn(async move {
+            handshakes.spawn(async move {
                 let peer = conn.peer_addr().ok();
                 match tokio::time::timeout(timeout, tls.accept(conn)).await {
                     Ok(Ok(stream)) => {

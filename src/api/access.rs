@@ -41,7 +41,7 @@ pub enum Need {
 /// The role each method needs. A method not listed needs admin.
 pub fn need(path: &str) -> Need {
     use Role::*;
-    if path.starts_with("/drover.raft.v1.") || path == "/drover.v1.Cluster/Clock" {
+    if path.starts_with("/drover.raft.v1.") || path == "/drover.v1.Cluster/Clock" || path == "/drover.v1.Cluster/Join" {
         return Need::Peer;
     }
     if path.starts_with("/grpc.health.v1.") || path == "/drover.v1.Auth/WhoAmI" {
@@ -194,6 +194,24 @@ fn identify(table: &AuthTable, creds: &Credentials, now_ms: u64) -> Result<Princ
     ))
 }
 
+/// The principal of an HTTP request (the console, `/metrics`): its bearer
+/// token (`authorization`, `Bearer ...`), else the subject of the client
+/// certificate its TLS connection presented (verified at the handshake).
+/// `None` while auth is off: anyone may.
+pub fn http_principal(
+    table: &AuthTable,
+    authorization: Option<String>,
+    subject: Option<String>,
+    now_ms: u64,
+) -> Result<Option<Principal>, ApiError> {
+    if !table.enabled {
+        return Ok(None);
+    }
+    let subject = if authorization.is_none() { subject } else { None };
+    let creds = Credentials { authorization, subject, ..Default::default() };
+    authenticate(table, &creds, now_ms).map(Some)
+}
+
 /// Refuse unless `principal` has the role `need` asks for.
 pub fn authorize(principal: &Principal, need: Need, path: &str) -> Result<(), ApiError> {
     match need {
@@ -317,6 +335,7 @@ mod tests {
     fn every_method_of_the_proto_has_a_deliberate_need() {
         assert_eq!(need("/drover.raft.v1.Raft/AppendEntries"), Need::Peer);
         assert_eq!(need("/drover.v1.Cluster/Clock"), Need::Peer);
+        assert_eq!(need("/drover.v1.Cluster/Join"), Need::Peer);
         assert_eq!(need("/drover.v1.Scheduler/GetTask"), Need::Role(Role::Reader));
         assert_eq!(need("/drover.v1.Scheduler/Schedule"), Need::Role(Role::Producer));
         assert_eq!(need("/drover.v1.Worker/Connect"), Need::Role(Role::Worker));

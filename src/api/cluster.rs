@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::forward::{is_forwarded, leader_rpc, mark_forwarded, Forwarder};
+use super::forward::{is_forwarded, leader_rpc, Forwarder};
 use super::membership::{self, Membership};
 use super::ApiError;
 use crate::consensus::clock::ProposerClock;
@@ -34,7 +34,20 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
-    fn node_status(&self) -> Result<pb::NodeStatusResponse, ApiError> {
+    async fn node_status(&self) -> Result<pb::NodeStatusResponse, ApiError> {
+        // Files and /proc: read on a blocking thread, off the runtime.
+        let (store, dir) = (self.store.clone(), self.data_dir.clone());
+        let files = crate::blocking::run(move || {
+            Ok::<_, ApiError>(FileStats {
+                task_count: store.task_count()?,
+                cpu_seconds: process::cpu_seconds(),
+                rss_bytes: process::rss_bytes(),
+                disk_bytes: dir_size(&dir),
+                snapshot_at_unix_ms: newest_snapshot_ms(&dir.join("snapshots")),
+            })
+        })
+        .await
+        .map_err(ApiError::internal)??;
         let v = self.forward.consensus.view();
         let reference = self.clock.reference();
         let disk = self.disk.local();
@@ -49,11 +62,11 @@ impl ClusterService {
             applied_index: v.applied_index,
             snapshot_index: v.snapshot_index,
             purged_index: v.purged_index,
-            task_count: self.store.task_count()?,
-            cpu_seconds: process::cpu_seconds(),
-            rss_bytes: process::rss_bytes(),
-            disk_bytes: dir_size(&self.data_dir),
-            snapshot_at_unix_ms: newest_snapshot_ms(&self.data_dir.join("snapshots")),
+            task_count: files.task_count,
+            cpu_seconds: files.cpu_seconds,
+            rss_bytes: files.rss_bytes,
+            disk_bytes: files.disk_bytes,
+            snapshot_at_unix_ms: files.snapshot_at_unix_ms,
             clock_offset_ms: reference.map(|r| r.own_offset_ms()),
             clock_skewed: reference.is_some_and(|r| timekeeper::is_skewed(&r, self.clock.max_offset())),
             replicated_now_unix_ms: self.clock.now_ms(),
@@ -64,7 +77,17 @@ impl ClusterService {
             min_free_disk_bytes: self.disk.threshold().required(disk.total_bytes),
             tls: self.tls,
             insecure_exposed: self.insecure_exposed,
+            cluster_id: self.cluster_id(),
+            refused_messages: self.forward.consensus.identity().refused_counts().into_iter().collect(),
+            version: crate::raft::versions::VERSION.to_string(),
+            feature_level: crate::domain::feature::SUPPORTED,
+            active_feature_level: self.forward.consensus.identity().versions().active(),
         })
+    }
+
+    /// This node's cluster ID as text; empty while it has none.
+    fn cluster_id(&self) -> String {
+        self.forward.consensus.identity().cluster_id().map(|id| id.to_string()).unwrap_or_default()
     }
 
     /// Leader only: membership, replication progress and each member's own
@@ -89,12 +112,19 @@ impl ClusterService {
         });
         let results = futures::future::join_all(probes).await;
         let mut members = Vec::new();
+        let ours = self.cluster_id();
         for (id, probe) in results {
             let (reachable, status, error) = match probe {
-                Ok(None) => (true, Some(self.node_status()?), String::new()),
-                Ok(Some(s)) => (true, Some(s), String::new()),
-                Err(e) => (false, None, e),
+                Ok(None) => (true, Some(self.node_status().await?), String::new()),
+                Ok(Some(s)) => {
+                    let error = foreign(id, v.addrs.get(&id), &s.cluster_id, &ours)
+                        .or_else(|| self.forward.consensus.identity().peer_error(id))
+                        .unwrap_or_default();
+                    (true, Some(s), error)
+                }
+                Err(e) => (false, None, self.forward.consensus.identity().peer_error(id).unwrap_or(e)),
             };
+            let (version, feature_level) = super::upgrade::member_version(&self.forward.consensus, id, status.as_ref());
             members.push(pb::MemberStatus {
                 id,
                 addr: v.addrs.get(&id).cloned().unwrap_or_default(),
@@ -104,6 +134,8 @@ impl ClusterService {
                 lag: v.matched.get(&id).copied().flatten().map(|x| v.last_log_index.saturating_sub(x)),
                 error,
                 last_contact_ms: v.last_contact_ms.get(&id).copied().flatten(),
+                version,
+                feature_level,
             });
         }
         Ok(pb::ClusterStatusResponse {
@@ -113,6 +145,8 @@ impl ClusterService {
             committed_index: v.committed_index,
             members,
             quorum_ack_ms: v.quorum_ack_ms,
+            cluster_id: ours,
+            active_feature_level: self.forward.consensus.identity().versions().active(),
         })
     }
 
@@ -127,6 +161,17 @@ impl ClusterService {
             Err(_) => Err(format!("no answer within {MEMBER_PROBE_TIMEOUT:?}")),
         }
     }
+}
+
+/// A member whose own status names another cluster ID than ours: why.
+fn foreign(id: u64, addr: Option<&String>, theirs: &str, ours: &str) -> Option<String> {
+    if theirs.is_empty() || ours.is_empty() || theirs == ours {
+        return None;
+    }
+    let addr = addr.map(String::as_str).unwrap_or("?");
+    Some(format!(
+        "node {id} at {addr} belongs to another cluster: it holds cluster ID {theirs}, this cluster's is {ours} (README, \"Cluster identity\")"
+    ))
 }
 
 /// This process's resources, from /proc (Linux; zero elsewhere).
@@ -151,6 +196,15 @@ mod process {
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096).max(1) as u64;
         pages * page
     }
+}
+
+/// What a node's status reads from files and /proc.
+struct FileStats {
+    task_count: u64,
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    disk_bytes: u64,
+    snapshot_at_unix_ms: u64,
 }
 
 /// Total size of the files under `dir`, bytes.
@@ -215,6 +269,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         leader_rpc!(self, request, ClusterClient::new, remove_node, |req| self.membership.remove(req.id).await)
     }
 
+    async fn replace_node(
+        &self,
+        request: Request<pb::ReplaceNodeRequest>,
+    ) -> Result<Response<pb::ReplaceNodeResponse>, Status> {
+        leader_rpc!(self, request, ClusterClient::new, replace_node, |req| self.membership.replace(req.id).await)
+    }
+
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,
@@ -226,13 +287,13 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
-        let (_, rx) = membership::backup(&self.store, &self.data_dir.join("snapshots")).await?;
+        let (_, rx) = membership::backup(&self.store, &self.data_dir.join("snapshots"), &self.membership.tasks).await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn digest(&self, _request: Request<pb::DigestRequest>) -> Result<Response<pb::DigestResponse>, Status> {
         let store = self.store.clone();
-        let (applied_index, digest) = tokio::task::spawn_blocking(move || crate::raft::snapshot::digest(&store))
+        let (applied_index, digest) = crate::blocking::run(move || crate::raft::snapshot::digest(&store))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::from(ApiError::from(e)))?;
@@ -249,17 +310,16 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let identity = super::access::Identity::of(&request);
-        let from = self.forward.consensus.id();
         let status = self
             .forward
             .on_leader(
                 forwarded,
                 || self.cluster_status(),
-                |ch| {
+                |ch, forwarding| {
                     let identity = identity.clone();
                     async move {
                         Ok(ClusterClient::new(ch)
-                            .status(identity.attach(mark_forwarded(Request::new(pb::ClusterStatusRequest {}), from)))
+                            .status(identity.attach(forwarding.mark(Request::new(pb::ClusterStatusRequest {}))))
                             .await?
                             .into_inner())
                     }
@@ -273,10 +333,12 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         _request: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
-        Ok(Response::new(self.node_status()?))
+        Ok(Response::new(self.node_status().await?))
     }
 
-    async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
+    async fn clock(&self, request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
+        let identity = self.forward.consensus.identity();
+        identity.admit(request.metadata().as_ref(), request.remote_addr(), "clock probe")?;
         let disk = self.disk.local();
         Ok(Response::new(pb::ClockResponse {
             node_id: self.forward.consensus.id(),
@@ -284,6 +346,27 @@ impl pb::cluster_server::Cluster for ClusterService {
             disk_free_bytes: disk.free_bytes,
             disk_total_bytes: disk.total_bytes,
             disk_alarm: disk.alarm,
+            feature_level: crate::domain::feature::SUPPORTED,
+            version: crate::raft::versions::VERSION.to_string(),
         }))
+    }
+
+    async fn finalize_upgrade(
+        &self,
+        request: Request<pb::FinalizeUpgradeRequest>,
+    ) -> Result<Response<pb::FinalizeUpgradeResponse>, Status> {
+        leader_rpc!(self, request, ClusterClient::new, finalize_upgrade, |req| super::upgrade::finalize(
+            &self.forward.consensus,
+            &self.forward.pool,
+            req.level
+        )
+        .await)
+    }
+
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let consensus = &self.forward.consensus;
+        let env = consensus.identity().admit(request.metadata().as_ref(), request.remote_addr(), "join")?;
+        membership::join(consensus, &env).await?;
+        Ok(Response::new(pb::JoinResponse { node_id: consensus.id(), cluster_id: self.cluster_id() }))
     }
 }

@@ -1,7 +1,7 @@
 //! Protobuf <-> domain conversions, in one place at the edge.
 
 use super::ApiError;
-use crate::domain::dependency::{AfterPolicy, Counts, Deps, ParentResult, Upstream};
+use crate::domain::dependency::{AfterPolicy, Counts, Deps, Upstream};
 use crate::domain::{CallbackConfig, Gate, GateMode, RateLimit, Retention, ScheduleOutcome, Target, Task, TaskState};
 use crate::pb;
 
@@ -44,6 +44,10 @@ pub fn state_from_pb(s: pb::TaskState) -> TaskState {
     }
 }
 
+pub fn trace_to_pb(t: crate::domain::trace::TraceContext) -> pb::TraceContext {
+    crate::telemetry::to_pb(t)
+}
+
 pub fn task_to_pb(t: Task, now_ms: u64, result: Option<Vec<u8>>, payload: Option<Vec<u8>>) -> pb::Task {
     pb::Task {
         id: t.id,
@@ -70,6 +74,7 @@ pub fn task_to_pb(t: Task, now_ms: u64, result: Option<Vec<u8>>, payload: Option
         collection: t.collection.unwrap_or_default(),
         dependencies: None,
         children: Vec::new(),
+        trace: None,
     }
 }
 
@@ -177,22 +182,5 @@ pub fn target_from_pb(req: &pb::DeadLetterRequest) -> Result<Target, ApiError> {
         Some(pb::dead_letter_request::Target::TaskId(id)) => Ok(Target::Task(*id)),
         Some(pb::dead_letter_request::Target::Callback(c)) if !c.is_empty() => Ok(Target::Callback(c.clone())),
         _ => Err(ApiError::InvalidArgument("name a task id or a callback".into())),
-    }
-}
-
-pub fn upstream_from_pb(u: pb::Upstream) -> Upstream {
-    let c = u.ended.unwrap_or_default();
-    Upstream {
-        ended: Counts { succeeded: c.succeeded, failed: c.failed, dead: c.dead, cancelled: c.cancelled },
-        parents: u
-            .parents
-            .into_iter()
-            .map(|p| ParentResult {
-                task_id: p.task_id,
-                state: state_from_pb(pb::TaskState::try_from(p.state).unwrap_or(pb::TaskState::Unspecified)),
-                result: p.result,
-            })
-            .collect(),
-        omitted: u.omitted,
     }
 }

@@ -1,6 +1,8 @@
 //! Run a request on the leader: locally if this node leads, else forward
 //! the original request over the node's long-lived channel to the leader.
-//! The client sees no difference.
+//! The client sees no difference. A forwarded request carries this node's
+//! cluster envelope (cluster ID, this node's id, the leader's id): a node
+//! of another cluster on the leader's address refuses it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tonic::transport::Channel;
 use super::ApiError;
 use crate::consensus::{Consensus, Peer, Route};
 use crate::net::{classify, ChannelPool, Failure};
+use crate::raft::identity::Envelope;
 
 /// Metadata key set on forwarded requests: a forwarded request is never
 /// forwarded again (no loops); the receiver answers `UNAVAILABLE` with a
@@ -27,11 +30,21 @@ pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
 }
 
-pub fn mark_forwarded<T>(mut req: tonic::Request<T>, from: u64) -> tonic::Request<T> {
-    if let Ok(v) = from.to_string().parse() {
-        req.metadata_mut().insert(FORWARDED, v);
+/// How a request forwarded to one leader is marked: as forwarded (never
+/// forwarded again), with this node's cluster envelope for that leader.
+#[derive(Clone)]
+pub struct Forwarding {
+    envelope: Envelope,
+}
+
+impl Forwarding {
+    pub fn mark<T>(&self, mut req: tonic::Request<T>) -> tonic::Request<T> {
+        if let Ok(v) = self.envelope.from.to_string().parse() {
+            req.metadata_mut().insert(FORWARDED, v);
+        }
+        self.envelope.write(req.metadata_mut());
+        req
     }
-    req
 }
 
 /// Wrap a reply; a follower that forwarded names the leader in
@@ -54,17 +67,16 @@ macro_rules! leader_rpc {
         let forwarded = $crate::api::forward::is_forwarded(&$request);
         let identity = $crate::api::access::Identity::of(&$request);
         let $req = $request.into_inner();
-        let from = $self.forward.consensus.id();
         let reply = $self
             .forward
             .on_leader(
                 forwarded,
                 || async { $local },
-                |ch| {
+                |ch, forwarding| {
                     let r = $req.clone();
                     let identity = identity.clone();
                     async move {
-                        let r = identity.attach($crate::api::forward::mark_forwarded(tonic::Request::new(r), from));
+                        let r = identity.attach(forwarding.mark(tonic::Request::new(r)));
                         Ok($client(ch).$method(r).await?.into_inner())
                     }
                 },
@@ -82,7 +94,7 @@ impl Forwarder {
     where
         L: Fn() -> LF,
         LF: Future<Output = Result<T, ApiError>>,
-        R: Fn(Channel) -> RF,
+        R: Fn(Channel, Forwarding) -> RF,
         RF: Future<Output = Result<T, tonic::Status>>,
     {
         let timing = self.consensus.timing().clone();
@@ -117,7 +129,10 @@ impl Forwarder {
                         .pool
                         .get(&leader.addr)
                         .map_err(|e| ApiError::Internal(format!("leader address {}: {e}", leader.addr)))?;
-                    let answer = match tokio::time::timeout(timing.forward_timeout, remote(channel)).await {
+                    let forwarding = Forwarding {
+                        envelope: self.consensus.identity().envelope(leader.id, self.consensus.holds_nothing()),
+                    };
+                    let answer = match tokio::time::timeout(timing.forward_timeout, remote(channel, forwarding)).await {
                         Ok(answer) => answer,
                         // The request may have reached the leader.
                         Err(_) => {
@@ -131,6 +146,9 @@ impl Forwarder {
                     };
                     match answer {
                         Ok(v) => return Ok(v),
+                        Err(s) if self.consensus.identity().refused_by(leader.id, "forwarded request", &s) => {
+                            return Err(s)
+                        }
                         Err(s) => match forwarded_failure(&leader, s, tokio::time::Instant::now() < deadline) {
                             Ok(()) => true,
                             Err(s) => return Err(s),

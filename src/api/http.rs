@@ -2,13 +2,19 @@
 //! (Prometheus text format), `/healthz` (the process is up) and `/readyz`
 //! (it knows a leader and has applied what it knows committed).
 //!
+//! With auth on, `/metrics` needs a reader grant for every callback (a
+//! bearer token, or a client certificate over TLS), unless the node runs
+//! with `--open-metrics`; `/healthz` and `/readyz` stay open. Every
+//! connection carries its client certificate's subject ([`ClientCert`]),
+//! for `/metrics` and the console.
+//!
 //! The gauges are read from the node's state at each scrape (see
 //! [`crate::metrics`]); the counters and histograms are kept as things
 //! happen.
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -16,9 +22,12 @@ use axum::Router;
 use metrics::gauge;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::api::access::{self, Need};
 use crate::consensus::clock::ProposerClock;
 use crate::consensus::Consensus;
+use crate::domain::auth::Role;
 use crate::domain::GateMode;
 use crate::metrics as m;
 use crate::store::index::{self, PRIORITIES};
@@ -33,6 +42,8 @@ pub struct HttpState {
     pub index: SharedIndex,
     pub clock: ProposerClock,
     process: std::sync::Arc<metrics_process::Collector>,
+    /// Serve `/metrics` without credentials even with auth on.
+    open_metrics: bool,
 }
 
 impl HttpState {
@@ -40,7 +51,38 @@ impl HttpState {
         m::handle();
         let process = metrics_process::Collector::new("drover_");
         process.describe();
-        HttpState { consensus, store, index, clock, process: std::sync::Arc::new(process) }
+        HttpState { consensus, store, index, clock, process: std::sync::Arc::new(process), open_metrics: false }
+    }
+
+    /// Serve `/metrics` to anyone, even with auth on (`--open-metrics`).
+    pub fn with_open_metrics(mut self, open: bool) -> Self {
+        self.open_metrics = open;
+        self
+    }
+}
+
+/// The subject of the client certificate a connection presented (verified
+/// against the client CA during the TLS handshake); `None` over plaintext
+/// or without one. Handlers read it as `ConnectInfo<ClientCert>`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCert(pub Option<String>);
+
+impl ClientCert {
+    /// The subject a request's connection presented.
+    pub fn of<B>(req: &http::Request<B>) -> Option<String> {
+        req.extensions().get::<ConnectInfo<ClientCert>>().and_then(|c| c.0 .0.clone())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientCert {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        ClientCert(crate::tls::client_subject(stream.io().get_ref().1.peer_certificates()))
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for ClientCert {
+    fn connect_info(_: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        ClientCert(None)
     }
 }
 
@@ -54,15 +96,25 @@ pub fn router(state: HttpState) -> Router {
 
 /// Serve `router` on `listener` until `shutdown`; over TLS when the node
 /// serves TLS.
-pub async fn serve(listener: TcpListener, tls: Option<Acceptor>, router: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Acceptor>,
+    router: Router,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
     let stop = shutdown.clone().cancelled_owned();
     let served = match tls {
-        None => axum::serve(listener, router).with_graceful_shutdown(stop).await,
+        None => {
+            let service = router.into_make_service_with_connect_info::<ClientCert>();
+            axum::serve(listener, service).with_graceful_shutdown(stop).await
+        }
         Some(acceptor) => {
             let local = listener.local_addr();
             let tcp = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let connections = crate::tls::incoming(tcp, acceptor, true, Duration::from_secs(10), shutdown);
-            axum::serve(TlsListener { connections, local }, router).with_graceful_shutdown(stop).await
+            let connections = crate::tls::incoming(tcp, acceptor, true, Duration::from_secs(10), &tasks, shutdown);
+            let service = router.into_make_service_with_connect_info::<ClientCert>();
+            axum::serve(TlsListener { connections, local }, service).with_graceful_shutdown(stop).await
         }
     };
     if let Err(e) = served {
@@ -71,7 +123,7 @@ pub async fn serve(listener: TcpListener, tls: Option<Acceptor>, router: Router,
 }
 
 /// Connections after their TLS handshake, as axum's listener.
-struct TlsListener {
+pub struct TlsListener {
     connections: tokio_stream::wrappers::ReceiverStream<Result<crate::tls::TlsConnection, std::io::Error>>,
     local: std::io::Result<std::net::SocketAddr>,
 }
@@ -115,13 +167,44 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
+/// With auth on (and without `--open-metrics`), `/metrics` needs a reader
+/// grant for every callback: the metrics name every callback.
+fn may_scrape(s: &HttpState, req: &axum::extract::Request) -> Result<(), (StatusCode, String)> {
+    if s.open_metrics {
+        return Ok(());
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let now = s.clock.stamp();
+    let principal = {
+        let index = index::lock(&s.index);
+        access::http_principal(index.auth(), authorization, ClientCert::of(req), now)
+    };
+    let refused = |code, e: crate::api::ApiError| {
+        tracing::warn!(path = "/metrics", reason = %e, "refused a scrape");
+        Err((code, format!("{e}\n")))
+    };
+    match principal {
+        Ok(None) => Ok(()),
+        Ok(Some(p)) => match access::authorize(&p, Need::Role(Role::Reader), "/metrics")
+            .and_then(|()| p.check_unscoped("the metrics name every callback"))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => refused(StatusCode::FORBIDDEN, e),
+        },
+        Err(e) => refused(StatusCode::UNAUTHORIZED, e),
+    }
+}
+
+async fn metrics_page(State(s): State<HttpState>, req: axum::extract::Request) -> axum::response::Response {
+    if let Err(refusal) = may_scrape(&s, &req) {
+        return refusal.into_response();
+    }
     let state = s.clone();
     // RocksDB property reads and /proc reads: off the async runtime.
-    let _ = tokio::task::spawn_blocking(move || refresh(&state)).await;
+    let _ = crate::blocking::run(move || refresh(&state)).await;
     let handle = m::handle();
     handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
 }
 
 /// Set every scrape-time gauge.
@@ -134,6 +217,9 @@ fn refresh(s: &HttpState) {
 
 fn raft_gauges(consensus: &Consensus) {
     let v = consensus.view();
+    if let Some(id) = consensus.identity().cluster_id() {
+        gauge!(m::CLUSTER_INFO, "cluster_id" => id.to_string(), "node_id" => v.id.to_string()).set(1.0);
+    }
     gauge!(m::RAFT_HAS_LEADER).set(f64::from(u8::from(v.leader.is_some())));
     gauge!(m::RAFT_IS_LEADER).set(f64::from(u8::from(v.leader == Some(v.id))));
     gauge!(m::RAFT_TERM).set(v.term as f64);

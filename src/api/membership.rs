@@ -6,6 +6,9 @@
 //!   change while another is uncommitted (`FAILED_PRECONDITION`);
 //! - a new node must answer at its address and report the id it is added
 //!   under; a removed id is retired and refused forever;
+//! - before it is added, the new node takes the cluster's ID from the
+//!   leader (while its data dir is still empty) and keeps it; a node of
+//!   another cluster refuses, and is not added;
 //! - never down to zero voters.
 
 use std::collections::BTreeSet;
@@ -20,6 +23,7 @@ use crate::consensus::Consensus;
 use crate::domain::{Command, CommandResponse, Operation};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
+use crate::raft::identity::Envelope;
 use crate::store::TaskStore;
 
 /// What membership changes need.
@@ -33,23 +37,34 @@ pub struct Membership {
     /// Serialises membership changes made through this node. A tokio mutex:
     /// held across the change's awaits.
     pub admin: Arc<tokio::sync::Mutex<()>>,
+    /// The node's tracker: backup streams run on it.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Membership {
-    fn reply(&self) -> pb::MembershipResponse {
+    pub(super) fn reply(&self) -> pb::MembershipResponse {
         let v = self.consensus.view();
         pb::MembershipResponse { voters: v.voters, learners: v.learners, leader_id: v.leader.unwrap_or(0) }
     }
 }
 
 /// Check that a node answers at `addr` and is node `id`.
-async fn probe(pool: &crate::net::ChannelPool, timeout: Duration, id: u64, addr: &str) -> Result<(), ApiError> {
+pub(super) async fn probe(
+    pool: &crate::net::ChannelPool,
+    timeout: Duration,
+    id: u64,
+    addr: &str,
+) -> Result<(), ApiError> {
     let channel = pool
         .endpoint(addr)
         .map_err(|e| ApiError::InvalidArgument(format!("address {addr:?} is not HOST:PORT: {e}")))?
         .connect_timeout(timeout);
+    let dialer = pool.dialer();
     let status = tokio::time::timeout(timeout, async {
-        let channel = channel.connect().await.map_err(|e| e.to_string())?;
+        let channel = match dialer {
+            Some(dial) => dial(channel),
+            None => channel.connect().await.map_err(|e| e.to_string())?,
+        };
         let mut req = Request::new(pb::NodeStatusRequest {});
         req.set_timeout(timeout);
         ClusterClient::new(channel).node_status(req).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
@@ -65,6 +80,56 @@ async fn probe(pool: &crate::net::ChannelPool, timeout: Duration, id: u64, addr:
     if status.id != id {
         return Err(ApiError::FailedPrecondition(format!("the node at {addr} is node {}, not node {id}", status.id)));
     }
+    Ok(())
+}
+
+/// Hand the cluster's ID to node `id` at `addr` before it is added.
+async fn ask_to_join(
+    pool: &crate::net::ChannelPool,
+    consensus: &Consensus,
+    id: u64,
+    addr: &str,
+) -> Result<(), ApiError> {
+    let timeout = consensus.timing().probe;
+    let channel = pool.get(addr).map_err(|e| ApiError::InvalidArgument(format!("address {addr:?}: {e}")))?;
+    let mut req = Request::new(pb::JoinRequest {});
+    req.set_timeout(timeout);
+    consensus.identity().envelope(id, false).write(req.metadata_mut());
+    match tokio::time::timeout(timeout, ClusterClient::new(channel).join(req)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(s)) => {
+            consensus.identity().refused_by(id, "join", &s);
+            Err(ApiError::FailedPrecondition(format!("node {id} at {addr} did not join: {}", s.message())))
+        }
+        Err(_) => {
+            Err(ApiError::FailedPrecondition(format!("node {id} at {addr} did not answer the join within {timeout:?}")))
+        }
+    }
+}
+
+/// On the node being added (the `Join` RPC, its envelope admitted): take
+/// the leader's cluster ID if this node has none and holds nothing yet.
+pub async fn join(consensus: &Consensus, env: &Envelope) -> Result<(), ApiError> {
+    let identity = consensus.identity();
+    // A leader without an ID yet (in the moment after a cluster's birth):
+    // this node takes it from the leader's first entries instead.
+    let Some(id) = env.cluster else { return Ok(()) };
+    if identity.cluster_id().is_some() {
+        // The envelope was admitted: it is the same ID.
+        return Ok(());
+    }
+    let v = consensus.view();
+    if !v.voters.is_empty() || !v.learners.is_empty() || v.last_log_index > 0 {
+        return Err(ApiError::FailedPrecondition(format!(
+            "node {} at {} holds data but no cluster ID (voters {:?}, log up to {}): its data dir was written by \
+             another cluster, or before cluster IDs; move it aside and start the node on an empty data dir",
+            v.id,
+            v.addrs.get(&v.id).map(String::as_str).unwrap_or("?"),
+            v.voters,
+            v.last_log_index
+        )));
+    }
+    identity.adopt(id, env.from).await?;
     Ok(())
 }
 
@@ -90,6 +155,7 @@ impl Membership {
             None => {}
         }
         probe(&self.pool, self.consensus.timing().probe, id, &addr).await?;
+        ask_to_join(&self.pool, &self.consensus, id, &addr).await?;
         self.consensus.add_learner(id, addr).await?;
         Ok(self.reply())
     }
@@ -147,15 +213,16 @@ impl Membership {
 pub async fn backup(
     store: &TaskStore,
     snapshot_dir: &std::path::Path,
+    tasks: &tokio_util::task::TaskTracker,
 ) -> Result<(u64, tokio::sync::mpsc::Receiver<Result<pb::BackupChunk, tonic::Status>>), ApiError> {
     let path = snapshot_dir.join(format!("backup-{:016x}.tmp", rand::random::<u64>()));
     let build_path = path.clone();
     let store = store.clone();
-    let applied = tokio::task::spawn_blocking(move || crate::raft::snapshot::build_backup(&store, &build_path))
+    let applied = crate::blocking::run(move || crate::raft::snapshot::build_backup(&store, &build_path))
         .await
         .map_err(ApiError::internal)??;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         use tokio::io::AsyncReadExt;
         let result = async {
             let mut file = tokio::fs::File::open(&path).await?;

@@ -5,7 +5,8 @@
 //! - [`scheduler`]: `Schedule`, `ScheduleBatch`, `GetTask`, lists, cancel,
 //!   callbacks and the dead-letter queue.
 //! - [`cluster`] and [`membership`]: status, membership, backup, digest,
-//!   clocks.
+//!   clocks; [`replace`]: rebuilding a damaged member under a new id;
+//!   [`upgrade`]: members' versions and raising the feature level.
 //! - [`gates`]: gate requests and retention status.
 //! - [`schedules`]: periodic schedule definitions and their handlers.
 //! - [`worker`]: the worker stream, bridged to the dispatcher.
@@ -26,9 +27,12 @@ pub mod forward;
 pub mod gates;
 pub mod http;
 pub mod membership;
+pub mod replace;
 pub mod scheduler;
 pub mod schedules;
 mod scope;
+pub mod spans;
+pub mod upgrade;
 pub mod validate;
 pub mod worker;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::access;
 use super::convert::{
@@ -95,6 +96,7 @@ impl SchedulerService {
         }
         let stamp = self.stamp().await?;
         let auto_register = self.auto_register;
+        let traces: Vec<_> = tasks.iter().map(|t| t.trace.clone()).collect();
         let operation = if tasks.iter().any(|t| !t.after.parents.is_empty()) {
             let (tasks, after) =
                 tasks.into_iter().map(|t| (t.after.clone(), t)).map(|(a, t)| (t.resolve(stamp), a)).unzip();
@@ -106,13 +108,50 @@ impl SchedulerService {
                 None => Operation::Schedule { tasks, auto_register },
             }
         };
-        let cmd = Command { stamped_at_ms: stamp, operation };
-        match self.forward.consensus.propose(cmd).await? {
+        let cmd = Command { stamped_at_ms: stamp, operation: operation.traced(traces) };
+        let commit = super::spans::commit("raft commit", expected);
+        match self.forward.consensus.propose(cmd).instrument(commit).await? {
             CommandResponse::Scheduled(outcomes) if outcomes.len() == expected => Ok((outcomes, false)),
             CommandResponse::Replayed(outcomes) if outcomes.len() == expected => Ok((outcomes, true)),
             CommandResponse::Rejected(r) => Err(r.into()),
             other => Err(ApiError::internal(format!("unexpected state machine reply {other}"))),
         }
+    }
+
+    async fn schedule_one(
+        &self,
+        request: Request<pb::ScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleResponse>, Status> {
+        let spec =
+            request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
+        let task = validate::task_spec(spec, &self.limits, self.clock.stamp())?;
+        access::check_callback(&request, &task.callback)?;
+        let request_id = validate::request_id(&request.get_ref().request_id)?;
+        leader_rpc!(self, request, client, schedule, |req| {
+            let _ = &req;
+            let (outcomes, replayed) = self.schedule_local(vec![task.clone()], request_id).await?;
+            self.answers(outcomes, replayed)?
+                .pop()
+                .ok_or_else(|| ApiError::internal("a schedule of one task got no answer".to_string()))
+        })
+    }
+
+    async fn schedule_many(
+        &self,
+        request: Request<pb::ScheduleBatchRequest>,
+    ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
+        let tasks = validate::batch(request.get_ref().tasks.clone(), &self.limits, self.clock.stamp())?;
+        // Once per callback, not per task.
+        let callbacks: std::collections::BTreeSet<&str> = tasks.iter().map(|t| t.callback.as_str()).collect();
+        for c in callbacks {
+            access::check_callback(&request, c)?;
+        }
+        let request_id = validate::request_id(&request.get_ref().request_id)?;
+        leader_rpc!(self, request, client, schedule_batch, |req| {
+            let _ = &req;
+            let (outcomes, replayed) = self.schedule_local(tasks.clone(), request_id).await?;
+            Ok(pb::ScheduleBatchResponse { results: self.answers(outcomes, replayed)?, replayed })
+        })
     }
 
     /// Answers for `outcomes`: a task cancelled on arrival says why (its
@@ -140,7 +179,9 @@ impl SchedulerService {
         let task = self.store.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
         let result = if task.state == TaskState::Succeeded { self.store.result(id)? } else { None };
         let payload = if include_payload { self.store.payload(id)? } else { None };
+        let (trace, _) = self.store.trace_of(&task)?;
         let mut out = task_to_pb(task, self.clock.stamp(), result, payload);
+        out.trace = trace.map(super::convert::trace_to_pb);
         out.dependencies = self
             .store
             .deps(id)?
@@ -230,37 +271,28 @@ impl SchedulerService {
 
 #[tonic::async_trait]
 impl pb::scheduler_server::Scheduler for SchedulerService {
-    async fn schedule(&self, request: Request<pb::ScheduleRequest>) -> Result<Response<pb::ScheduleResponse>, Status> {
-        let spec =
-            request.get_ref().task.clone().ok_or_else(|| ApiError::InvalidArgument("request has no task".into()))?;
-        let task = validate::task_spec(spec, &self.limits, self.clock.stamp())?;
-        access::check_callback(&request, &task.callback)?;
-        let request_id = validate::request_id(&request.get_ref().request_id)?;
-        leader_rpc!(self, request, client, schedule, |req| {
-            let _ = &req;
-            let (outcomes, replayed) = self.schedule_local(vec![task.clone()], request_id).await?;
-            self.answers(outcomes, replayed)?
-                .pop()
-                .ok_or_else(|| ApiError::internal("a schedule of one task got no answer".to_string()))
-        })
+    async fn schedule(
+        &self,
+        mut request: Request<pb::ScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleResponse>, Status> {
+        let tasks: &mut [pb::TaskSpec] = match request.get_mut().task.as_mut() {
+            Some(t) => std::slice::from_mut(t),
+            None => &mut [],
+        };
+        let span = super::spans::schedule("schedule", tasks);
+        let reply = self.schedule_one(request).instrument(span.clone()).await;
+        if let Ok(r) = &reply {
+            span.record("drover.task_id", r.get_ref().task_id);
+        }
+        reply
     }
 
     async fn schedule_batch(
         &self,
-        request: Request<pb::ScheduleBatchRequest>,
+        mut request: Request<pb::ScheduleBatchRequest>,
     ) -> Result<Response<pb::ScheduleBatchResponse>, Status> {
-        let tasks = validate::batch(request.get_ref().tasks.clone(), &self.limits, self.clock.stamp())?;
-        // Once per callback, not per task.
-        let callbacks: std::collections::BTreeSet<&str> = tasks.iter().map(|t| t.callback.as_str()).collect();
-        for c in callbacks {
-            access::check_callback(&request, c)?;
-        }
-        let request_id = validate::request_id(&request.get_ref().request_id)?;
-        leader_rpc!(self, request, client, schedule_batch, |req| {
-            let _ = &req;
-            let (outcomes, replayed) = self.schedule_local(tasks.clone(), request_id).await?;
-            Ok(pb::ScheduleBatchResponse { results: self.answers(outcomes, replayed)?, replayed })
-        })
+        let span = super::spans::schedule("schedule batch", &mut request.get_mut().tasks);
+        self.schedule_many(request).instrument(span).await
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
@@ -417,11 +449,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleDefinition>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         let s = schedules::schedule_from_pb(request.get_ref(), &self.limits)?;
+        let trace = validate::trace(request.get_ref().trace.as_ref())?;
         access::check_callback(&request, &s.template.callback)?;
         self.scope_schedule(&request, &s.name)?;
         leader_rpc!(self, request, client, create_schedule, |req| {
             let _ = &req;
-            self.put_schedule_local(&s, true).await
+            self.put_schedule_local(&s, true, trace.clone()).await
         })
     }
 
@@ -430,11 +463,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         request: Request<pb::ScheduleDefinition>,
     ) -> Result<Response<pb::ScheduleInfo>, Status> {
         let s = schedules::schedule_from_pb(request.get_ref(), &self.limits)?;
+        let trace = validate::trace(request.get_ref().trace.as_ref())?;
         access::check_callback(&request, &s.template.callback)?;
         self.scope_schedule(&request, &s.name)?;
         leader_rpc!(self, request, client, update_schedule, |req| {
             let _ = &req;
-            self.put_schedule_local(&s, false).await
+            self.put_schedule_local(&s, false, trace.clone()).await
         })
     }
 

@@ -8,6 +8,7 @@ use super::validate;
 use super::ApiError;
 use crate::config::Limits;
 use crate::domain::schedule::*;
+use crate::domain::trace::TraceContext;
 use crate::domain::{CommandResponse, Operation};
 use crate::pb;
 use crate::store::index;
@@ -152,6 +153,7 @@ pub fn definition_to_pb(s: &Schedule) -> pb::ScheduleDefinition {
         pause_on_failure: s.policy.pause_on_failure,
         dst_repeat: name_of(s.spec.dst_repeat, &[("once", DstRepeat::Once), ("both", DstRepeat::Both)]),
         dst_gap: name_of(s.spec.dst_gap, &[("shift", DstGap::Shift), ("skip", DstGap::Skip)]),
+        trace: None,
     }
 }
 
@@ -170,8 +172,10 @@ impl SchedulerService {
                 self.store.get(r.task_id)?.map_or(pb::TaskState::Unspecified, |t| state_to_pb(t.display_state(now_ms)));
             runs.push(pb::ScheduleRun { slot: Some(slot_to_pb(&r.slot)), task_id: r.task_id, state: state as i32 });
         }
+        let mut definition = definition_to_pb(s);
+        definition.trace = self.store.schedule_trace(&s.name)?.map(super::convert::trace_to_pb);
         Ok(pb::ScheduleInfo {
-            definition: Some(definition_to_pb(s)),
+            definition: Some(definition),
             paused: s.paused,
             note: s.note.clone(),
             created_unix_ms: s.created_ms,
@@ -199,8 +203,14 @@ impl SchedulerService {
         Ok(pb::ListSchedulesResponse { schedules })
     }
 
-    pub(super) async fn put_schedule_local(&self, s: &Schedule, create: bool) -> Result<pb::ScheduleInfo, ApiError> {
-        match self.write(Operation::PutSchedule { schedule: Box::new(s.clone()), create }).await? {
+    pub(super) async fn put_schedule_local(
+        &self,
+        s: &Schedule,
+        create: bool,
+        trace: Option<TraceContext>,
+    ) -> Result<pb::ScheduleInfo, ApiError> {
+        let operation = Operation::PutSchedule { schedule: Box::new(s.clone()), create }.traced(vec![trace]);
+        match self.write(operation).await? {
             CommandResponse::ScheduleSaved { .. } => self.get_schedule_local(&s.name),
             other => Err(ApiError::internal(format!("unexpected reply {other}"))),
         }

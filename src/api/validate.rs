@@ -5,6 +5,7 @@
 use super::ApiError;
 use crate::config::Limits;
 use crate::domain::dependency::{After, AfterPolicy, Parent, MAX_PARENTS};
+use crate::domain::trace::TraceContext;
 use crate::domain::NewTask;
 use crate::pb;
 
@@ -30,6 +31,9 @@ pub struct ValidTask {
     pub collection: Option<String>,
     /// Its parents (none for most tasks).
     pub after: After,
+    /// The W3C trace context it was scheduled under, kept beside the task
+    /// (see `Operation::Traced`).
+    pub trace: Option<TraceContext>,
 }
 
 impl ValidTask {
@@ -93,6 +97,7 @@ fn label(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
 
 pub fn task_spec(spec: pb::TaskSpec, limits: &Limits, now_ms: u64) -> Result<ValidTask, ApiError> {
     callback_name(&spec.callback, limits)?;
+    let trace = trace(spec.trace.as_ref())?;
     if !spec.after_refs.is_empty() {
         return Err(ApiError::InvalidArgument(
             "after_refs name items of the same batch: send the tasks together in one ScheduleBatch".into(),
@@ -159,7 +164,16 @@ pub fn task_spec(spec: pb::TaskSpec, limits: &Limits, now_ms: u64) -> Result<Val
         when,
         idempotency_key,
         after,
+        trace,
     })
+}
+
+/// A W3C trace context from the wire: none when absent or empty.
+pub fn trace(t: Option<&pb::TraceContext>) -> Result<Option<TraceContext>, ApiError> {
+    match t {
+        None => Ok(None),
+        Some(t) => TraceContext::parse(&t.traceparent, &t.tracestate).map_err(ApiError::InvalidArgument),
+    }
 }
 
 /// A spec's parents by id, and its policy.
@@ -331,6 +345,7 @@ mod tests {
             idempotency_key: None,
             collection: None,
             after: After::default(),
+            trace: None,
         };
         assert_eq!(t.resolve(1000).run_at_ms, 1500);
     }

@@ -3,7 +3,7 @@
 //! with a `Redirect` and closes the stream; the SDK reconnects there.
 
 use std::pin::Pin;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +22,8 @@ pub struct WorkerService {
     pub limits: Limits,
     /// Messages buffered per worker stream.
     pub buffer: usize,
+    /// The node's tracker: each stream's pump runs on it.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 type ServerStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
@@ -47,9 +49,9 @@ fn check_hello(hello: &pb::Hello, limits: &Limits) -> Result<(), Status> {
 
 impl WorkerService {
     /// The tonic service, with drover's message size limits.
-    pub fn into_server(self) -> pb::worker_server::WorkerServer<Self> {
+    pub fn into_server(self: std::sync::Arc<Self>) -> pb::worker_server::WorkerServer<Self> {
         let max = self.limits.max_message_bytes;
-        pb::worker_server::WorkerServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
+        pb::worker_server::WorkerServer::from_arc(self).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 }
 
@@ -78,20 +80,21 @@ impl pb::worker_server::Worker for WorkerService {
         let (tx, rx) = mpsc::channel(self.buffer);
         let (reply_tx, reply_rx) = oneshot::channel();
         let scheduler = self.scheduler.clone();
-        if !scheduler.send(Msg::Connect { hello: hello_from_pb(hello), tx, reply: reply_tx }).await {
+        let grant = principal.as_ref().and_then(|p| p.grant()).map(|g| g.id.clone());
+        if !scheduler.send(Msg::Connect { hello: hello_from_pb(hello), grant, tx, reply: reply_tx }).await {
             return Err(Status::unavailable("this node is shutting down"));
         }
         let session = match reply_rx.await {
             Ok(Ok(session)) => session,
             Ok(Err(leader)) => {
                 let msg = to_pb(ToWorker::Redirect(leader));
-                let once = futures::stream::once(async move { Ok(msg) });
+                let once = futures::stream::once(async move { msg });
                 return Ok(Response::new(Box::pin(once)));
             }
             Err(_) => return Err(Status::unavailable("this node is shutting down")),
         };
         // Pump the worker's messages to the dispatcher until the stream ends.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Some(item) = inbound.next().await {
                 let msg = match item {
                     Ok(pb::WorkerMessage { msg: Some(In::Heartbeat(hb)) }) => FromWorker::Heartbeat(Heartbeat {
@@ -109,7 +112,9 @@ impl pb::worker_server::Worker for WorkerService {
             }
             scheduler.send(Msg::Disconnect { session }).await;
         });
-        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx).map(|m| Ok(to_pb(m)));
+        // A revoked credential's `Err` ends the stream (tonic sends it as
+        // the call's status).
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx).map(to_pb);
         Ok(Response::new(Box::pin(outbound)))
     }
 }
@@ -144,7 +149,8 @@ fn completion(c: pb::Completion) -> Completion {
     Completion { task_id: c.task_id, fencing_token: c.fencing_token, outcome }
 }
 
-fn to_pb(m: ToWorker) -> pb::ServerMessage {
+/// A message for the worker, or the status that ends its stream.
+fn to_pb(m: ToWorker) -> Result<pb::ServerMessage, Status> {
     use pb::server_message::Msg as Out;
     let msg = match m {
         ToWorker::Welcome { node_id, heartbeat_interval_ms } => {
@@ -160,6 +166,8 @@ fn to_pb(m: ToWorker) -> pb::ServerMessage {
             timeout_ms: a.timeout_ms,
             priority: u32::from(a.priority),
             upstream: a.upstream.map(super::convert::upstream_to_pb),
+            trace: a.trace.map(super::convert::trace_to_pb),
+            links: a.links.into_iter().map(super::convert::trace_to_pb).collect(),
         }),
         ToWorker::HeartbeatAck { seq, renewed, lost } => Out::HeartbeatAck(pb::HeartbeatAck {
             seq,
@@ -174,8 +182,9 @@ fn to_pb(m: ToWorker) -> pb::ServerMessage {
             Some(p) => pb::Redirect { leader_id: p.id, leader_addr: p.addr },
             None => pb::Redirect::default(),
         }),
+        ToWorker::Revoked(reason) => return Err(Status::unauthenticated(reason)),
     };
-    pb::ServerMessage { msg: Some(msg) }
+    Ok(pb::ServerMessage { msg: Some(msg) })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `drover admin ...`: backup, restore, and an offline data dir check.
+//! `drover admin ...`: backup, restore, an offline data dir check, and
+//! rejoining a node whose data is damaged.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,14 +52,44 @@ pub enum AdminCommand {
         #[arg(long, default_value = "365d", value_parser = super::parse_duration)]
         valid: std::time::Duration,
     },
-    /// Verify a stopped node's data dir (every RocksDB block's checksum,
-    /// record formats, the snapshot's CRC) and say whether it is safe to
-    /// start. Exits 1 if it is not.
-    #[command(after_help = "A node runs the same check when it starts, and refuses to start from damaged files.\n\
-        Run this on a stopped node only: the database is opened read-only.")]
+    /// Verify a stopped node's data dir (its write-ahead log record by
+    /// record, every RocksDB block's checksum, every Raft record's own
+    /// checksum and the log's continuity, the snapshot's CRC) and say
+    /// whether it is safe to start. Exits 1 if it is not.
+    #[command(
+        after_help = "A node runs the same check when it starts, and refuses to start from damaged files (exit code 65).\n\
+        Run this on a stopped node only: nothing is changed (a torn last WAL record, which the node drops when\n\
+        it starts, is reported and left in place)."
+    )]
     Check {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+    },
+    /// Bring back a node whose data is damaged: the damaged files move aside,
+    /// and the node comes back empty under a new id, catches up from the
+    /// others, and becomes a voter in the old id's place.
+    #[command(
+        after_help = "Run it on the damaged node's host, with the node stopped and the rest of the cluster up\n\
+        (--endpoint names any live node). Then start the node again with its usual command; it may keep its\n\
+        old --id: the data dir says which id it runs as now. The old id is retired at once: it never votes again.\n\
+        The damaged files stay in DIR/damaged-TIME/ for a post-mortem; delete them when done."
+    )]
+    Rejoin {
+        /// The damaged node's data dir (the node stopped).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The damaged node's id, if DIR/node_id is lost.
+        #[arg(long)]
+        id: Option<u64>,
+        /// Rebuild the node even though `admin check` finds no damage.
+        #[arg(long)]
+        force: bool,
+        /// Then wait until the node (started again) is a voter in the old id's place.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -66,6 +97,9 @@ pub async fn run(cli: &Cli, cmd: &AdminCommand) -> Result<(), CliError> {
     match cmd {
         AdminCommand::Backup { out } => backup(cli, out).await,
         AdminCommand::Check { data_dir } => check(cli, data_dir),
+        AdminCommand::Rejoin { data_dir, id, force, wait, timeout } => {
+            super::rejoin::run(cli, data_dir, *id, *force, wait.then_some(*timeout)).await
+        }
         AdminCommand::Certs { out, nodes, hosts, valid } => {
             if !(1..=99).contains(nodes) {
                 return Err(CliError("--nodes must be between 1 and 99".into()));
@@ -130,13 +164,23 @@ fn check(cli: &Cli, data_dir: &std::path::Path) -> Result<(), CliError> {
             if cli.json {
                 let per_cf: serde_json::Map<String, serde_json::Value> =
                     report.records.iter().map(|(cf, n)| (cf.to_string(), json!(n))).collect();
+                let torn =
+                    report.torn_tail.as_ref().map(|t| json!({ "file": t.file, "offset": t.offset, "bytes": t.bytes }));
+                let cluster_id = report.cluster_id.map(|id| id.to_string());
                 println!(
                     "{}",
-                    json!({ "data_dir": data_dir, "ok": true, "records": per_cf, "snapshot": report.snapshot })
+                    json!({ "data_dir": data_dir, "ok": true, "records": per_cf, "snapshot": report.snapshot, "torn_tail": torn, "cluster_id": cluster_id })
                 );
             } else {
                 let snapshot = report.snapshot.map(|s| format!(", and snapshot {}", s.display())).unwrap_or_default();
                 println!("{}: ok, safe to start ({records} records verified{snapshot})", data_dir.display());
+                if let Some(torn) = &report.torn_tail {
+                    println!("note: {torn}; it was never acknowledged, and the node drops it when it starts");
+                }
+                match report.cluster_id {
+                    Some(id) => println!("cluster ID: {id}"),
+                    None => println!("cluster ID: none yet (a new node, or a data dir written before cluster IDs: its cluster's leader writes one)"),
+                }
             }
             Ok(())
         }
@@ -145,9 +189,10 @@ fn check(cli: &Cli, data_dir: &std::path::Path) -> Result<(), CliError> {
                 println!("{}", json!({ "data_dir": data_dir, "ok": false, "error": e.what }));
             }
             Err(CliError(format!(
-                "{}: NOT safe to start: {}. Move it aside and rejoin the cluster as a new node (README, \"When a disk fills or fails\")",
+                "{}: NOT safe to start: {}. Run `drover admin rejoin --data-dir {}` with the rest of the cluster up: the node comes back empty under a new id and catches up (README, \"When a disk fills or fails\")",
                 data_dir.display(),
-                e.what
+                e.what,
+                data_dir.display()
             )))
         }
     }

@@ -48,6 +48,21 @@ pub enum ClusterCommand {
         #[arg(long)]
         to: u64,
     },
+    /// Each member's version and feature level, the cluster's active level,
+    /// and what each level adds.
+    Version,
+    /// After a rolling upgrade: turn on the new release's features.
+    #[command(after_help = "Upgrade every node first (README, \"Upgrading\"). Until the finalize, any node may go \
+        back to the previous release; after it, none can.")]
+    Upgrade {
+        /// Raise the cluster's feature level to the highest every member
+        /// speaks (refused, naming the members behind, until each does).
+        #[arg(long, required = true)]
+        finalize: bool,
+        /// Raise to this level instead of the highest.
+        #[arg(long)]
+        level: Option<u32>,
+    },
 }
 
 pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> Result<(), CliError> {
@@ -67,7 +82,65 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> Result<(), CliError> {
             print_membership(cli.json, &format!("node {to} leads"), &r);
             Ok(())
         }
+        ClusterCommand::Version => version(cli).await,
+        ClusterCommand::Upgrade { finalize: _, level } => {
+            let r = cli.client()?.finalize_upgrade(level.unwrap_or(0)).await.map_err(failed)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "active_feature_level": r.active_feature_level, "previous_feature_level": r.previous_feature_level })
+                );
+            } else if r.active_feature_level == r.previous_feature_level {
+                println!("the cluster already runs at feature level {}", r.active_feature_level);
+            } else {
+                println!(
+                    "feature level {} -> {}: the new features are on; no node can go back to an older release now",
+                    r.previous_feature_level, r.active_feature_level
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+/// `cluster version`: members' versions and levels, the active level.
+async fn version(cli: &Cli) -> Result<(), CliError> {
+    use drover::domain::feature::{LEVELS, SUPPORTED};
+    let s = cli.client()?.cluster_status().await.map_err(failed)?;
+    let active = s.active_feature_level.max(1);
+    let lowest = s.members.iter().map(|m| m.feature_level).min().unwrap_or(0);
+    if cli.json {
+        let members: Vec<_> = s
+            .members
+            .iter()
+            .map(|m| json!({ "id": m.id, "addr": m.addr, "version": m.version, "feature_level": m.feature_level, "reachable": m.reachable }))
+            .collect();
+        let levels: Vec<_> =
+            LEVELS.iter().map(|(l, r, what)| json!({ "level": l, "release": r, "adds": what })).collect();
+        println!(
+            "{}",
+            json!({
+                "active_feature_level": active, "leader_id": s.leader_id, "members": members,
+                "this_binary": { "version": drover::raft::versions::VERSION, "feature_level": SUPPORTED },
+                "finalize_possible": lowest > active, "levels": levels,
+            })
+        );
+        return Ok(());
+    }
+    println!("active feature level: {active}   leader: node {}", s.leader_id);
+    println!("{:<4} {:<22} {:<34} {:>5}", "ID", "ADDRESS", "VERSION", "LEVEL");
+    for m in &s.members {
+        let version = if m.version.is_empty() { "?" } else { m.version.as_str() };
+        let level = if m.feature_level == 0 { "?".to_string() } else { m.feature_level.to_string() };
+        println!("{:<4} {:<22} {:<34} {:>5}", m.id, m.addr, version, level);
+    }
+    if lowest > active {
+        println!("every member speaks level {lowest}: run `drover cluster upgrade --finalize` to turn it on (no going back after)");
+    }
+    for (l, release, what) in LEVELS {
+        println!("level {l} ({release}): {what}");
+    }
+    Ok(())
 }
 
 fn print_membership(json_out: bool, what: &str, r: &pb::MembershipResponse) {
@@ -182,11 +255,14 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
                     "disk_alarm": m.reachable && st.disk_alarm,
                     "tls": m.reachable && st.tls,
                     "insecure_exposed": m.reachable && st.insecure_exposed,
+                    "cluster_id": if m.reachable { Some(st.cluster_id.as_str()) } else { None },
+                    "version": m.version, "feature_level": m.feature_level,
                     "error": if m.error.is_empty() { None } else { Some(&m.error) },
                 })
             })
             .collect();
         let v = json!({
+            "cluster_id": s.cluster_id, "active_feature_level": s.active_feature_level.max(1),
             "leader_id": s.leader_id, "term": s.term, "last_log_index": s.last_log_index, "quorum_ack_ms": s.quorum_ack_ms,
             "committed_index": s.committed_index, "members": members,
         });
@@ -194,11 +270,16 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "leader: node {}   term: {}   commit: {}   last log: {}",
-        s.leader_id, s.term, s.committed_index, s.last_log_index
+        "cluster: {}   feature level: {}   leader: node {}   term: {}   commit: {}   last log: {}",
+        if s.cluster_id.is_empty() { "(no ID yet)" } else { s.cluster_id.as_str() },
+        s.active_feature_level.max(1),
+        s.leader_id,
+        s.term,
+        s.committed_index,
+        s.last_log_index
     );
     println!(
-        "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10}",
+        "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10}  VERSION (LEVEL)",
         "ID", "ADDRESS", "VOTER", "ROLE", "TERM", "COMMITTED", "APPLIED", "LAG", "CONTACT", "CLOCK", "DISK FREE"
     );
     let mut warnings = Vec::new();
@@ -217,8 +298,10 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         } else {
             "?".into()
         };
+        let version =
+            if m.version.is_empty() { "?".to_string() } else { format!("{} ({})", m.version, m.feature_level) };
         println!(
-            "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10}",
+            "{:<4} {:<22} {:<8} {:<11} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10}  {version}",
             m.id,
             m.addr,
             if m.voter { "voter" } else { "learner" },
@@ -233,6 +316,8 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
         );
         if !m.reachable {
             warnings.push(format!("node {} at {} is unreachable: {}", m.id, m.addr, m.error));
+        } else if !m.error.is_empty() {
+            warnings.push(m.error.clone());
         } else if let Some(lag) = m.lag.filter(|l| *l > FAR_BEHIND) {
             warnings.push(format!("node {} is {lag} entries behind the leader", m.id));
         }

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::testkit::{LocalCluster, Spec};
 use clap::Args;
 use drover::client::Client;
 use drover::pb;
-use drover::testkit::{LocalCluster, Spec};
 
 use super::{shutdown_signal, CliError};
 

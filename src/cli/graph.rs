@@ -113,6 +113,8 @@ fn parse(text: &str) -> Result<Vec<(String, pb::TaskSpec)>, CliError> {
                 r#ref: name.clone(),
                 after_refs,
                 after_policy: policy as i32,
+                // A traced script's context (TRACEPARENT), for every item.
+                trace: super::trace_from_env()?,
             };
             Ok((name, spec))
         })

@@ -46,6 +46,7 @@ pub mod gate;
 pub mod gc;
 pub mod graph;
 pub mod progress;
+pub mod rejoin;
 pub mod schedule;
 pub mod server;
 pub mod task;
@@ -58,13 +59,16 @@ use clap::{Parser, Subcommand};
 
 use drover::client::Client;
 
+/// `drover --version`: the release and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DROVER_COMMIT"), ")");
+
 /// Default endpoints: the `drover dev` cluster.
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "drover",
-    version,
+    version = VERSION,
     about = "A Raft-replicated, clustered asynchronous task scheduler",
     long_about = "A Raft-replicated, clustered asynchronous task scheduler.\n\n\
         Start a local 3-node cluster with `drover dev`, then schedule a task with\n\
@@ -108,6 +112,19 @@ pub struct Cli {
     /// Log lines (on stderr) as text or as JSON objects, one per line.
     #[arg(long, global = true, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Export trace spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317): a node's spans of each task (schedule, Raft commit, queue wait, assignments, completions), a worker's handler spans. Off unless given.
+    #[arg(long, global = true, env = "DROVER_OTLP_ENDPOINT", value_name = "URL", help_heading = "Traces")]
+    pub otlp_endpoint: Option<String>,
+    /// With --otlp-endpoint: the share of traces that start here (tasks scheduled without a trace context) that are recorded, 0 to 1. A trace its producer sampled is always recorded.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_OTLP_SAMPLE_RATIO",
+        default_value_t = 1.0,
+        value_name = "RATIO",
+        help_heading = "Traces"
+    )]
+    pub otlp_sample_ratio: f64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -238,23 +255,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 500ms, 10s or 5m: {e}"))
 }
 
-/// A signed duration: "+1h", "-90s", "250ms" (positive without a sign), in ms.
-pub fn parse_signed_ms(s: &str) -> Result<i64, String> {
-    let (sign, rest) = match s.strip_prefix('-') {
-        Some(r) => (-1, r),
-        None => (1, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let d = parse_duration(rest)?;
-    i64::try_from(d.as_millis()).map(|ms| sign * ms).map_err(|_| format!("{s:?} is too large"))
+/// The W3C trace context in `TRACEPARENT` (and `TRACESTATE`), if set.
+pub fn trace_from_env() -> Result<Option<drover::pb::TraceContext>, CliError> {
+    let parent = std::env::var("TRACEPARENT").unwrap_or_default();
+    let state = std::env::var("TRACESTATE").unwrap_or_default();
+    let state = if parent.trim().is_empty() { String::new() } else { state };
+    drover::telemetry::parse(&parent, &state).map_err(|e| CliError(format!("TRACEPARENT: {e}")))
 }
 
-pub fn init_tracing(default: &str, json: bool) {
+/// Logs on stderr, filtered by `RUST_LOG` (else `default`), and the spans
+/// of `spans` (`--otlp-endpoint`). JSON lines carry the current span's
+/// fields: `trace_id` and `span_id` inside a task's spans.
+pub fn init_tracing(default: &str, json: bool, spans: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ =
-        if json { builder.json().try_init() } else { builder.with_ansi(std::io::stderr().is_terminal()).try_init() };
+    let registry = tracing_subscriber::registry().with(filter).with(spans.map(drover::telemetry::layer));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = if json {
+        registry.with(fmt.json()).try_init()
+    } else {
+        registry.with(fmt.with_ansi(std::io::stderr().is_terminal())).try_init()
+    };
 }
 
 /// Parse the command line, with `drover server --config FILE`'s values as
@@ -302,7 +326,6 @@ pub fn main() -> ExitCode {
         Command::Server(_) | Command::Worker(_) => "info,openraft=error",
         _ => "warn",
     };
-    init_tracing(default_log, cli.log_format == "json");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -310,6 +333,25 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The exporter's gRPC channel needs the runtime.
+    let spans = match &cli.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let service = match &cli.command {
+                Command::Server(a) => format!("drover-node-{}", a.id),
+                Command::Worker(_) => "drover-worker".to_string(),
+                _ => "drover-cli".to_string(),
+            };
+            match runtime.block_on(async { drover::telemetry::start(endpoint, cli.otlp_sample_ratio, &service) }) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    init_tracing(default_log, cli.log_format == "json", spans.as_ref());
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Server(args) => return server::run(args).await,
@@ -329,6 +371,12 @@ pub fn main() -> ExitCode {
         }
         .map(|()| ExitCode::SUCCESS)
     });
+    // The last spans, before the runtime their exporter uses goes.
+    if let Some(p) = spans {
+        if let Err(e) = p.shutdown() {
+            eprintln!("warning: flushing trace spans: {e}");
+        }
+    }
     // Let blocking work (applies, reads) finish and drop its handles on
     // the database before the process exits: RocksDB must be closed by
     // this thread, not torn down under a running one.

@@ -154,6 +154,8 @@ fn definition(a: &DefinitionArgs) -> Result<pb::ScheduleDefinition, CliError> {
         pause_on_failure: a.pause_on_failure,
         dst_repeat: a.dst_repeat.clone(),
         dst_gap: a.dst_gap.clone(),
+        // Each fire's trace links to the context it was created under.
+        trace: super::trace_from_env()?,
     })
 }
 

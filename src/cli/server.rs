@@ -5,16 +5,17 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{parse_duration, parse_signed_ms, shutdown_signal, CliError};
+use super::{parse_duration, shutdown_signal, CliError};
 use drover::config::{parse_peers, DiskThreshold, NodeConfig};
-use drover::node::RunningNode;
+use drover::node::{NodeError, RunningNode};
 
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:\n  \
-    # a new 3-node cluster: start all three; one of them bootstraps\n  \
-    drover server --id 1 --listen 127.0.0.1:7001 --data-dir d1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --bootstrap\n  \
-    drover server --id 2 --listen 127.0.0.1:7002 --data-dir d2\n  \
-    drover server --id 3 --listen 127.0.0.1:7003 --data-dir d3\n\n  \
+    # a new 3-node cluster: start all three the same way (or only one with --bootstrap)\n  \
+    P=1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003\n  \
+    drover server --id 1 --listen 127.0.0.1:7001 --data-dir d1 --peers $P --bootstrap\n  \
+    drover server --id 2 --listen 127.0.0.1:7002 --data-dir d2 --peers $P --bootstrap\n  \
+    drover server --id 3 --listen 127.0.0.1:7003 --data-dir d3 --peers $P --bootstrap\n\n  \
     # a restart needs only id, listen and data dir\n  \
     drover server --id 1 --listen 127.0.0.1:7001 --data-dir d1")]
 pub struct ServerArgs {
@@ -36,12 +37,15 @@ pub struct ServerArgs {
     /// Initial members as ID=HOST:PORT, comma-separated (used with --bootstrap).
     #[arg(long, env = "DROVER_PEERS", value_name = "ID=HOST:PORT,...")]
     pub peers: Option<String>,
-    /// Initialise a new cluster from --peers. Give it to exactly one node, once.
+    /// Initialise a new cluster from --peers: on one node, or on every node with the same --peers (a node a peer reached first joins). A node whose data dir holds another membership refuses to start with it.
     #[arg(long)]
     pub bootstrap: bool,
     /// Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP on this address (off unless given).
     #[arg(long, env = "DROVER_HTTP_LISTEN", value_name = "HOST:PORT")]
     pub http_listen: Option<String>,
+    /// With auth on, serve /metrics without a token or client certificate (for a Prometheus that cannot send one). Off by default: /metrics then needs a reader grant for every callback.
+    #[arg(long, env = "DROVER_OPEN_METRICS")]
+    pub open_metrics: bool,
     /// Address others use to reach this node, if not the --peers entry or --listen.
     #[arg(long, env = "DROVER_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
@@ -108,9 +112,6 @@ pub struct ServerArgs {
     /// Largest offset of this node's wall clock from the cluster's median before it counts as wrong: it then warns and does not lead.
     #[arg(long, default_value = "500ms", value_parser = parse_duration, env = "DROVER_MAX_CLOCK_OFFSET")]
     pub max_clock_offset: std::time::Duration,
-    /// Fault injection for tests: add this much to every wall-clock read of this node ("+1h", "-30s").
-    #[arg(long, value_parser = parse_signed_ms, allow_hyphen_values = true, hide = true, env = "DROVER_FAULT_CLOCK_SKEW", value_name = "DURATION")]
-    pub fault_clock_skew: Option<i64>,
     /// Least free space on the data dir's filesystem, as a size (256MiB, 1GB) or a percentage (5%): under it the node refuses to start, a leader hands over, and the cluster refuses new tasks (RESOURCE_EXHAUSTED) until space is freed. 0 turns the guard off.
     #[arg(long, default_value = "256MiB", value_parser = DiskThreshold::parse, env = "DROVER_MIN_FREE_DISK")]
     pub min_free_disk: DiskThreshold,
@@ -167,6 +168,7 @@ impl ServerArgs {
         c.bootstrap = self.bootstrap;
         c.advertise = self.advertise.clone();
         c.http_listen = self.http_listen.clone();
+        c.open_metrics = self.open_metrics;
         c.limits.max_payload_bytes = self.max_payload;
         c.limits.max_batch = self.max_batch;
         c.limits.max_message_bytes = self.max_message_bytes;
@@ -191,7 +193,6 @@ impl ServerArgs {
         c.priority_aging = self.priority_aging;
         c.worker_buffer = self.worker_buffer;
         c.max_clock_offset = self.max_clock_offset;
-        c.clock_skew_ms = self.fault_clock_skew.unwrap_or(0);
         c.min_free_disk = self.min_free_disk;
         c.retention.succeeded = self.retain_succeeded.0;
         c.retention.cancelled = self.retain_cancelled.0;
@@ -240,12 +241,40 @@ pub fn parse_retention(s: &str) -> Result<Retain, String> {
 /// the cause is fixed; it then catches up from the others.
 pub const EXIT_STORAGE_FAILED: u8 = 74;
 
+/// Exit status of a node that refuses to start, or stops, because its data
+/// is damaged (a WAL record before the last, a table block, a Raft record
+/// that fails its checksum): EX_DATAERR from sysexits.h. Restarting does
+/// not help; `drover admin rejoin --data-dir DIR` does (README, "When a
+/// disk fills or fails"). Tell a supervisor not to restart on it
+/// (systemd: `RestartPreventExitStatus=65`).
+pub const EXIT_DATA_DAMAGED: u8 = 65;
+
+/// Exit status of a node that stopped because a peer sent it log entries
+/// of a feature level this binary does not speak (the cluster's level was
+/// raised past it, e.g. this node was rolled back after the finalize):
+/// EX_PROTOCOL from sysexits.h. It never applies part of them or skips
+/// them; restarting on the same binary does not help, a newer one does
+/// (README, "Upgrading"). Tell a supervisor not to restart on it.
+pub const EXIT_TOO_NEW: u8 = 76;
+
 /// Run a node until SIGINT/SIGTERM (exit 0 after a graceful stop) or until
-/// its storage fails (exit [`EXIT_STORAGE_FAILED`]).
+/// its storage fails (exit [`EXIT_STORAGE_FAILED`]) or is found damaged
+/// (exit [`EXIT_DATA_DAMAGED`], also when it refuses to start).
 pub async fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
     let config = args.to_config()?;
     let data_dir = config.data_dir.clone();
-    let node = RunningNode::start(config, None).await?;
+    let node = match RunningNode::start(config, None).await {
+        Ok(node) => node,
+        Err(e @ NodeError::TooNew { .. }) => {
+            tracing::error!(data_dir = %data_dir.display(), exit_code = EXIT_TOO_NEW, "{e}");
+            return Ok(ExitCode::from(EXIT_TOO_NEW));
+        }
+        Err(e @ NodeError::Corrupt { .. }) => {
+            tracing::error!(data_dir = %data_dir.display(), exit_code = EXIT_DATA_DAMAGED, "{e}");
+            return Ok(ExitCode::from(EXIT_DATA_DAMAGED));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let failure = tokio::select! {
         _ = shutdown_signal() => None,
         cause = node.failure() => Some(cause.unwrap_or_else(|| "Raft stopped unexpectedly".into())),
@@ -257,6 +286,21 @@ pub async fn run(args: &ServerArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Some(cause) => {
+            if let Some(why) = node.too_new() {
+                tracing::error!(data_dir = %data_dir.display(), exit_code = EXIT_TOO_NEW, "stopping this node: {why}");
+                node.shutdown().await;
+                return Ok(ExitCode::from(EXIT_TOO_NEW));
+            }
+            if let Some(damage) = node.damaged() {
+                tracing::error!(
+                    data_dir = %data_dir.display(),
+                    exit_code = EXIT_DATA_DAMAGED,
+                    "damaged data found, stopping this node: {damage}. It must not run from this data dir; run `drover admin rejoin --data-dir {}` (README, \"When a disk fills or fails\")",
+                    data_dir.display()
+                );
+                node.shutdown().await;
+                return Ok(ExitCode::from(EXIT_DATA_DAMAGED));
+            }
             tracing::error!(
                 data_dir = %data_dir.display(),
                 exit_code = EXIT_STORAGE_FAILED,

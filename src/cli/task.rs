@@ -92,6 +92,12 @@ pub struct ScheduleArgs {
     /// all-succeeded (default: any parent that fails, dies or is cancelled cancels this task) or all-finished (runs once every parent ended, however).
     #[arg(long, value_parser = parse_policy, requires = "after")]
     pub after_policy: Option<pb::AfterPolicy>,
+    /// The W3C trace context to schedule the task under (00-TRACEID-SPANID-FLAGS): every attempt's worker span joins that trace. A shell script inside a traced job usually has it in TRACEPARENT already.
+    #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT")]
+    pub traceparent: Option<String>,
+    /// The W3C tracestate that goes with --traceparent.
+    #[arg(long, env = "TRACESTATE", value_name = "TRACESTATE")]
+    pub tracestate: Option<String>,
 }
 
 pub fn parse_policy(s: &str) -> Result<pb::AfterPolicy, String> {
@@ -164,6 +170,11 @@ async fn schedule(cli: &Cli, args: &ScheduleArgs) -> Result<(), CliError> {
         collection: args.collection.clone().unwrap_or_default(),
         after: args.after.clone(),
         after_policy: args.after_policy.unwrap_or(pb::AfterPolicy::Unspecified) as i32,
+        trace: drover::telemetry::parse(
+            args.traceparent.as_deref().unwrap_or_default(),
+            args.traceparent.as_ref().and(args.tracestate.as_deref()).unwrap_or_default(),
+        )
+        .map_err(|e| CliError(format!("--traceparent: {e}")))?,
         ..Default::default()
     };
     let client = cli.client()?;
@@ -238,6 +249,7 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
             })
         }),
         "children": t.children,
+        "trace": t.trace.as_ref().map(|c| json!({ "traceparent": c.traceparent, "tracestate": c.tracestate })),
     })
 }
 
@@ -281,6 +293,12 @@ async fn get(cli: &Cli, args: &GetArgs) -> Result<(), CliError> {
     }
     if !t.children.is_empty() {
         println!("children:     {}", ids(&t.children));
+    }
+    if let Some(c) = &t.trace {
+        println!("traceparent:  {}", c.traceparent);
+        if !c.tracestate.is_empty() {
+            println!("tracestate:   {}", c.tracestate);
+        }
     }
     println!("history:");
     for h in &t.history {

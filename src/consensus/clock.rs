@@ -22,7 +22,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 
@@ -37,40 +39,95 @@ pub const STEP_MS: u64 = 1_000;
 /// Samples older than this are not used.
 pub const SAMPLE_TTL: Duration = Duration::from_secs(10);
 
-/// This process's wall clock, with an optional injected offset (a fault for
-/// tests and the chaos suite; zero in production).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WallClock {
-    pub skew_ms: i64,
+/// A source of wall-clock time. The system's clock in production
+/// ([`SystemTime`]); a test or a simulation supplies its own (skewed,
+/// jumping, virtual). Replicated time is only *steered* by it.
+pub trait WallTime: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
 }
 
+/// The operating system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemWallTime;
+
+impl WallTime for SystemWallTime {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// This node's wall clock: cheap to clone.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn WallTime>);
+
 impl WallClock {
+    /// The operating system's clock.
+    pub fn system() -> WallClock {
+        WallClock(Arc::new(SystemWallTime))
+    }
+
+    /// Any other source (tests, simulation).
+    pub fn from_source(source: Arc<dyn WallTime>) -> WallClock {
+        WallClock(source)
+    }
+
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        real.saturating_add_signed(self.skew_ms)
+        self.0.now_ms()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        WallClock::system()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WallClock").field(&self.now_ms()).finish()
     }
 }
 
 /// One sample of a peer's wall clock.
+///
+/// It holds the peer's reading and the instant of *our monotonic clock* it
+/// belongs to, not an offset from our wall clock: our wall clock may jump
+/// after the sample, and a stored offset would then carry the jump into the
+/// reference (see [`ClockSample::offset_at`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClockSample {
-    /// The peer's wall clock minus ours, at the same instant, in ms.
-    pub offset_ms: i64,
-    /// The round trip of the sample; the offset is known within half of it.
+    /// The peer's wall clock, ms since the Unix epoch, at `mid`.
+    pub peer_ms: u64,
+    /// The midpoint of the round trip (our monotonic clock): when the peer
+    /// is taken to have read its clock.
+    pub mid: Instant,
+    /// The round trip of the sample; the peer's reading is known within
+    /// half of it.
     pub rtt: Duration,
     /// When it was taken (our monotonic clock).
     pub at: Instant,
 }
 
 impl ClockSample {
-    /// A sample from a request sent at `sent` (our wall clock `sent_wall_ms`)
-    /// and answered at `received` with the peer's wall clock `peer_ms`: the
-    /// peer read its clock half-way through the round trip.
-    pub fn new(sent: Instant, sent_wall_ms: u64, received: Instant, peer_ms: u64) -> ClockSample {
+    /// A sample from a request sent at `sent` and answered at `received`
+    /// with the peer's wall clock `peer_ms`: the peer read its clock
+    /// half-way through the round trip.
+    pub fn new(sent: Instant, received: Instant, peer_ms: u64) -> ClockSample {
         let rtt = received.saturating_duration_since(sent);
-        let midpoint_ms = sent_wall_ms as i128 + (rtt.as_millis() / 2) as i128;
-        ClockSample { offset_ms: (peer_ms as i128 - midpoint_ms) as i64, rtt, at: received }
+        ClockSample { peer_ms, mid: sent + rtt / 2, rtt, at: received }
+    }
+
+    /// The peer's wall clock at `now`, estimated from the sample by our
+    /// monotonic clock (which no wall-clock step moves).
+    pub fn peer_at(&self, now: Instant) -> u64 {
+        self.peer_ms.saturating_add(now.saturating_duration_since(self.mid).as_millis() as u64)
+    }
+
+    /// The peer's wall clock minus ours (`wall_now_ms`), at `now`, in ms.
+    pub fn offset_at(&self, now: Instant, wall_now_ms: u64) -> i64 {
+        (self.peer_at(now) as i128 - wall_now_ms as i128) as i64
     }
 }
 
@@ -97,12 +154,18 @@ impl Reference {
 }
 
 /// The reference from `samples` of the `voters` (this node, `me`, counts
-/// with offset 0). `None` when fewer than a majority could be sampled.
+/// with offset 0), at `now`, when this node's wall clock reads
+/// `wall_now_ms`. `None` when fewer than a majority could be sampled.
+///
+/// Each peer's clock is carried forward from its sample by the monotonic
+/// clock, so a jump of this node's wall clock after the samples moves only
+/// its own entry, which the median outvotes.
 pub fn reference(
     me: u64,
     voters: &[u64],
     samples: &HashMap<u64, ClockSample>,
     now: Instant,
+    wall_now_ms: u64,
     max_offset: Duration,
 ) -> Option<Reference> {
     let used: Vec<(i64, u64)> = voters
@@ -114,7 +177,7 @@ pub fn reference(
             samples
                 .get(v)
                 .filter(|s| now.saturating_duration_since(s.at) <= SAMPLE_TTL)
-                .map(|s| (s.offset_ms, s.rtt.as_millis() as u64 / 2 + 1))
+                .map(|s| (s.offset_at(now, wall_now_ms), s.rtt.as_millis() as u64 / 2 + 1))
         })
         .collect();
     let mut offsets: Vec<i64> = used.iter().map(|(o, _)| *o).collect();
@@ -219,8 +282,8 @@ impl ProposerClock {
     }
 
     /// This process's wall clock.
-    pub fn wall(&self) -> WallClock {
-        self.wall
+    pub fn wall(&self) -> &WallClock {
+        &self.wall
     }
 
     /// The bound on a clock's offset from the reference.
@@ -236,7 +299,7 @@ impl ProposerClock {
     pub fn record(&self, peer: u64, sample: ClockSample) {
         let mut c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
         // A sample whose round trip was much slower than a recent one bounds
-        // the offset worse: keep the recent one's offset, refreshed.
+        // the peer's clock worse: keep the recent one's reading, refreshed.
         let kept = c.samples.get(&peer).copied().filter(|old| {
             sample.at.saturating_duration_since(old.at) < Duration::from_secs(3) && sample.rtt > old.rtt * 4
         });
@@ -249,13 +312,20 @@ impl ProposerClock {
 
     /// The reference as of now, if enough voters were sampled.
     pub fn reference(&self) -> Option<Reference> {
-        let c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
-        reference(self.me, &c.voters, &c.samples, Instant::now(), self.max_offset)
+        self.reference_at(Instant::now(), self.wall.now_ms())
     }
 
-    /// Every peer's offset from this node's clock, as last sampled.
-    pub fn samples(&self) -> HashMap<u64, ClockSample> {
-        self.cluster.lock().unwrap_or_else(|p| p.into_inner()).samples.clone()
+    /// The reference at `now`, when this node's wall clock reads `wall_ms`.
+    fn reference_at(&self, now: Instant, wall_ms: u64) -> Option<Reference> {
+        let c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        reference(self.me, &c.voters, &c.samples, now, wall_ms, self.max_offset)
+    }
+
+    /// Every sampled peer's wall clock minus this node's, now.
+    pub fn offsets(&self) -> HashMap<u64, i64> {
+        let (now, wall) = (Instant::now(), self.wall.now_ms());
+        let c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        c.samples.iter().map(|(id, s)| (*id, s.offset_at(now, wall))).collect()
     }
 
     /// Whether replicated time is established: a command was stamped
@@ -286,10 +356,11 @@ impl ProposerClock {
         // The reference is taken at its lowest (minus the samples'
         // uncertainty): steering never pushes time ahead of the majority's
         // clocks, only toward them.
+        let wall_ms = self.wall.now_ms();
         let reference_ms = self
-            .reference()
+            .reference_at(now, wall_ms)
             .filter(|r| r.trusted || applied.now_ms == 0)
-            .map(|r| self.wall.now_ms().saturating_add_signed(r.median_offset_ms).saturating_sub(r.uncertainty_ms));
+            .map(|r| wall_ms.saturating_add_signed(r.median_offset_ms).saturating_sub(r.uncertainty_ms));
         let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
         model.at(now, Some((applied.now_ms, applied.at)), reference_ms)
     }
@@ -306,9 +377,12 @@ mod tests {
     use proptest::prelude::*;
 
     const HOUR: i64 = 3_600_000;
+    /// This node's wall clock in the tests of `reference`.
+    const WALL: u64 = 1_700_000_000_000;
 
+    /// A sample taken at `at` of a peer `offset_ms` off [`WALL`].
     fn sample(offset_ms: i64, at: Instant) -> ClockSample {
-        ClockSample { offset_ms, rtt: Duration::from_millis(1), at }
+        ClockSample { peer_ms: WALL.saturating_add_signed(offset_ms), mid: at, rtt: Duration::from_millis(1), at }
     }
 
     #[test]
@@ -317,17 +391,17 @@ mod tests {
         let bound = Duration::from_millis(500);
         // Seen from a good node: peer 3 is an hour ahead.
         let s: HashMap<u64, ClockSample> = [(2, sample(10, now)), (3, sample(HOUR, now))].into();
-        let r = reference(1, &[1, 2, 3], &s, now, bound).unwrap();
+        let r = reference(1, &[1, 2, 3], &s, now, WALL, bound).unwrap();
         assert_eq!((r.median_offset_ms, r.trusted), (10, true), "the median of 0, 10 and an hour");
         // Seen from the bad node itself: the others are an hour behind it.
         let s: HashMap<u64, ClockSample> = [(1, sample(-HOUR, now)), (2, sample(-HOUR + 10, now))].into();
-        let r = reference(3, &[1, 2, 3], &s, now, bound).unwrap();
+        let r = reference(3, &[1, 2, 3], &s, now, WALL, bound).unwrap();
         assert!(r.trusted);
         assert!((r.own_offset_ms() - HOUR).abs() <= 10, "{r:?}");
         // Five nodes, two wrong either way.
         let s: HashMap<u64, ClockSample> =
             [(2, sample(5, now)), (3, sample(-5, now)), (4, sample(HOUR, now)), (5, sample(-HOUR, now))].into();
-        let r = reference(1, &[1, 2, 3, 4, 5], &s, now, bound).unwrap();
+        let r = reference(1, &[1, 2, 3, 4, 5], &s, now, WALL, bound).unwrap();
         assert!(r.trusted && r.median_offset_ms.abs() <= 5, "{r:?}");
     }
 
@@ -335,24 +409,50 @@ mod tests {
     fn no_majority_no_reference_and_disagreement_is_not_trusted() {
         let now = Instant::now();
         let bound = Duration::from_millis(500);
-        assert_eq!(reference(1, &[1, 2, 3], &HashMap::new(), now, bound), None);
+        assert_eq!(reference(1, &[1, 2, 3], &HashMap::new(), now, WALL, bound), None);
         // Two of three sampled, an hour apart: which one is wrong is unknown.
         let s: HashMap<u64, ClockSample> = [(2, sample(HOUR, now))].into();
-        let r = reference(1, &[1, 2, 3], &s, now, bound).unwrap();
+        let r = reference(1, &[1, 2, 3], &s, now, WALL, bound).unwrap();
         assert!(!r.trusted, "{r:?}");
         // Stale samples are not used.
         let old = now.checked_sub(SAMPLE_TTL * 2).unwrap_or(now);
         let s: HashMap<u64, ClockSample> = [(2, sample(0, old)), (3, sample(0, old))].into();
         if old != now {
-            assert_eq!(reference(1, &[1, 2, 3], &s, now, bound), None);
+            assert_eq!(reference(1, &[1, 2, 3], &s, now, WALL, bound), None);
         }
     }
 
     #[test]
     fn a_sample_splits_the_round_trip() {
         let sent = Instant::now();
-        let s = ClockSample::new(sent, 1_000_000, sent + Duration::from_millis(20), 1_000_510);
-        assert_eq!((s.offset_ms, s.rtt), (500, Duration::from_millis(20)));
+        let s = ClockSample::new(sent, sent + Duration::from_millis(20), 1_000_510);
+        assert_eq!(s.rtt, Duration::from_millis(20));
+        // Our wall clock read 1_000_000 when we sent it: at the midpoint
+        // it read 1_000_010, so the peer is 500 ms ahead.
+        assert_eq!(s.offset_at(sent + Duration::from_millis(10), 1_000_010), 500);
+        // A second later, by the monotonic clock, it still is.
+        assert_eq!(s.offset_at(sent + Duration::from_millis(1_010), 1_001_010), 500);
+    }
+
+    #[test]
+    fn a_jump_of_this_node_s_wall_clock_after_the_samples_does_not_move_the_reference() {
+        let t0 = Instant::now();
+        let bound = Duration::from_millis(500);
+        let s: HashMap<u64, ClockSample> = [(2, sample(3, t0)), (3, sample(-3, t0))].into();
+        let t = t0 + Duration::from_millis(400);
+        let steady = reference(1, &[1, 2, 3], &s, t, WALL + 400, bound).unwrap();
+        let at = |r: Reference, wall: u64| wall.saturating_add_signed(r.median_offset_ms);
+        assert_eq!(at(steady, WALL + 400), WALL + 400);
+        // Our clock jumps an hour ahead before the next samples: the peers'
+        // readings, carried forward by monotonic time, outvote it, and this
+        // node is the one seen as off.
+        let jumped = reference(1, &[1, 2, 3], &s, t, WALL + 400 + HOUR as u64, bound).unwrap();
+        assert_eq!(at(jumped, WALL + 400 + HOUR as u64), WALL + 400 + 3, "{jumped:?}");
+        assert!(jumped.trusted && (jumped.own_offset_ms() - HOUR).abs() <= 3, "{jumped:?}");
+        // An hour back: the lower median is its own clock, but the peers do
+        // not agree with it, so the reference steers nothing.
+        let back = reference(1, &[1, 2, 3], &s, t, WALL + 400 - HOUR as u64, bound).unwrap();
+        assert!(!back.trusted || at(back, WALL + 400 - HOUR as u64) >= WALL, "{back:?}");
     }
 
     #[test]
@@ -436,11 +536,50 @@ mod tests {
         }
     }
 
+    /// A wall clock that a test moves.
+    struct Movable(std::sync::atomic::AtomicI64);
+
+    impl WallTime for Movable {
+        fn now_ms(&self) -> u64 {
+            SystemWallTime.now_ms().saturating_add_signed(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    /// The hole the simulation found (its seeds 4, 7 and 8 of the first
+    /// version): the leader's wall clock jumped forward after its peers
+    /// were sampled, and replicated time stepped forward by the jump.
+    #[test]
+    fn a_forward_jump_of_the_leader_s_wall_clock_does_not_move_replicated_time() {
+        let at = Instant::now();
+        let wall = Arc::new(Movable(std::sync::atomic::AtomicI64::new(0)));
+        let (_tx, rx) = watch::channel(Applied { index: 1, now_ms: SystemWallTime.now_ms(), at });
+        let clock = ProposerClock::new(1, WallClock::from_source(wall.clone()), Duration::from_millis(500), rx);
+        clock.set_voters(vec![1, 2, 3]);
+        let sampled = Instant::now();
+        let peers = SystemWallTime.now_ms();
+        for peer in [2, 3] {
+            clock
+                .record(peer, ClockSample { peer_ms: peers, mid: sampled, rtt: Duration::from_millis(1), at: sampled });
+        }
+        let before = clock.stamp();
+        wall.0.store(HOUR, std::sync::atomic::Ordering::SeqCst);
+        let after = clock.stamp();
+        assert!(after < before + 5_000, "a jump of an hour moved replicated time from {before} to {after}");
+        let r = clock.reference().unwrap();
+        assert!(r.trusted && r.own_offset_ms() > HOUR - 5_000, "this node is the one seen as off: {r:?}");
+    }
+
     #[test]
     fn the_clock_follows_the_applied_floor_on_a_follower() {
         let at = Instant::now();
         let (_tx, rx) = watch::channel(Applied { index: 1, now_ms: 1_000_000, at });
-        let clock = ProposerClock::new(1, WallClock { skew_ms: HOUR }, Duration::from_millis(500), rx);
+        struct Skewed;
+        impl WallTime for Skewed {
+            fn now_ms(&self) -> u64 {
+                SystemWallTime.now_ms() + HOUR as u64
+            }
+        }
+        let clock = ProposerClock::new(1, WallClock::from_source(Arc::new(Skewed)), Duration::from_millis(500), rx);
         let v = clock.stamp();
         // An hour of wall-clock skew does not show: no reference, so the
         // floor plus monotonic time since it was applied.

@@ -12,6 +12,8 @@
 //!   its state machine complete for scheduling).
 //! - [`Consensus::view`]: Raft's progress for operators.
 //! - membership changes, leadership transfer, bootstrap and shutdown.
+//! - [`Consensus::identity`]: the cluster ID. Nothing but its naming is
+//!   proposed before this node knows it (DESIGN.md, "Cluster identity").
 //! - [`clock`] and [`timekeeper`]: replicated time, which only the leader
 //!   stamps.
 
@@ -33,6 +35,7 @@ pub use error::ConsensusError;
 
 use crate::config::Timing;
 use crate::domain::{Command, CommandResponse};
+use crate::raft::identity::Identity;
 use crate::raft::{ClientWriteError, Node, Raft, RaftError, ReadPolicy, ServerState};
 
 /// A cluster member: its id and the address others reach it at.
@@ -100,6 +103,9 @@ pub struct Consensus {
     /// This node's log fsync is stalling: it proposes nothing and sends no
     /// heartbeats, so that a leader steps down by the next election.
     stalled: Arc<AtomicBool>,
+    /// The cluster ID: stamped on every message to peers, checked on every
+    /// message from them.
+    identity: Identity,
 }
 
 fn index_of(log_id: Option<&crate::raft::LogId>) -> u64 {
@@ -107,7 +113,14 @@ fn index_of(log_id: Option<&crate::raft::LogId>) -> u64 {
 }
 
 impl Consensus {
-    pub fn new(id: u64, raft: Raft, timing: Timing, stopping: CancellationToken, restoring: bool) -> Self {
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        timing: Timing,
+        stopping: CancellationToken,
+        restoring: bool,
+        identity: Identity,
+    ) -> Self {
         Consensus {
             id,
             raft,
@@ -115,11 +128,23 @@ impl Consensus {
             stopping,
             restoring: Arc::new(AtomicBool::new(restoring)),
             stalled: Arc::default(),
+            identity,
         }
     }
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// This node's cluster ID and the check of its peers' messages.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Whether this node holds nothing beyond a bootstrap membership (no
+    /// log past index 0): a peer with a cluster ID still hears it.
+    pub fn holds_nothing(&self) -> bool {
+        self.raft.metrics().borrow_watched().last_log_index.is_none_or(|i| i == 0)
     }
 
     pub fn timing(&self) -> &Timing {
@@ -160,20 +185,29 @@ impl Consensus {
     /// a full disk, an I/O error, corruption), with its cause; `None` if
     /// Raft stopped normally (a shutdown).
     pub async fn failure(&self) -> Option<String> {
-        let mut rx = self.raft.metrics();
+        let all = self.raft.metrics();
+        // Raft's server metrics change only with its role, leader or
+        // membership (the full metrics change on every write), and their
+        // sender is dropped when Raft stops, after it has published why.
+        let mut server = self.raft.server_metrics();
         loop {
-            if let Err(fatal) = &rx.borrow_watched().running_state {
+            if let Err(fatal) = &all.borrow_watched().running_state {
                 return Some(fatal.to_string());
             }
-            if rx.changed().await.is_err() {
-                return None;
+            if server.changed().await.is_err() {
+                return all.borrow_watched().running_state.as_ref().err().map(|f| f.to_string());
             }
         }
     }
 
     /// A watch on who leads.
     pub fn watch(&self) -> LeadershipWatch {
-        LeadershipWatch { me: self.id, rx: self.raft.metrics() }
+        LeadershipWatch {
+            me: self.id,
+            all: self.raft.metrics(),
+            server: self.raft.server_metrics(),
+            data: self.raft.data_metrics(),
+        }
     }
 
     /// The current leader, waiting up to `leader_wait` for an election.
@@ -244,7 +278,7 @@ impl Consensus {
         result
     }
 
-    async fn propose_once(&self, cmd: Command) -> Result<CommandResponse, ConsensusError> {
+    async fn propose_once(&self, mut cmd: Command) -> Result<CommandResponse, ConsensusError> {
         if self.is_stopping() {
             return Err(ConsensusError::unavailable("this node is shutting down; nothing was written"));
         }
@@ -254,7 +288,12 @@ impl Consensus {
                 retry_after_ms: 200,
             });
         }
-        if self.is_restoring() && !matches!(cmd.operation, crate::domain::Operation::Import { .. }) {
+        // The naming, and the raise of a new cluster's level before it.
+        let naming = matches!(
+            cmd.operation,
+            crate::domain::Operation::SetClusterId { .. } | crate::domain::Operation::SetFeatureLevel { .. }
+        );
+        if self.is_restoring() && !naming && !matches!(cmd.operation, crate::domain::Operation::Import { .. }) {
             return Err(ConsensusError::Unavailable {
                 message: "this cluster is importing a backup; writes resume when it is done".into(),
                 retry_after_ms: 1000,
@@ -268,10 +307,35 @@ impl Consensus {
                 retry_after_ms: 200,
             });
         }
+        // A cluster below level 3 cannot keep trace contexts: the schedule
+        // is proposed without them (it works all the same).
+        if let crate::domain::Operation::Traced { operation, .. } = &cmd.operation {
+            let active = self.identity.versions().active();
+            if active < crate::domain::feature::LEVEL_TRACES {
+                tracing::debug!(
+                    active,
+                    "the cluster is below feature level 3: trace contexts are dropped from this entry"
+                );
+                cmd.operation = (**operation).clone();
+            }
+        }
+        // Never an entry a member may not be able to decode (see
+        // `domain::feature`).
+        self.check_level(&cmd.operation)?;
+        let deadline = tokio::time::Instant::now() + self.timing.propose_timeout;
+        // Nothing but the naming is proposed before the cluster has its ID:
+        // so a node holding an entry after the naming entry has been sent
+        // the ID with it (see DESIGN.md, "Cluster identity"). The wait is
+        // part of the proposal's time.
+        if !naming {
+            self.named(deadline).await?;
+        }
         let write = self.raft.client_write(cmd);
         tokio::pin!(write);
-        let deadline = tokio::time::Instant::now() + self.timing.propose_timeout;
-        let mut check = tokio::time::interval(Duration::from_millis(200));
+        // The first check is due one period in (an interval's first tick is
+        // immediate, which would cost every proposal a needless pass).
+        let period = Duration::from_millis(200);
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let result = loop {
             tokio::select! {
                 r = &mut write => break r,
@@ -397,6 +461,13 @@ impl Consensus {
         self.bounded("promoting the learner", self.raft.change_membership(change, true)).await.map(|_| ())
     }
 
+    /// Make `voters` the voter set (joint consensus underneath); voters left
+    /// out are removed, not kept as learners.
+    pub async fn replace_voters(&self, voters: BTreeSet<u64>) -> Result<(), ConsensusError> {
+        let change = openraft::ChangeMembers::ReplaceAllVoters(voters);
+        self.bounded("replacing a voter", self.raft.change_membership(change, false)).await.map(|_| ())
+    }
+
     /// Remove a member (a voter, or a learner). A removed voter does not
     /// linger as a learner.
     pub async fn remove(&self, id: u64, is_voter: bool) -> Result<(), ConsensusError> {
@@ -408,11 +479,85 @@ impl Consensus {
         self.bounded("removing the node", self.raft.change_membership(change, false)).await.map(|_| ())
     }
 
+    /// Refuse an entry that a member may not be able to decode: one of a
+    /// feature level above the cluster's, or a raise to a level that a
+    /// member does not report speaking. Names the members behind.
+    pub fn check_level(&self, op: &crate::domain::Operation) -> Result<(), ConsensusError> {
+        self.check_level_within(op, crate::raft::versions::REPORT_FRESH)
+    }
+
+    /// [`Consensus::check_level`], counting only members' reports made
+    /// within `fresh`.
+    pub fn check_level_within(&self, op: &crate::domain::Operation, fresh: Duration) -> Result<(), ConsensusError> {
+        use crate::domain::feature::describe;
+        let need = op.feature_level();
+        let versions = self.identity.versions();
+        let active = versions.active();
+        let raise = matches!(op, crate::domain::Operation::SetFeatureLevel { .. });
+        if need <= active && !raise {
+            return Ok(());
+        }
+        let view = self.view();
+        let members = view.addrs.keys().copied().collect::<Vec<_>>();
+        let behind = versions.behind(self.id, members.iter().copied(), need, fresh);
+        if behind.is_empty() && raise {
+            return Ok(());
+        }
+        // A new cluster this node made, up to its binary's level: its
+        // members are the `--peers` it was made with (none can be added
+        // before the raise), all meant to run this release. A majority of
+        // voters reporting the level is enough; a member not started yet
+        // does not hold it up, one that reports a lower level does.
+        if raise && versions.born() >= need && versions.reported_below(members, need).is_empty() {
+            let speaking =
+                |v: &u64| *v == self.id || versions.report(*v).is_some_and(|r| r.level >= need && r.age <= fresh);
+            if view.voters.iter().filter(|v| speaking(v)).count() * 2 > view.voters.len() {
+                return Ok(());
+            }
+        }
+        let behind = behind.into_values().collect::<Vec<_>>().join("; ");
+        Err(ConsensusError::Refused(if raise {
+            format!(
+                "feature level {need} ({}) cannot be turned on: not every member speaks it: {behind}. Upgrade \
+                 those nodes first (README, \"Upgrading\")",
+                describe(need)
+            )
+        } else {
+            format!(
+                "this needs feature level {need} ({}); the cluster runs at level {active}{}. Upgrade every member, \
+                 then run `drover cluster upgrade --finalize` (README, \"Upgrading\")",
+                describe(need),
+                if behind.is_empty() { String::new() } else { format!(", and {behind}") }
+            )
+        }))
+    }
+
+    /// Wait (until `deadline`) for this node to know its cluster's ID. At
+    /// feature level 1 (a cluster of 0.1.0, being upgraded) there is none,
+    /// unless this node made the cluster: its level is then raised, and
+    /// the cluster named, before anything else is proposed.
+    async fn named(&self, deadline: tokio::time::Instant) -> Result<(), ConsensusError> {
+        let versions = self.identity.versions();
+        if versions.active() < crate::domain::feature::LEVEL_IDENTITY && versions.born() <= versions.active() {
+            return Ok(());
+        }
+        if self.identity.cluster_id().is_some()
+            || self.identity.wait_named(deadline.saturating_duration_since(tokio::time::Instant::now())).await
+        {
+            return Ok(());
+        }
+        Err(ConsensusError::Unavailable {
+            message: "this cluster has no ID yet (its leader is writing one); nothing was written".into(),
+            retry_after_ms: 200,
+        })
+    }
+
     async fn bounded<T>(
         &self,
         what: &str,
         f: impl std::future::Future<Output = Result<T, RaftError<ClientWriteError>>>,
     ) -> Result<T, ConsensusError> {
+        self.named(tokio::time::Instant::now() + self.timing.leader_wait).await?;
         match tokio::time::timeout(self.timing.membership_change, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(c)))) => Err(ConsensusError::Refused(
@@ -483,15 +628,36 @@ impl Consensus {
     }
 
     /// Initialise a new cluster with these members, unless this node
-    /// already belongs to one (then `Ok(false)`).
+    /// already belongs to one, or a vote or a log has reached it first (the
+    /// cluster is forming; this node goes on as a member): then `Ok(false)`.
     pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<bool, ConsensusError> {
         let initialized = self.raft.is_initialized().await.map_err(|e| ConsensusError::unavailable(e.to_string()))?;
         if initialized {
             return Ok(false);
         }
         let members: BTreeMap<u64, Node> = members.into_iter().map(|(id, addr)| (id, Node { addr })).collect();
-        self.raft.initialize(members).await.map_err(|e| ConsensusError::Refused(format!("initialize: {e}")))?;
-        Ok(true)
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            // Between the check and here a candidate's vote or a leader's
+            // entries arrived: the cluster is forming without us.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
+                tracing::info!(state = %e, "a peer reached this node before it initialized: joining the forming cluster");
+                Ok(false)
+            }
+            Err(e) => Err(ConsensusError::Refused(format!("initialize: {e}"))),
+        }
+    }
+
+    /// The voters (with their addresses) of the membership this node holds
+    /// now; empty if it holds none (a new node).
+    pub async fn held_voters(&self) -> Result<BTreeMap<u64, String>, ConsensusError> {
+        self.raft
+            .with_raft_state(|st| {
+                let m = st.membership_state.effective().membership().clone();
+                m.voter_ids().filter_map(|id| m.get_node(&id).map(|n| (id, n.addr.clone()))).collect()
+            })
+            .await
+            .map_err(|e| ConsensusError::unavailable(e.to_string()))
     }
 
     /// Stop this node's Raft.
@@ -505,35 +671,101 @@ impl Consensus {
 }
 
 fn leadership_of(me: u64, m: &crate::raft::RaftMetrics) -> Leadership {
-    // Raft stopped on a fatal error (its storage failed): no leader known.
-    if m.running_state.is_err() {
-        return Leadership { term: m.current_term, leader: None, ready: false };
+    let role = Role {
+        stopped: m.running_state.is_err(),
+        term: m.current_term,
+        state: m.state,
+        leader: m.current_leader,
+        membership: &m.membership_config,
+        last_applied: m.last_applied.as_ref(),
+    };
+    role.leadership(me)
+}
+
+/// What [`Leadership`] is derived from: Raft's role, leader and membership,
+/// and the last applied log id.
+struct Role<'a> {
+    /// Raft stopped on a fatal error (its storage failed): no leader known.
+    stopped: bool,
+    term: u64,
+    state: ServerState,
+    leader: Option<u64>,
+    membership: &'a crate::raft::StoredMembership,
+    last_applied: Option<&'a crate::raft::LogId>,
+}
+
+impl Role<'_> {
+    fn leadership(&self, me: u64) -> Leadership {
+        if self.stopped {
+            return Leadership { term: self.term, leader: None, ready: false };
+        }
+        let leader = self
+            .leader
+            .and_then(|id| self.membership.membership().get_node(&id).map(|n| Peer { id, addr: n.addr.clone() }));
+        Leadership { term: self.term, leader, ready: self.leads(me) && self.caught_up() }
     }
-    let leader = m
-        .current_leader
-        .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| Peer { id, addr: n.addr.clone() }));
-    // Lead only once an entry of our own term (the election's blank entry)
-    // is applied: then the state machine holds every earlier commit.
-    let caught_up = m.last_applied.as_ref().is_some_and(|l| l.leader_id.term == m.current_term);
-    let ready = m.state == ServerState::Leader && m.current_leader == Some(me) && caught_up;
-    Leadership { term: m.current_term, leader, ready }
+
+    fn leads(&self, me: u64) -> bool {
+        !self.stopped && self.state == ServerState::Leader && self.leader == Some(me)
+    }
+
+    /// An entry of this term (the election's blank entry) is applied: the
+    /// state machine holds every earlier commit.
+    fn caught_up(&self) -> bool {
+        self.last_applied.is_some_and(|l| l.leader_id.term == self.term)
+    }
 }
 
 /// Watches who leads.
+///
+/// It waits on Raft's server metrics, which change only with the role, the
+/// leader or the membership, and on the data metrics (which change with
+/// every write) only while this node leads and has not yet applied an entry
+/// of its term. Waiting on Raft's full metrics instead woke every watcher
+/// (the dispatcher, the health reporter, the leader-change counter) on each
+/// write.
 pub struct LeadershipWatch {
     me: u64,
-    rx: openraft::alias::WatchReceiverOf<crate::raft::TypeConfig, crate::raft::RaftMetrics>,
+    /// Only read, for whether Raft stopped on a fatal error; never waited on.
+    all: openraft::alias::WatchReceiverOf<crate::raft::TypeConfig, crate::raft::RaftMetrics>,
+    server: openraft::alias::WatchReceiverOf<crate::raft::TypeConfig, crate::raft::RaftServerMetrics>,
+    data: openraft::alias::WatchReceiverOf<crate::raft::TypeConfig, crate::raft::RaftDataMetrics>,
 }
 
 impl LeadershipWatch {
+    /// The current view (marked seen), and whether this node leads but has
+    /// not yet applied an entry of its term.
+    fn look(&mut self) -> (Leadership, bool) {
+        let stopped = self.all.borrow_watched().running_state.is_err();
+        let server = self.server.borrow_watched();
+        let data = self.data.borrow_watched();
+        let role = Role {
+            stopped,
+            term: server.vote.leader_id.term,
+            state: server.state,
+            leader: server.current_leader,
+            membership: &server.membership_config,
+            last_applied: data.last_applied.as_ref(),
+        };
+        (role.leadership(self.me), role.leads(self.me) && !role.caught_up())
+    }
+
     /// The current view (and mark it seen).
     pub fn current(&mut self) -> Leadership {
-        leadership_of(self.me, &self.rx.borrow_watched())
+        self.look().0
     }
 
     /// Wait for Raft's state to change; false once Raft has stopped.
     pub async fn changed(&mut self) -> bool {
-        self.rx.changed().await.is_ok()
+        let (_, becoming_ready) = self.look();
+        if becoming_ready {
+            tokio::select! {
+                r = self.server.changed() => r.is_ok(),
+                r = self.data.changed() => r.is_ok(),
+            }
+        } else {
+            self.server.changed().await.is_ok()
+        }
     }
 }
 

@@ -23,7 +23,9 @@
 //! called wrong, and availability wins). Replicated time does not depend on
 //! the leader's clock in any case (see [`crate::clock`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -46,18 +48,28 @@ pub fn is_skewed(r: &Reference, max_offset: Duration) -> bool {
     r.trusted && r.own_offset_ms().unsigned_abs() > max_offset.as_millis() as u64
 }
 
-/// Sample one peer's clock (and learn its disk space).
-async fn sample(pool: &ChannelPool, clock: &ProposerClock, addr: &str) -> Option<(ClockSample, DiskReport)> {
+/// Sample peer `id`'s clock (and learn its disk space). The probe carries
+/// this node's cluster envelope: a node of another cluster on that address
+/// refuses it, and is not sampled.
+async fn sample(pool: &ChannelPool, consensus: &Consensus, id: u64, addr: &str) -> Option<(ClockSample, DiskReport)> {
     let channel = pool.get(addr).ok()?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     let sent = Instant::now();
-    let sent_wall = clock.wall().now_ms();
     let mut req = tonic::Request::new(pb::ClockRequest {});
     req.set_timeout(SAMPLE_TIMEOUT);
-    let reply = tokio::time::timeout(SAMPLE_TIMEOUT, client.clock(req)).await.ok()?.ok()?.into_inner();
+    consensus.identity().envelope(id, consensus.holds_nothing()).write(req.metadata_mut());
+    let reply = match tokio::time::timeout(SAMPLE_TIMEOUT, client.clock(req)).await.ok()? {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            consensus.identity().refused_by(id, "clock probe", &status);
+            return None;
+        }
+    };
+    // Its feature level (a 0.1.0 node reports none: level 1).
+    consensus.identity().versions().note(id, reply.feature_level, &reply.version);
     let disk =
         DiskReport { free_bytes: reply.disk_free_bytes, total_bytes: reply.disk_total_bytes, alarm: reply.disk_alarm };
-    Some((ClockSample::new(sent, sent_wall, Instant::now(), reply.unix_ms), disk))
+    Some((ClockSample::new(sent, Instant::now(), reply.unix_ms), disk))
 }
 
 /// Run until `stop`.
@@ -82,8 +94,8 @@ pub async fn run(
         let view = consensus.view();
         clock.set_voters(view.voters.clone());
         let probes = view.addrs.iter().filter(|(id, _)| **id != me).map(|(id, addr)| {
-            let (pool, clock, addr, id) = (&pool, &clock, addr.clone(), *id);
-            async move { (id, sample(pool, clock, &addr).await) }
+            let (pool, consensus, addr, id) = (&pool, &consensus, addr.clone(), *id);
+            async move { (id, sample(pool, consensus, id, &addr).await) }
         });
         for (id, s) in futures::future::join_all(probes).await {
             if let Some((s, d)) = s {
@@ -132,9 +144,9 @@ pub async fn run(
 /// A skewed leader hands leadership to the most up-to-date voter whose
 /// clock agrees with the reference.
 async fn hand_over(consensus: &Consensus, clock: &ProposerClock, reference: Reference) {
-    let samples = clock.samples();
+    let offsets = clock.offsets();
     let bound = clock.max_offset().as_millis() as i64;
-    let good = |v: u64| samples.get(&v).is_some_and(|s| (s.offset_ms - reference.median_offset_ms).abs() <= bound);
+    let good = |v: u64| offsets.get(&v).is_some_and(|o| (o - reference.median_offset_ms).abs() <= bound);
     tracing::warn!("handing leadership over: this node's wall clock is wrong");
     if consensus.hand_over(consensus.timing().hand_over, good).await.is_none() {
         tracing::warn!("no voter with a good clock took over; staying leader for now");

@@ -172,9 +172,55 @@ pub enum Operation {
     SetAuth {
         enabled: bool,
     },
+    /// Skip a schedule's due slots without firing them (the cluster
+    /// refused new tasks when they came due, e.g. out of disk): move its
+    /// last slot to `skip_to` (only forward), count `skipped`, and keep
+    /// `note` (why) on the schedule until one of its slots fires again.
+    SkipSchedule {
+        name: String,
+        skip_to: Slot,
+        skipped: u64,
+        note: String,
+    },
+    /// Name the cluster: the first one applied sets the cluster's ID for
+    /// good, and any later one changes nothing (two leaders in a row may
+    /// each propose one before either applied). Proposed by a leader that
+    /// finds its cluster without an ID: a new cluster's first leader, or
+    /// the first leader of a cluster made before cluster IDs. Stamped 0:
+    /// it does not move replicated time.
+    SetClusterId {
+        cluster_id: super::ClusterId,
+    },
+    /// Raise the cluster's feature level (see [`super::feature`]) to
+    /// `level`; a lower or equal one changes nothing. Proposed only once
+    /// every member reported that it speaks `level`. Stamped 0.
+    SetFeatureLevel {
+        level: u32,
+    },
+    /// A `Schedule`, `ScheduleRequest`, `ScheduleGraph` or `PutSchedule`
+    /// with W3C trace contexts (see [`super::trace`]): applied as
+    /// `operation` is, then each task it created keeps the context at its
+    /// position in `traces` (one per task; a schedule's is the first).
+    /// Feature level 3; the proposer falls back to `operation` alone on a
+    /// cluster below it. A separate entry, so that the encoding of the
+    /// others does not change.
+    Traced {
+        operation: Box<Operation>,
+        traces: Vec<Option<super::trace::TraceContext>>,
+    },
 }
 
 impl Operation {
+    /// This operation with its trace contexts, when any is set (a
+    /// [`Operation::Traced`]), else as it is.
+    pub fn traced(self, traces: Vec<Option<super::trace::TraceContext>>) -> Operation {
+        if traces.iter().any(Option::is_some) {
+            Operation::Traced { operation: Box::new(self), traces }
+        } else {
+            self
+        }
+    }
+
     /// Roughly how much work applying this is: the number of tasks or
     /// records it touches (a redrive or purge by callback counts as many).
     pub fn weight(&self) -> usize {
@@ -192,6 +238,7 @@ impl Operation {
             | Operation::SetGate { .. } => 1_000,
             Operation::Collect { task_ids, request_ids } => task_ids.len() + request_ids.len(),
             Operation::FireSchedule { slots, .. } | Operation::BackfillSchedule { slots, .. } => slots.len().max(1),
+            Operation::Traced { operation, .. } => operation.weight(),
             _ => 1,
         }
     }
@@ -400,6 +447,7 @@ impl std::fmt::Display for Command {
             }
             Operation::FireSchedule { name, slots, .. } => write!(f, "fire {} slot(s) of {name} @{at}", slots.len()),
             Operation::TriggerSchedule { name } => write!(f, "trigger schedule {name} @{at}"),
+            Operation::SkipSchedule { name, skipped, .. } => write!(f, "skip {skipped} slot(s) of {name} @{at}"),
             Operation::ScheduleGraph { tasks, .. } => {
                 write!(f, "schedule {} task(s) with dependencies @{at}", tasks.len())
             }
@@ -410,6 +458,12 @@ impl std::fmt::Display for Command {
             Operation::PutGrant { grant } => write!(f, "grant {} to {} @{at}", grant.role, grant.id),
             Operation::RevokeGrant { id } => write!(f, "revoke grant {id} @{at}"),
             Operation::SetAuth { enabled } => write!(f, "set auth enabled={enabled} @{at}"),
+            Operation::SetClusterId { cluster_id } => write!(f, "set cluster ID {cluster_id} @{at}"),
+            Operation::SetFeatureLevel { level } => write!(f, "set feature level {level} @{at}"),
+            Operation::Traced { operation, traces } => {
+                let inner = Command { stamped_at_ms: self.stamped_at_ms, operation: (**operation).clone() };
+                write!(f, "{inner} with {} trace context(s)", traces.iter().flatten().count())
+            }
         }
     }
 }

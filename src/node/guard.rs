@@ -1,7 +1,7 @@
 //! The one layer in front of every RPC that decides who may call it.
 //!
-//! - Node-to-node methods (the Raft service, and the clock exchange of the
-//!   Cluster service) are kept to authenticated peers when the node serves
+//! - Node-to-node methods (the Raft service, and the clock exchange and
+//!   the add-node handshake of the Cluster service) are kept to authenticated peers when the node serves
 //!   TLS: the caller's certificate must chain to the peer CA and name a
 //!   node ([`crate::tls::Acceptor::peer_identity`]).
 //! - Every other method: the caller's credentials (a bearer token, a
@@ -9,6 +9,10 @@
 //!   ([`access::authenticate`]), which must have the role the method needs
 //!   ([`access::need`]) when auth is on. The principal goes into the
 //!   request's extensions, for the handlers' callback scope checks.
+//!
+//! - A request another node forwarded carries that node's cluster envelope,
+//!   judged like a Raft message ([`crate::raft::identity`]): one of another
+//!   cluster, or meant for another node, gets `FAILED_PRECONDITION`.
 //!
 //! Refusals are `UNAUTHENTICATED` (no or unknown credentials) or
 //! `PERMISSION_DENIED` (naming the role needed), logged with the caller.
@@ -36,6 +40,8 @@ pub struct GuardLayer {
     pub clock: ProposerClock,
     /// Refusal log lines, throttled.
     pub throttle: Arc<Throttle>,
+    /// Judges the envelope of a forwarded request.
+    pub identity: crate::raft::identity::Identity,
 }
 
 /// Refusals are logged at most [`Throttle::PER_SECOND`] a second, so that a
@@ -104,6 +110,9 @@ impl GuardLayer {
         let remote = info
             .and_then(|i| i.get_ref().remote_addr())
             .or_else(|| req.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr));
+        if req.headers().contains_key(crate::api::forward::FORWARDED) {
+            self.admit_forwarded(req.headers(), remote)?;
+        }
         let certs = info.and_then(|i| i.peer_certs());
         let certs = certs.as_deref().map(Vec::as_slice);
         let peer = || match &self.tls {
@@ -150,6 +159,25 @@ impl GuardLayer {
         })?;
         req.extensions_mut().insert(principal);
         Ok(())
+    }
+}
+
+impl GuardLayer {
+    /// A forwarded request must come from a node of this cluster, and be
+    /// meant for this node. A forwarder that holds data but has not learned
+    /// the cluster's ID yet (a leader's heartbeat teaches it within
+    /// moments) gets `UNAVAILABLE`, which it retries.
+    fn admit_forwarded(
+        &self,
+        headers: &http::HeaderMap,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<(), tonic::Status> {
+        use crate::raft::identity::Refusal;
+        match self.identity.admit(headers, remote, "forwarded request") {
+            Ok(_) => Ok(()),
+            Err(Refusal::Unnamed(m)) => Err(tonic::Status::unavailable(m)),
+            Err(r) => Err(r.into()),
+        }
     }
 }
 

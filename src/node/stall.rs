@@ -6,7 +6,9 @@
 //! Followers with a slow disk only slow their own acknowledgements, which a
 //! majority does not wait for.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 

@@ -3,7 +3,10 @@
 //!
 //! openraft's serde layouts changed between alphas, so nothing openraft
 //! derives ever reaches disk. Each record here is a plain struct, encoded with
-//! bincode behind a one-byte format version.
+//! bincode behind a one-byte format version, and sealed with a CRC-32
+//! ([`crate::encoding::SEALED`]): a damaged entry or vote fails to decode,
+//! at start (`raft::check`) and whenever it is read. Records written by
+//! earlier builds (unsealed) still decode.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +16,17 @@ use serde::{Deserialize, Serialize};
 use super::{Entry, EntryPayload, LogId, Membership, Node, StoredMembership, Vote};
 use crate::domain::legacy::CommandV1;
 use crate::domain::Command;
-use crate::encoding::{decode, decode_raw, encode, CodecError, Record};
+use crate::encoding::{decode, decode_raw, CodecError, Record};
+
+/// Sealed ([`crate::encoding::SEALED`]) from feature level 2 on; plain
+/// format 2 (what 0.1.0 reads) below it (see `raft::versions`).
+fn encode_as<T: Serialize>(seal: bool, value: &T) -> Vec<u8> {
+    if seal {
+        crate::encoding::encode_sealed(value)
+    } else {
+        crate::encoding::encode(value)
+    }
+}
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogIdRecord {
@@ -115,7 +128,11 @@ impl Record for VoteRecord {}
 impl Record for StoredMembershipRecord {}
 
 pub fn encode_log_id(l: &LogId) -> Vec<u8> {
-    encode(&LogIdRecord::from(l))
+    encode_log_id_as(l, true)
+}
+
+pub fn encode_log_id_as(l: &LogId, seal: bool) -> Vec<u8> {
+    encode_as(seal, &LogIdRecord::from(l))
 }
 
 pub fn decode_log_id(bytes: &[u8]) -> Result<LogId, CodecError> {
@@ -123,7 +140,11 @@ pub fn decode_log_id(bytes: &[u8]) -> Result<LogId, CodecError> {
 }
 
 pub fn encode_vote(v: &Vote) -> Vec<u8> {
-    encode(&VoteRecord { term: v.leader_id.term, node_id: v.leader_id.node_id, committed: v.committed })
+    encode_vote_as(v, true)
+}
+
+pub fn encode_vote_as(v: &Vote, seal: bool) -> Vec<u8> {
+    encode_as(seal, &VoteRecord { term: v.leader_id.term, node_id: v.leader_id.node_id, committed: v.committed })
 }
 
 pub fn decode_vote(bytes: &[u8]) -> Result<Vote, CodecError> {
@@ -134,12 +155,16 @@ pub fn decode_vote(bytes: &[u8]) -> Result<Vote, CodecError> {
 }
 
 pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    encode_entry_as(e, true)
+}
+
+pub fn encode_entry_as(e: &Entry, seal: bool) -> Vec<u8> {
     let payload = match &e.payload {
         EntryPayload::Blank => PayloadRecord::Blank,
         EntryPayload::Normal(cmd) => PayloadRecord::Normal(cmd.clone()),
         EntryPayload::Membership(m) => PayloadRecord::Membership(m.into()),
     };
-    encode(&EntryRecord { log_id: (&e.log_id).into(), payload })
+    encode_as(seal, &EntryRecord { log_id: (&e.log_id).into(), payload })
 }
 
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, std::io::Error> {
@@ -153,10 +178,17 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, std::io::Error> {
 }
 
 pub fn encode_stored_membership(m: &StoredMembership) -> Vec<u8> {
-    encode(&StoredMembershipRecord {
-        log_id: m.log_id().as_ref().map(LogIdRecord::from),
-        membership: m.membership().into(),
-    })
+    encode_stored_membership_as(m, true)
+}
+
+pub fn encode_stored_membership_as(m: &StoredMembership, seal: bool) -> Vec<u8> {
+    encode_as(
+        seal,
+        &StoredMembershipRecord {
+            log_id: m.log_id().as_ref().map(LogIdRecord::from),
+            membership: m.membership().into(),
+        },
+    )
 }
 
 pub fn decode_stored_membership(bytes: &[u8]) -> Result<StoredMembership, std::io::Error> {
@@ -179,6 +211,23 @@ mod tests {
             let back = decode_entry(&encode_entry(&e)).unwrap();
             assert_eq!(back, e);
         }
+    }
+
+    /// Below feature level 2 records are plain format 2, what 0.1.0 reads
+    /// (it knows no sealed format); from level 2 on sealed. Both decode.
+    #[test]
+    fn records_are_sealed_only_when_asked_and_both_decode() {
+        let id = LogId::from(LogIdRecord { term: 3, node_id: 2, index: 17 });
+        let e = Entry::new_blank(id);
+        let plain = encode_entry_as(&e, false);
+        assert_eq!(plain[0], crate::encoding::FORMAT);
+        assert_eq!(encode_entry_as(&e, true)[0], crate::encoding::SEALED);
+        assert_eq!(decode_entry(&plain).unwrap(), e);
+        let vote = Vote::new(4, 1);
+        assert_eq!(encode_vote_as(&vote, false)[0], crate::encoding::FORMAT);
+        assert_eq!(decode_vote(&encode_vote_as(&vote, false)).unwrap(), vote);
+        assert_eq!(encode_log_id_as(&id, false)[0], crate::encoding::FORMAT);
+        assert_eq!(decode_log_id(&encode_log_id_as(&id, false)).unwrap(), id);
     }
 
     #[test]

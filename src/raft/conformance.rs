@@ -20,8 +20,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(setup_error)?;
         let db = open_db(&dir.path().join("db")).map_err(setup_error)?;
-        let log = LogStore::new(db.clone()).map_err(setup_error)?;
-        let (sm, _applied) = StateMachine::open(db, dir.path().join("snapshots")).map_err(setup_error)?;
+        let log = LogStore::new(db.clone(), Default::default(), Default::default()).map_err(setup_error)?;
+        let identity = super::identity::Identity::detached(1, "", None);
+        let (sm, _applied) =
+            StateMachine::open(db, dir.path().join("snapshots"), Default::default(), identity).map_err(setup_error)?;
         Ok((dir, log, sm))
     }
 }

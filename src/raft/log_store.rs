@@ -9,6 +9,11 @@
 //!
 //! Vote and log share one RocksDB instance, hence one WAL: a synced vote
 //! write also syncs every log write made before it, and nothing is reordered.
+//!
+//! A read that finds damage (a RocksDB checksum, an entry or vote that
+//! fails drover's seal or does not decode) raises the node's damage alarm
+//! before its error reaches openraft, which stops Raft: fail-stop, never a
+//! skipped entry.
 
 use std::fmt::Debug;
 use std::io;
@@ -21,13 +26,17 @@ use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::{codec, Entry, LogId, TypeConfig, Vote};
-use crate::store::{cf, keys, StoreError};
+use crate::store::{cf, keys, Damage, StoreError};
 
 /// The log storage handle. Clones share the database and the flusher.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     flusher: Flusher,
+    /// Raised when a read finds damaged data.
+    damage: Damage,
+    /// Whether to seal records (the cluster's feature level is 2 or more).
+    versions: super::versions::Versions,
 }
 
 /// Watches the group-commit thread: how long the WAL sync in progress (if
@@ -65,10 +74,44 @@ impl SyncWatch {
     }
 }
 
+/// How appends become durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WalSync {
+    /// One long-lived group-commit thread syncs for every pending append
+    /// (production).
+    #[default]
+    GroupCommit,
+    /// Each append syncs before it returns, on the caller's task: no thread
+    /// runs beside the async runtime, so a simulation that drives every
+    /// node on one thread stays deterministic. One sync per append.
+    Inline,
+}
+
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> io::Result<Self> {
-        let flusher = Flusher::start(db.clone())?;
-        Ok(LogStore { db, flusher })
+    pub fn new(db: Arc<DB>, damage: Damage, versions: super::versions::Versions) -> io::Result<Self> {
+        LogStore::with_sync(db, damage, versions, WalSync::GroupCommit)
+    }
+
+    /// A log whose appends become durable as `sync` says.
+    pub fn with_sync(
+        db: Arc<DB>,
+        damage: Damage,
+        versions: super::versions::Versions,
+        sync: WalSync,
+    ) -> io::Result<Self> {
+        let flusher = match sync {
+            WalSync::GroupCommit => Flusher::start(db.clone())?,
+            WalSync::Inline => Flusher::inline(&db),
+        };
+        Ok(LogStore { db, flusher, damage, versions })
+    }
+
+    /// `r`, having raised the damage alarm if it found damaged data.
+    fn checked<T>(&self, what: &str, r: Result<T, io::Error>) -> Result<T, io::Error> {
+        if let Err(e) = &r {
+            self.damage.note_io(what, e);
+        }
+        r
     }
 
     /// The WAL sync watch of this store's group-commit thread.
@@ -121,7 +164,7 @@ const INLINE_BYTES: usize = 256 << 10;
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, io::Error> + Send + 'static,
 ) -> Result<T, io::Error> {
-    tokio::task::spawn_blocking(work).await.map_err(io::Error::other)?
+    crate::blocking::run(work).await?
 }
 
 /// The entries at `start..end` (`end` exclusive, `None` for no bound).
@@ -154,18 +197,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => None,
         };
         // A follower far behind reads many entries, likely from disk.
-        if end.is_some_and(|end| end.saturating_sub(start) <= INLINE_ENTRIES) {
-            return read_entries(&self.db, start, end);
-        }
-        let db = self.db.clone();
-        blocking(move || read_entries(&db, start, end)).await
+        let read = if end.is_some_and(|end| end.saturating_sub(start) <= INLINE_ENTRIES) {
+            read_entries(&self.db, start, end)
+        } else {
+            let db = self.db.clone();
+            blocking(move || read_entries(&db, start, end)).await
+        };
+        self.checked("reading the Raft log", read)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        match self.meta_get(keys::META_VOTE)? {
-            Some(v) => Ok(Some(codec::decode_vote(&v)?)),
-            None => Ok(None),
-        }
+        let vote = match self.meta_get(keys::META_VOTE) {
+            Ok(Some(v)) => codec::decode_vote(&v).map(Some).map_err(io::Error::from),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        self.checked("reading the vote", vote)
     }
 }
 
@@ -173,10 +220,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id = self.last_purged()?;
-        // An empty log after a purge reports the purge point as its last id.
-        let last_log_id = self.last_entry()?.or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let state = (|| -> Result<LogState<TypeConfig>, io::Error> {
+            let last_purged_log_id = self.last_purged()?;
+            // An empty log after a purge reports the purge point as its last id.
+            let last_log_id = self.last_entry()?.or(last_purged_log_id);
+            Ok(LogState { last_purged_log_id, last_log_id })
+        })();
+        self.checked("reading the Raft log's state", state)
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -185,7 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let db = self.db.clone();
-        let value = codec::encode_vote(vote);
+        let value = codec::encode_vote_as(vote, self.versions.seal());
         blocking(move || {
             let mut synced = WriteOptions::default();
             synced.set_sync(true);
@@ -202,7 +252,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced: it rides on the next WAL sync. Losing it only means
         // recovery re-learns the commit index from the leader.
         let res = match committed {
-            Some(c) => self.db.put_cf(meta, keys::META_COMMITTED, codec::encode_log_id(&c)),
+            Some(c) => self.db.put_cf(meta, keys::META_COMMITTED, codec::encode_log_id_as(&c, self.versions.seal())),
             None => self.db.delete_cf(meta, keys::META_COMMITTED),
         };
         res.map_err(StoreError::from)?;
@@ -210,10 +260,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        match self.meta_get(keys::META_COMMITTED)? {
-            Some(v) => Ok(Some(codec::decode_log_id(&v)?)),
-            None => Ok(None),
-        }
+        let committed = match self.meta_get(keys::META_COMMITTED) {
+            Ok(Some(v)) => codec::decode_log_id(&v).map(Some).map_err(io::Error::from),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        self.checked("reading the commit point", committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -223,12 +275,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = cf(&self.db, keys::CF_LOG)?;
         let mut batch = WriteBatch::default();
+        // Unsealed below feature level 2 (a node rolled back to 0.1.0 reads
+        // its log); both decode.
+        let seal = self.versions.seal();
         for entry in entries {
-            batch.put_cf(log, keys::log_entry(entry.log_id.index), codec::encode_entry(&entry));
+            batch.put_cf(log, keys::log_entry(entry.log_id.index), codec::encode_entry_as(&entry, seal));
         }
         // Readable once this returns, not yet durable: the flusher syncs the
         // WAL before it fires the callback.
-        if batch.len() as u64 <= INLINE_ENTRIES && batch.size_in_bytes() <= INLINE_BYTES {
+        let small = batch.len() as u64 <= INLINE_ENTRIES && batch.size_in_bytes() <= INLINE_BYTES;
+        if small || self.flusher.inline.is_some() {
             self.db.write(batch).map_err(StoreError::from)?;
         } else {
             let db = self.db.clone();
@@ -254,21 +310,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let meta = cf(&self.db, keys::CF_META)?;
         let mut batch = WriteBatch::default();
         // last_purged first, then the delete, in one atomic batch.
-        batch.put_cf(meta, keys::META_LAST_PURGED, codec::encode_log_id(&log_id));
+        batch.put_cf(meta, keys::META_LAST_PURGED, codec::encode_log_id_as(&log_id, self.versions.seal()));
         batch.delete_range_cf(log, keys::log_entry(0), keys::log_entry(log_id.index + 1));
         let db = self.db.clone();
         blocking(move || db.write(batch).map_err(|e| StoreError::from(e).into())).await
     }
 }
 
-/// Handle to the group-commit thread.
+/// Handle to the group-commit thread (or, with [`WalSync::Inline`], the
+/// database it syncs itself).
 #[derive(Clone)]
 struct Flusher {
     tx: mpsc::Sender<IOFlushed<TypeConfig>>,
     watch: SyncWatch,
+    /// With [`WalSync::Inline`]: the database to sync on submit (weak, like
+    /// the thread's handle).
+    inline: Option<std::sync::Weak<DB>>,
 }
 
 impl Flusher {
+    fn inline(db: &Arc<DB>) -> Self {
+        let (tx, _) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        Flusher { tx, watch: SyncWatch::new(), inline: Some(Arc::downgrade(db)) }
+    }
+
     fn start(db: Arc<DB>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let watch = SyncWatch::new();
@@ -298,10 +363,19 @@ impl Flusher {
                 }
             }
         })?;
-        Ok(Flusher { tx, watch })
+        Ok(Flusher { tx, watch, inline: None })
     }
 
     fn submit(&self, callback: IOFlushed<TypeConfig>) -> io::Result<()> {
+        if let Some(db) = &self.inline {
+            // Durable after this call: every entry written before it.
+            let result = match db.upgrade() {
+                Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                None => Err("the database is closed".to_string()),
+            };
+            callback.io_completed(result.map_err(io::Error::other));
+            return Ok(());
+        }
         self.tx.send(callback).map_err(|_| io::Error::other("WAL sync thread has stopped"))
     }
 }

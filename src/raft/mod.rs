@@ -7,6 +7,11 @@
 //! - [`state_machine`]: the openraft face of [`crate::store::TaskStore`].
 //! - [`snapshot`]: snapshot files (build, checksum, install).
 //! - [`network`] / [`service`]: node-to-node RPC over tonic.
+//! - [`identity`]: the cluster ID and the check every message between
+//!   nodes passes (another cluster's, or one meant for another node, is
+//!   refused before Raft sees it).
+//! - [`versions`]: feature levels at run time: the cluster's active
+//!   level, what each peer reports, the alarm for an entry too new.
 //! - [`codec`]: drover's own on-disk encoding of log ids, entries and
 //!   memberships (never serde of openraft types on disk).
 //! - `fuzz` (tests only): property fuzzers of every decoder that reads
@@ -18,11 +23,13 @@ pub mod codec;
 mod conformance;
 #[cfg(test)]
 mod fuzz;
+pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -50,6 +57,8 @@ pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, snapshot::SnapshotFile>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+pub type RaftServerMetrics = openraft::metrics::RaftServerMetrics<TypeConfig>;
+pub type RaftDataMetrics = openraft::metrics::RaftDataMetrics<TypeConfig>;
 pub type ServerState = openraft::ServerState;
 pub type RaftConfig = openraft::Config;
 pub type ClientWriteError = openraft::error::ClientWriteError<TypeConfig>;
@@ -84,34 +93,49 @@ pub struct Started {
     pub snapshots: snapshot::SnapshotDir,
     /// How long the log's WAL sync in progress has been running.
     pub sync_watch: log_store::SyncWatch,
+    /// This node's cluster ID and the check of every peer's messages.
+    pub identity: identity::Identity,
 }
 
-/// Open the state machine and the log on `db` and start this node's Raft,
-/// talking to peers over `pool`.
+/// Where a node's Raft keeps its state: the database, the data dir (for
+/// snapshot files) and how log appends are synced.
+pub struct Storage<'a> {
+    pub db: Arc<rocksdb::DB>,
+    pub data_dir: &'a std::path::Path,
+    pub wal_sync: log_store::WalSync,
+}
+
+/// Open the state machine and the log in `storage` and start this node's
+/// Raft, talking to peers over `pool`; they reach this node at
+/// `advertise`. A read that finds damaged data raises `damage`.
 pub async fn start(
     id: NodeId,
+    advertise: String,
     tuning: &crate::config::RaftTuning,
-    db: Arc<rocksdb::DB>,
-    data_dir: &std::path::Path,
+    storage: Storage<'_>,
     pool: crate::net::ChannelPool,
+    damage: crate::store::Damage,
 ) -> Result<Started, StartError> {
+    let Storage { db, data_dir, wal_sync } = storage;
     // Refuse to serve from damaged files: read everything once, checksums on.
     let (check_db, dir) = (db.clone(), data_dir.to_path_buf());
-    let report = tokio::task::spawn_blocking(move || check::verify(&check_db, &dir))
+    let report = crate::blocking::run(move || check::verify(&check_db, &dir))
         .await
         .map_err(|e| StartError::Raft(format!("data dir check: {e}")))??;
     tracing::info!(records = ?report.records, "data dir verified");
     let snapshot_dir = data_dir.join("snapshots");
-    let (state_machine, applied) = state_machine::StateMachine::open(db.clone(), snapshot_dir.clone())?;
+    let identity = identity::Identity::open(id, advertise, db.clone())?;
+    let (state_machine, applied) =
+        state_machine::StateMachine::open(db.clone(), snapshot_dir.clone(), damage.clone(), identity.clone())?;
     let index = state_machine.index();
-    let log_store = log_store::LogStore::new(db)?;
+    let log_store = log_store::LogStore::with_sync(db, damage, identity.versions().clone(), wal_sync)?;
     let sync_watch = log_store.sync_watch();
-    let network = network::Network { node_id: id, pool };
+    let network = network::Network { node_id: id, pool, identity: identity.clone() };
     let config = raft_config(tuning).map_err(StartError::Config)?;
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
     let snapshots = snapshot::SnapshotDir::open(snapshot_dir)?;
-    Ok(Started { raft, index, applied, snapshots, sync_watch })
+    Ok(Started { raft, index, applied, snapshots, sync_watch, identity })
 }
 
 /// Build openraft's config from drover's node config.

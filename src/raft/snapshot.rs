@@ -55,10 +55,12 @@ struct MetaRecord {
     membership: Vec<u8>,
 }
 
-pub fn encode_meta(meta: &SnapshotMeta) -> Vec<u8> {
+/// `seal`: the membership inside sealed (feature level 2 on; 0.1.0 reads
+/// only unsealed ones).
+pub fn encode_meta(meta: &SnapshotMeta, seal: bool) -> Vec<u8> {
     encoding::encode(&MetaRecord {
         last_log_id: meta.last_log_id.as_ref().map(codec::LogIdRecord::from),
-        membership: codec::encode_stored_membership(&meta.last_membership),
+        membership: codec::encode_stored_membership_as(&meta.last_membership, seal),
     })
 }
 
@@ -108,7 +110,8 @@ impl SnapshotDir {
 
     /// Make `data` (a finished file) the current snapshot with `meta`, and
     /// delete older ones. Returns the file's final path.
-    pub fn commit(&self, meta: &SnapshotMeta, data: &Path) -> io::Result<PathBuf> {
+    /// `seal`: as [`encode_meta`].
+    pub fn commit(&self, meta: &SnapshotMeta, data: &Path, seal: bool) -> io::Result<PathBuf> {
         let name = Self::name_of(meta);
         let snap = self.dir.join(format!("{name}.snap"));
         let meta_path = self.dir.join(format!("{name}.meta"));
@@ -118,7 +121,7 @@ impl SnapshotDir {
         let tmp = self.dir.join(format!("{name}.meta.tmp"));
         {
             let mut f = File::create(&tmp)?;
-            f.write_all(&encode_meta(meta))?;
+            f.write_all(&encode_meta(meta, seal))?;
             f.sync_all()?;
         }
         fs::rename(&tmp, &meta_path)?;

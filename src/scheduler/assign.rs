@@ -2,7 +2,9 @@
 //! `Assign` for them, and handing the committed assignments out.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::dispatcher::{Dispatcher, Proposal, ProposalFailed, MAX_IDLE};
 use super::leases::Lease;
@@ -50,7 +52,7 @@ impl Dispatcher {
         self.assigning = true;
         let deps = self.deps.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.deps.tasks.spawn(async move {
             let proposal = propose_assignments(deps, planned, workers).await;
             let _ = tx.send(Msg::Proposed(proposal)).await;
         });
@@ -150,6 +152,16 @@ impl Dispatcher {
             // The lease starts before the assignment is sent, so the worker's
             // view of it (from receipt) never starts earlier than ours.
             let mut lease = Lease::granted(leased.fencing_token, p.callback.clone(), p.lease, p.timeout, now);
+            let worker = self.sessions.get(&p.session).map_or("", |s| s.worker_id.as_str());
+            let assigned = super::spans::Assigned {
+                task_id: p.task_id,
+                callback: &p.callback,
+                attempt: leased.attempt,
+                fencing_token: leased.fencing_token,
+                worker,
+                ready_at_ms: inputs.ready_at_ms,
+            };
+            let trace = self.spans.assigned(&assigned, inputs.trace.as_ref(), &inputs.links);
             let assignment = Assignment {
                 task_id: p.task_id,
                 callback: p.callback.clone(),
@@ -160,6 +172,8 @@ impl Dispatcher {
                 lease_ms: p.lease.as_millis() as u64,
                 timeout_ms: p.timeout.as_millis() as u64,
                 priority: p.priority,
+                trace,
+                links: inputs.links,
             };
             match self.sessions.get_mut(&p.session) {
                 Some(s) if s.send(ToWorker::Assignment(assignment)) => {
@@ -186,12 +200,32 @@ impl Dispatcher {
         if !self.leader || self.assigning {
             return wake;
         }
+        // Holding after a failed proposal: nothing is dispatched before
+        // the hold ends, so waking sooner would spin.
+        if let Some(until) = self.hold_until.filter(|t| *t > now) {
+            return until;
+        }
         let now_ms = self.deps.clock.stamp();
         let index = index::lock(&self.deps.index);
         for s in self.sessions.values() {
             for callback in s.credits.keys().filter(|c| s.free(c) > 0) {
+                // A callback at its concurrency limit starts nothing until
+                // one of its runs ends, which an apply announces; and a
+                // rate-limited one nothing before its next token. Waking
+                // for its due tasks sooner would spin (found by the
+                // simulation: a leader at 100% CPU while a callback sat at
+                // its limit).
+                let Some(config) = index.callback(callback) else { continue };
+                let running = index.queues(callback).map_or(0, |q| q.running) as u32;
+                if config.concurrency != 0 && running >= config.concurrency {
+                    continue;
+                }
+                let token = match (&config.rate, self.buckets.get(callback)) {
+                    (Some(limit), Some(bucket)) => bucket.until_next(limit, now),
+                    _ => Duration::ZERO,
+                };
                 if let Some(at) = index.next_run_at(callback, now_ms, &self.claimed) {
-                    wake = wake.min(now + Duration::from_millis(at.saturating_sub(now_ms)));
+                    wake = wake.min(now + Duration::from_millis(at.saturating_sub(now_ms)).max(token));
                 }
             }
         }
@@ -205,6 +239,12 @@ pub struct Inputs {
     pub payload: Vec<u8>,
     /// Its parents' states and results, for a task scheduled after others.
     pub upstream: Option<crate::domain::dependency::Upstream>,
+    /// Its trace context and the ones its spans link to.
+    pub trace: Option<crate::domain::trace::TraceContext>,
+    pub links: Vec<crate::domain::trace::TraceContext>,
+    /// When it became due (its last wait's start or its run-at, whichever
+    /// is later; replicated time, Unix ms): its queue wait starts there.
+    pub ready_at_ms: u64,
 }
 
 /// Read the rows (attempt counts), payloads and parents' results of planned
@@ -214,11 +254,20 @@ async fn propose_assignments(deps: Deps, planned: Vec<Planned>, workers: Vec<Str
     let store = deps.store.clone();
     let ids: Vec<u64> = planned.iter().map(|p| p.task_id).collect();
     let n = ids.len();
-    let read = tokio::task::spawn_blocking(move || {
+    let read = crate::blocking::run(move || {
         ids.into_iter()
             .map(|id| match (store.get(id), store.payload(id), store.upstream(id)) {
                 (Ok(Some(t)), Ok(payload), Ok(upstream)) => {
-                    Some((t.attempts, Inputs { payload: payload.unwrap_or_default(), upstream }))
+                    // A trace context that cannot be read costs the task its
+                    // trace, not its run.
+                    let (trace, links) = store.trace_of(&t).unwrap_or_else(|e| {
+                        tracing::warn!(task_id = id, error = %e, "reading a task's trace context");
+                        (None, Vec::new())
+                    });
+                    let waiting_since = t.history.last().map_or(t.created_at_ms, |h| h.at_ms);
+                    let ready_at_ms = waiting_since.max(t.run_at_ms);
+                    let payload = payload.unwrap_or_default();
+                    Some((t.attempts, Inputs { payload, upstream, trace, links, ready_at_ms }))
                 }
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     tracing::error!(task_id = id, error = %e, "reading a task to assign; it stays pending");

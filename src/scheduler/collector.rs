@@ -68,12 +68,12 @@ impl Collector {
         let (callbacks, map) = self.retention();
         let store = self.store.clone();
         let now_ms = self.clock.stamp();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run(move || {
             let of = |cb: &str, s: TaskState| map.get(cb).and_then(|r| r.for_state(s));
             store.retention_status(&callbacks, &of, now_ms, 1_000_000)
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(StoreError::Io)?
     }
 
     async fn collectable(&self, now_ms: u64, from: &ScanFrom) -> Result<Collectable, StoreError> {
@@ -81,12 +81,12 @@ impl Collector {
         let store = self.store.clone();
         let limit = self.config.batch;
         let from = from.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run(move || {
             let of = |cb: &str, s: TaskState| map.get(cb).and_then(|r| r.for_state(s));
             store.collectable(&callbacks, &of, now_ms, limit, &from)
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(StoreError::Io)?
     }
 
     async fn propose(&self, operation: Operation) -> bool {

@@ -7,7 +7,9 @@
 //! renews, expires and releases leases.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +86,7 @@ pub struct Dispatcher {
     /// Picked tasks whose `Assign` is in flight.
     pub(super) claimed: HashSet<u64>,
     pub(super) assigning: bool,
-    completions: Vec<(SessionId, Completion)>,
+    pub(super) completions: Vec<(SessionId, Completion)>,
     completing: bool,
     /// Tasks with an `Expire` or `Release` in flight.
     pub(super) expiring: HashSet<u64>,
@@ -94,6 +96,13 @@ pub struct Dispatcher {
     /// Start-rate buckets of rate-limited callbacks; emptied whenever this
     /// node starts leading.
     pub(super) buckets: HashMap<String, super::rate::TokenBucket>,
+    /// Sessions closed because their grant was revoked or expired, until
+    /// their stream's pump says it ended: what they still send is refused.
+    pub(super) revoked: HashSet<SessionId>,
+    /// When the sessions' grants were last checked.
+    pub(super) last_grant_check: Instant,
+    /// The spans of traced tasks' attempts, from assignment to end.
+    pub(super) spans: super::spans::TaskSpans,
 }
 
 impl Dispatcher {
@@ -115,6 +124,9 @@ impl Dispatcher {
             last_reconcile: Instant::now(),
             hold_until: None,
             buckets: HashMap::new(),
+            revoked: HashSet::new(),
+            last_grant_check: Instant::now(),
+            spans: super::spans::TaskSpans::default(),
         }
     }
 
@@ -124,7 +136,7 @@ impl Dispatcher {
         let mut applied = self.deps.applied.clone();
         self.update_leadership(leadership.current().ready, leadership.current().leader);
         loop {
-            let wake = tokio::time::Instant::from_std(self.next_wake());
+            let wake = self.next_wake();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -156,6 +168,7 @@ impl Dispatcher {
             tracing::info!("leading: dispatching tasks");
             self.leader = true;
             self.leases.clear();
+            self.spans.clear();
             self.claimed.clear();
             // No credit carried over from an earlier term (see `rate`).
             self.buckets.clear();
@@ -176,23 +189,31 @@ impl Dispatcher {
         self.by_worker.clear();
         self.publish_worker_gauges();
         self.leases.clear();
+        self.spans.clear();
         self.claimed.clear();
         self.completions.clear();
         self.expiring.clear();
+        self.revoked.clear();
     }
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Connect { hello, tx, reply } => {
+            Msg::Connect { hello, grant, tx, reply } => {
                 if !self.leader {
                     let leader = self.deps.consensus.leadership().leader.filter(|p| p.id != self.deps.consensus.id());
                     let _ = reply.send(Err(leader));
                     return;
                 }
-                let id = self.connect(hello, tx);
+                let id = self.connect(hello, grant, tx);
                 let _ = reply.send(Ok(id));
             }
             Msg::FromWorker { session, msg, received } => {
+                if self.revoked.contains(&session) {
+                    // Its credential no longer holds: nothing it says counts
+                    // (a completion is refused; the task is released).
+                    tracing::debug!(session, "message on a revoked worker stream refused");
+                    return;
+                }
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.last_seen = Instant::now();
                 }
@@ -209,7 +230,10 @@ impl Dispatcher {
                     }
                 }
             }
-            Msg::Disconnect { session } => self.disconnect(session),
+            Msg::Disconnect { session } => {
+                self.revoked.remove(&session);
+                self.disconnect(session)
+            }
             Msg::Proposed(p) => self.proposed(p),
             Msg::ListWorkers { reply } => {
                 let _ = reply.send(self.leader.then(|| self.worker_views()));
@@ -258,7 +282,7 @@ impl Dispatcher {
         }
     }
 
-    fn connect(&mut self, hello: Hello, tx: super::SessionTx) -> SessionId {
+    fn connect(&mut self, hello: Hello, grant: Option<String>, tx: super::SessionTx) -> SessionId {
         let id = self.next_session;
         self.next_session += 1;
         if let Some(old) = self.by_worker.insert(hello.worker_id.clone(), id) {
@@ -267,7 +291,7 @@ impl Dispatcher {
             self.disconnect(old);
             self.sessions.remove(&old);
         }
-        let session = Session::new(&hello, tx);
+        let session = Session::new(&hello, grant, tx);
         session.send(ToWorker::Welcome { node_id: self.deps.consensus.id(), heartbeat_interval_ms: HEARTBEAT_HINT_MS });
         self.sessions.insert(id, session);
         tracing::info!(worker = %hello.worker_id, session = id, reattach = hello.running.len(), "worker connected");
@@ -277,7 +301,7 @@ impl Dispatcher {
         id
     }
 
-    fn disconnect(&mut self, session: SessionId) {
+    pub(super) fn disconnect(&mut self, session: SessionId) {
         if let Some(s) = self.sessions.remove(&session) {
             tracing::info!(worker = %s.worker_id, session, "worker disconnected");
             if self.by_worker.get(&s.worker_id) == Some(&session) {
@@ -297,8 +321,17 @@ impl Dispatcher {
         if self.completing || self.completions.is_empty() || !self.leader || self.held() {
             return;
         }
+        // Completions of a stream whose grant lapsed since the last check
+        // are refused (one look at the grants per batch, not per message).
+        self.refuse_lapsed_completions();
+        if self.completions.is_empty() {
+            return;
+        }
         let take = self.completions.len().min(MAX_REPORT_BATCH);
         let batch: Vec<_> = self.completions.drain(..take).collect();
+        for (_, c) in &batch {
+            self.spans.completing(c.task_id, c.fencing_token, &c.outcome);
+        }
         let completions = batch.iter().map(|(_, c)| c.clone()).collect();
         self.completing = true;
         self.spawn_proposal(Operation::Complete { completions }, move |r| Proposal::Completed {
@@ -316,7 +349,7 @@ impl Dispatcher {
     ) {
         let deps = self.deps.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.deps.tasks.spawn(async move {
             let cmd = Command { stamped_at_ms: deps.clock.stamp(), operation };
             let result = deps.consensus.propose(cmd).await;
             let _ = tx.send(Msg::Proposed(wrap(result))).await;
@@ -349,6 +382,7 @@ impl Dispatcher {
             }
         };
         for ((session, c), r) in batch.into_iter().zip(results) {
+            self.spans.completed(c.task_id, c.fencing_token, &r);
             let (accepted, reason) = match &r {
                 Ok(_) => (true, String::new()),
                 Err(rej) => (false, rej.to_string()),

@@ -3,7 +3,9 @@
 //! of assignments that never reached their worker.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::dispatcher::{transitions, Dispatcher, LeaseEnd, Proposal, Transitions, MAX_REPORT_BATCH};
 use super::protocol::{Heartbeat, TaskRef, ToWorker};
@@ -27,6 +29,10 @@ pub(super) struct Lease {
     /// Expire after this regardless of renewals (timeout plus grace).
     pub timeout_at: Instant,
     pub cancel_sent: bool,
+    /// Its worker's credential was revoked: when it lapses, the task is
+    /// released (no attempt counted) rather than expired. A renewal by a
+    /// session with a valid credential clears it.
+    pub release_at_lapse: bool,
 }
 
 impl Lease {
@@ -40,6 +46,7 @@ impl Lease {
             deadline: from + lease + lease_grace(lease),
             timeout_at: from + timeout + lease_grace(lease),
             cancel_sent: false,
+            release_at_lapse: false,
         }
     }
 
@@ -73,6 +80,7 @@ impl Dispatcher {
                         let lease =
                             self.leases.entry(r.task_id).or_insert_with(|| Lease::adopted(rt, received, &index));
                         lease.deadline = received + lease.lease + lease_grace(lease.lease);
+                        lease.release_at_lapse = false;
                         if lease.session != Some(session) {
                             if let Some(old) = lease.session.and_then(|s| self.sessions.get_mut(&s)) {
                                 old.release(&rt.callback, r.task_id);
@@ -100,6 +108,8 @@ impl Dispatcher {
         let index = index::lock(&self.deps.index);
         let running = index.running();
         self.leases.retain(|id, l| running.get(id).is_some_and(|rt| rt.fencing_token == l.token));
+        let leases = &self.leases;
+        self.spans.retain(|id| leases.contains_key(&id));
         for (id, rt) in running {
             let lease = self.leases.entry(*id).or_insert_with(|| Lease::adopted(rt, now, &index));
             if lease.session.is_none() {
@@ -125,15 +135,25 @@ impl Dispatcher {
         self.last_reconcile = now;
     }
 
-    /// Periodic work: reconcile, and expire lapsed leases.
+    /// Periodic work: close streams whose credential lapsed, reconcile,
+    /// and expire lapsed leases (or release those of revoked workers).
     pub(super) fn maintain(&mut self) {
         let now = Instant::now();
+        self.check_grants(now);
         if now.duration_since(self.last_reconcile) >= RECONCILE_EVERY {
             self.reconcile(now);
         }
-        let mut expiries = Vec::new();
+        if self.held() {
+            return;
+        }
+        let (mut expiries, mut releases) = (Vec::new(), Vec::new());
         for (id, l) in &self.leases {
-            if self.expiring.contains(id) || expiries.len() >= MAX_REPORT_BATCH {
+            if self.expiring.contains(id) || expiries.len() + releases.len() >= MAX_REPORT_BATCH {
+                continue;
+            }
+            if l.release_at_lapse && now >= l.deadline.min(l.timeout_at) {
+                let reason = "its worker's credential was revoked or expired".to_string();
+                releases.push(Expiry { task_id: *id, fencing_token: l.token, reason });
                 continue;
             }
             let reason = if now >= l.timeout_at {
@@ -146,6 +166,7 @@ impl Dispatcher {
             expiries.push(Expiry { task_id: *id, fencing_token: l.token, reason });
         }
         self.end_leases(expiries, LeaseEnd::Expired);
+        self.release(releases);
     }
 
     /// Release assignments that never reached their worker: back to
@@ -176,10 +197,23 @@ impl Dispatcher {
     /// A worker whose lease expired is told it lost the task; a released
     /// assignment never reached its worker.
     pub(super) fn leases_ended(&mut self, items: Vec<TaskRef>, how: LeaseEnd, result: Transitions) {
+        if result.is_err() {
+            // Not proposed (no quorum, not leading): back off before
+            // proposing again, or a leader that lost its quorum would spin
+            // (found by the simulation).
+            self.hold();
+        }
         let results = result.unwrap_or_default();
         for (i, r) in items.into_iter().enumerate() {
             self.expiring.remove(&r.task_id);
             let Some(Ok(state)) = results.get(i) else { continue };
+            self.spans.ended(
+                r.task_id,
+                match how {
+                    LeaseEnd::Expired => "the lease expired",
+                    LeaseEnd::Released => "the assignment could not be delivered",
+                },
+            );
             let callback = self.leases.get(&r.task_id).map(|l| l.callback.clone()).unwrap_or_default();
             match how {
                 LeaseEnd::Expired => {

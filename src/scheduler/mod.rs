@@ -30,10 +30,14 @@ pub mod dispatcher;
 mod leases;
 pub mod protocol;
 mod rate;
+mod revocation;
 mod session;
+mod spans;
 pub mod ticker;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,6 +66,9 @@ pub struct Deps {
     pub priority_aging: Duration,
     /// Wakes the dispatcher when something is applied.
     pub applied: tokio::sync::watch::Receiver<crate::store::Applied>,
+    /// The node's tracker: the dispatcher's proposals run on it, so a
+    /// shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Leader-side slack added to every lease before it is expired: covers the
@@ -77,6 +84,9 @@ pub enum Msg {
     /// leader is when this node does not lead.
     Connect {
         hello: Hello,
+        /// The grant the stream was opened with (by id), if any: the
+        /// stream ends when it is revoked or expires while auth is on.
+        grant: Option<String>,
         tx: SessionTx,
         reply: oneshot::Sender<Result<SessionId, Option<Peer>>>,
     },

@@ -50,6 +50,10 @@ pub struct Assignment {
     pub lease_ms: u64,
     pub timeout_ms: u64,
     pub priority: u8,
+    /// The context the handler's span starts under, and the ones it links
+    /// to (see [`crate::store::TaskStore::trace_of`]).
+    pub trace: Option<crate::domain::trace::TraceContext>,
+    pub links: Vec<crate::domain::trace::TraceContext>,
 }
 
 /// A connected worker, as operators see it.
@@ -85,4 +89,7 @@ pub enum ToWorker {
     Cancel(TaskRef),
     /// This node does not lead: reconnect to the leader, if known.
     Redirect(Option<Peer>),
+    /// The credential the stream was opened with was revoked or expired:
+    /// the stream ends with this reason (`UNAUTHENTICATED`).
+    Revoked(String),
 }

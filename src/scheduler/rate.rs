@@ -8,7 +8,7 @@
 //! admits at most `rate * T + burst` starts: the old leader's bucket held
 //! at most `burst`, and the new one only earns tokens at `rate`.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::domain::RateLimit;
 
@@ -34,6 +34,16 @@ impl TokenBucket {
     pub fn available(&mut self, limit: &RateLimit, now: Instant) -> u32 {
         self.refill(limit, now);
         self.tokens.floor() as u32
+    }
+
+    /// How long until a whole start is allowed (zero if one is now).
+    pub fn until_next(&self, limit: &RateLimit, now: Instant) -> std::time::Duration {
+        let earned = now.saturating_duration_since(self.refilled).as_secs_f64() * limit.per_second();
+        let tokens = (self.tokens + earned).min(f64::from(limit.burst));
+        if tokens >= 1.0 || limit.per_second() <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_secs_f64((1.0 - tokens) / limit.per_second())
     }
 
     /// Spend `n` starts (at most what [`TokenBucket::available`] said).

@@ -1,13 +1,18 @@
 //! One connected worker, as the dispatcher sees it.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::protocol::{Hello, ToWorker};
 use super::SessionTx;
 
 pub struct Session {
     pub worker_id: String,
+    /// The grant (id) its stream was opened with; `None`: no grant (auth
+    /// off and no credentials, or a peer).
+    pub grant: Option<String>,
     /// Most tasks per callback this worker runs at once.
     pub credits: HashMap<String, u32>,
     /// Tasks this worker holds, by callback.
@@ -27,9 +32,10 @@ pub struct Session {
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
 impl Session {
-    pub fn new(hello: &Hello, tx: SessionTx) -> Self {
+    pub fn new(hello: &Hello, grant: Option<String>, tx: SessionTx) -> Self {
         Session {
             worker_id: hello.worker_id.clone(),
+            grant,
             credits: hello.credits.iter().cloned().collect(),
             running: HashMap::new(),
             reserved: HashMap::new(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::consensus::clock::ProposerClock;
+use crate::consensus::disk::DiskSpace;
 use crate::consensus::Consensus;
 use crate::domain::schedule::{Catchup, Schedule, Slot, MAX_CATCHUP};
 use crate::domain::{Command, Operation};
@@ -100,11 +101,50 @@ pub fn decide(s: &Schedule, now_ms: u64) -> Option<Decision> {
     Some(Decision { fire, skip_to, skipped })
 }
 
+/// What to propose for a schedule's due slots: fire them, or, while the
+/// cluster refuses new tasks (`refusal`: why), skip them all with a note.
+pub fn operation(name: &str, d: Decision, refusal: Option<&str>) -> Operation {
+    let Some(why) = refusal else {
+        return Operation::FireSchedule {
+            name: name.to_string(),
+            slots: d.fire,
+            skip_to: d.skip_to,
+            skipped: d.skipped,
+        };
+    };
+    let skipped = d.skipped + d.fire.len() as u64;
+    match d.fire.last().cloned().or(d.skip_to) {
+        Some(skip_to) => Operation::SkipSchedule {
+            name: name.to_string(),
+            note: format!("{skipped} slot(s) up to {} skipped: {why}", skip_to.id),
+            skip_to,
+            skipped,
+        },
+        None => Operation::FireSchedule { name: name.to_string(), slots: Vec::new(), skip_to: None, skipped: 0 },
+    }
+}
+
+/// `op` as a cluster of feature `level` can apply it: below level 2 (a
+/// member may run 0.1.0, which knows no `SkipSchedule`) a skip is proposed
+/// as a `FireSchedule` of no slot, which skips alike, without the note.
+pub fn at_level(op: Operation, level: u32) -> Operation {
+    match op {
+        Operation::SkipSchedule { name, skip_to, skipped, .. } if level < crate::domain::feature::LEVEL_IDENTITY => {
+            Operation::FireSchedule { name, slots: Vec::new(), skip_to: Some(skip_to), skipped }
+        }
+        op => op,
+    }
+}
+
 /// The ticker's handles.
 pub struct Ticker {
     pub consensus: Consensus,
     pub index: SharedIndex,
     pub clock: ProposerClock,
+    /// The space guard: while a member is short of disk, due slots are
+    /// skipped (counted, with a note), not fired, like every other way of
+    /// making new tasks.
+    pub disk: DiskSpace,
 }
 
 impl Ticker {
@@ -115,15 +155,15 @@ impl Ticker {
         let mut sleep = MAX_SLEEP;
         for s in schedules {
             if let Some(d) = decide(&s, now_ms) {
-                if d.skipped > 0 {
+                let refusal = self.disk.refusal();
+                if let Some(why) = &refusal {
+                    let due = d.skipped + d.fire.len() as u64;
+                    tracing::warn!(schedule = %s.name, skipped = due, reason = %why, "due slots skipped, not fired");
+                } else if d.skipped > 0 {
                     tracing::info!(schedule = %s.name, skipped = d.skipped, firing = d.fire.len(), "missed slots");
                 }
-                let operation = Operation::FireSchedule {
-                    name: s.name.clone(),
-                    slots: d.fire,
-                    skip_to: d.skip_to,
-                    skipped: d.skipped,
-                };
+                let level = self.consensus.identity().versions().active();
+                let operation = at_level(operation(&s.name, d, refusal.as_deref()), level);
                 let cmd = Command { stamped_at_ms: self.clock.stamp(), operation };
                 if let Err(e) = self.consensus.propose(cmd).await {
                     // Not fired: the next round proposes it again (the
@@ -200,6 +240,42 @@ mod tests {
         assert_eq!(late(Catchup::All), Some((vec![10_000], None, 0)));
         assert_eq!(late(Catchup::Latest), Some((vec![], Some(10_000), 1)));
         assert_eq!(late(Catchup::None), Some((vec![], Some(10_000), 1)));
+    }
+
+    #[test]
+    fn below_level_2_a_skip_is_a_fire_of_no_slot() {
+        let skip = operation("s", decide(&every(Catchup::All, Some(5_000), 1_000), 8_500).unwrap(), Some("full"));
+        let Operation::SkipSchedule { skip_to, skipped, .. } = skip.clone() else { panic!("{skip:?}") };
+        assert_eq!(at_level(skip.clone(), 2), skip);
+        assert_eq!(
+            at_level(skip, 1),
+            Operation::FireSchedule { name: "s".into(), slots: vec![], skip_to: Some(skip_to), skipped }
+        );
+    }
+
+    #[test]
+    fn out_of_disk_every_due_slot_is_skipped_with_a_note() {
+        let d = decide(&every(Catchup::All, Some(5_000), 1_000), 8_500).unwrap();
+        assert_eq!(at(&d), (vec![6_000, 7_000, 8_000], None, 0));
+        // Room: they fire.
+        match operation("s", d.clone(), None) {
+            Operation::FireSchedule { slots, .. } => assert_eq!(slots.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        // No room: nothing fires; all three are skipped up to the newest.
+        match operation("s", d, Some("the cluster is out of disk")) {
+            Operation::SkipSchedule { name, skip_to, skipped, note } => {
+                assert_eq!((name.as_str(), skip_to.at_ms, skipped), ("s", 8_000, 3));
+                assert!(note.contains("out of disk") && note.contains("3 slot(s)"), "{note}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Already-missed slots (skip_to, no fire) are skipped the same way.
+        let late = decide(&every(Catchup::Latest, Some(0), 10_000), 15_000).unwrap();
+        match operation("s", late, Some("full")) {
+            Operation::SkipSchedule { skip_to, skipped, .. } => assert_eq!((skip_to.at_ms, skipped), (10_000, 1)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

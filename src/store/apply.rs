@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 
+use super::sorted_writes::SortedWrites;
+
 use super::index::{running_of, IndexOp, QueueSlot};
 use super::{cf, get_u64, keys, read_record, StoreError};
 use crate::domain::callback::{splitmix64, CallbackConfig};
@@ -41,6 +43,10 @@ pub struct Applier {
     pub grants: BTreeMap<String, crate::domain::auth::Grant>,
     /// Whether grants are enforced.
     pub auth_enabled: bool,
+    /// The cluster's ID, once the first `SetClusterId` is applied.
+    pub cluster_id: Option<crate::domain::ClusterId>,
+    /// The cluster's feature level (1 until a `SetFeatureLevel`).
+    pub feature_level: u32,
 }
 
 /// Pending writes of one applied batch.
@@ -52,10 +58,11 @@ pub struct Applier {
 /// [`ApplyBatch::task`], [`ApplyBatch::idempotent_task`] and
 /// [`ApplyBatch::dead_ids`], [`ApplyBatch::ids_under`] and [`ApplyBatch::request`], and each consults
 /// the overlay of this batch first. Keys that apply never reads back (payloads, results, queue and
-/// by-state index entries, retired ids) go straight into the write batch.
+/// by-state index entries, retired ids) go straight into the rows to write.
 pub struct ApplyBatch<'a> {
     db: &'a DB,
-    batch: WriteBatch,
+    /// Rows to write, in key order (see [`super::sorted_writes`]).
+    rows: SortedWrites,
     /// Task rows changed in this batch (`None`: deleted), written at the end.
     pub(super) tasks: HashMap<u64, Option<Task>>,
     /// Idempotency keys changed in this batch (`None`: deleted), written at
@@ -82,7 +89,7 @@ impl<'a> ApplyBatch<'a> {
     pub fn new(db: &'a DB) -> Self {
         ApplyBatch {
             db,
-            batch: WriteBatch::default(),
+            rows: SortedWrites::default(),
             tasks: HashMap::new(),
             idempotency: HashMap::new(),
             requests: HashMap::new(),
@@ -100,13 +107,13 @@ impl<'a> ApplyBatch<'a> {
 
     /// Write a key that apply never reads back.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.batch.put_cf(cf(self.db, keys::CF_SM)?, key, value);
+        self.rows.put(key, value);
         Ok(())
     }
 
     /// Delete a key that apply never reads back.
     pub(super) fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.batch.delete_cf(cf(self.db, keys::CF_SM)?, key);
+        self.rows.delete(key);
         Ok(())
     }
 
@@ -233,6 +240,7 @@ impl<'a> ApplyBatch<'a> {
     pub(super) fn remove(&mut self, t: &Task) -> Result<(), StoreError> {
         self.delete(&keys::payload(t.id))?;
         self.delete(&keys::result(t.id))?;
+        self.delete(&keys::trace(t.id))?;
         if t.state.has_state_index() {
             self.delete(&keys::by_state(t.state.code(), t.id))?;
         }
@@ -260,28 +268,20 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// The write batch with every changed row, ready to be written.
-    pub fn finish(mut self) -> Result<(WriteBatch, Vec<IndexOp>, bool), StoreError> {
+    pub fn finish(self) -> Result<(WriteBatch, Vec<IndexOp>, bool), StoreError> {
         let sm = cf(self.db, keys::CF_SM)?;
-        for (id, task) in &self.tasks {
-            match task {
-                Some(task) => self.batch.put_cf(sm, keys::task(*id), encoding::encode(task)),
-                None => self.batch.delete_cf(sm, keys::task(*id)),
-            }
+        let mut rows = self.rows;
+        for (id, task) in self.tasks {
+            rows.set(keys::task(id), task.map(|t| encoding::encode(&t)));
         }
-        for (key, id) in &self.idempotency {
-            match id {
-                Some(id) => self.batch.put_cf(sm, key, encoding::encode(id)),
-                None => self.batch.delete_cf(sm, key),
-            }
+        for (key, id) in self.idempotency {
+            rows.set(key, id.map(|id| encoding::encode(&id)));
         }
-        for (id, record) in &self.requests {
-            match record {
-                Some(record) => self.batch.put_cf(sm, keys::request(&id.0), encoding::encode(record)),
-                None => self.batch.delete_cf(sm, keys::request(&id.0)),
-            }
+        for (id, record) in self.requests {
+            rows.set(keys::request(&id.0), record.map(|r| encoding::encode(&r)));
         }
-        self.deps.write(&mut self.batch, sm);
-        Ok((self.batch, self.index_ops, self.reload_index))
+        self.deps.write(&mut rows);
+        Ok((rows.into_write_batch(sm), self.index_ops, self.reload_index))
     }
 }
 
@@ -378,6 +378,9 @@ impl Applier {
                 .map(|g| (g.id.clone(), g))
                 .collect(),
             auth_enabled: get_u64(db, keys::SM_AUTH_ENABLED)? == 1,
+            cluster_id: read_record(db, keys::SM_CLUSTER_ID)?,
+            feature_level: read_record::<u64>(db, keys::SM_FEATURE_LEVEL)?
+                .map_or(crate::domain::feature::LEVEL_0_1_0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
         })
     }
 
@@ -395,7 +398,7 @@ impl Applier {
         Ok(response)
     }
 
-    fn apply_operation(
+    pub(super) fn apply_operation(
         &mut self,
         b: &mut ApplyBatch<'_>,
         index: u64,
@@ -449,6 +452,26 @@ impl Applier {
             Operation::PutGrant { grant } => self.put_grant(b, grant),
             Operation::RevokeGrant { id } => self.revoke_grant(b, id),
             Operation::SetAuth { enabled } => self.set_auth(b, *enabled),
+            Operation::SkipSchedule { name, skip_to, skipped, note } => {
+                self.skip_schedule(b, name, skip_to, *skipped, note)
+            }
+            // The first one applied names the cluster for good.
+            Operation::SetClusterId { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(*cluster_id);
+                    b.put(keys::SM_CLUSTER_ID, &encoding::encode(cluster_id))?;
+                }
+                Ok(CommandResponse::None)
+            }
+            Operation::Traced { operation, traces } => self.traced(b, index, operation, traces),
+            // Only ever raised.
+            Operation::SetFeatureLevel { level } => {
+                if *level > self.feature_level {
+                    self.feature_level = *level;
+                    b.put(keys::SM_FEATURE_LEVEL, &encoding::encode(&u64::from(*level)))?;
+                }
+                Ok(CommandResponse::None)
+            }
         }
     }
 
@@ -461,7 +484,14 @@ impl Applier {
             let (k, v) = (k.as_slice(), v.as_slice());
             // Index rows are rebuilt from the rows below (a backup of an
             // earlier build may lack some, or have them in an older form).
-            if keys::is_raft_state(k) || keys::is_derived(k) || k == keys::SM_LAYOUT {
+            // A restore makes a new cluster, which names itself: the
+            // backup's cluster ID is not taken either.
+            if keys::is_raft_state(k)
+                || keys::is_derived(k)
+                || k == keys::SM_LAYOUT
+                || k == keys::SM_CLUSTER_ID
+                || k == keys::SM_FEATURE_LEVEL
+            {
                 continue;
             }
             // The counters live in this applier and are written at the end

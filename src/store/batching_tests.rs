@@ -121,6 +121,12 @@ enum Abstract {
         paused: bool,
         catch_up: bool,
     },
+    /// Skip due slots up to one (relative to the entry's stamp, maybe stale).
+    SkipSlots {
+        schedule: usize,
+        to: i64,
+        skipped: u64,
+    },
     Trigger {
         schedule: usize,
     },
@@ -144,6 +150,10 @@ enum Abstract {
     },
     Auth {
         enabled: bool,
+    },
+    /// Name the cluster (the first one applied wins).
+    Name {
+        id: u8,
     },
 }
 
@@ -194,6 +204,8 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
             .prop_map(|(schedule, slots, skip)| Abstract::Fire { schedule, slots, skip }),
         1 => (0..2usize, any::<bool>(), any::<bool>())
             .prop_map(|(schedule, paused, catch_up)| Abstract::PauseSchedule { schedule, paused, catch_up }),
+        1 => (0..2usize, -3000i64..3000, 1u64..4)
+            .prop_map(|(schedule, to, skipped)| Abstract::SkipSlots { schedule, to, skipped }),
         1 => (0..2usize).prop_map(|schedule| Abstract::Trigger { schedule }),
         4 => (
             prop::collection::vec(
@@ -208,6 +220,7 @@ fn abstract_command() -> impl Strategy<Value = Abstract> {
             .prop_map(|(subject, role, expires, scoped)| Abstract::Grant { subject, role, expires, scoped }),
         1 => (0u8..3).prop_map(|subject| Abstract::Revoke { subject }),
         1 => any::<bool>().prop_map(|enabled| Abstract::Auth { enabled }),
+        1 => (1u8..4).prop_map(|id| Abstract::Name { id }),
     ]
 }
 
@@ -425,6 +438,13 @@ fn concretise(r: &Replica, a: &Abstract, stamp: u64) -> Operation {
         }
         Abstract::Revoke { subject } => Operation::RevokeGrant { id: format!("c-s{subject}") },
         Abstract::Auth { enabled } => Operation::SetAuth { enabled: *enabled },
+        Abstract::SkipSlots { schedule, to, skipped } => Operation::SkipSchedule {
+            name: SCHEDULES[*schedule].into(),
+            skip_to: slot_at(stamp, *to),
+            skipped: *skipped,
+            note: "out of disk".into(),
+        },
+        Abstract::Name { id } => Operation::SetClusterId { cluster_id: crate::domain::ClusterId(u128::from(*id)) },
         Abstract::Graph { tasks, request } => {
             use crate::domain::dependency::{After, AfterPolicy, Parent};
             let (tasks, after) = tasks

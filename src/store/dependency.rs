@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rocksdb::{ColumnFamily, WriteBatch};
+use super::sorted_writes::SortedWrites;
 
 use super::apply::{Applier, ApplyBatch};
 use super::intake::Start;
@@ -33,24 +33,15 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub(super) fn write(&self, batch: &mut WriteBatch, sm: &ColumnFamily) {
+    pub(super) fn write(&self, rows: &mut SortedWrites) {
         for (id, d) in &self.deps {
-            match d {
-                Some(d) => batch.put_cf(sm, keys::deps(*id), encoding::encode(d)),
-                None => batch.delete_cf(sm, keys::deps(*id)),
-            }
+            rows.set(keys::deps(*id), d.as_ref().map(encoding::encode));
         }
         for (id, p) in &self.parents {
-            match p {
-                Some(p) => batch.put_cf(sm, keys::parents(*id), encoding::encode(p)),
-                None => batch.delete_cf(sm, keys::parents(*id)),
-            }
+            rows.set(keys::parents(*id), p.as_ref().map(encoding::encode));
         }
         for ((parent, child), e) in &self.edges {
-            match e {
-                Some(e) => batch.put_cf(sm, keys::child(*parent, *child), encoding::encode(e)),
-                None => batch.delete_cf(sm, keys::child(*parent, *child)),
-            }
+            rows.set(keys::child(*parent, *child), e.as_ref().map(encoding::encode));
         }
     }
 }
@@ -323,7 +314,7 @@ impl Applier {
 
 impl TaskStore {
     fn read<T: encoding::Record>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        read_record(self.db(), key)
+        self.checked("reading a dependency row", read_record(self.db(), key))
     }
 
     /// A task's dependency state, if it was scheduled with parents.

@@ -30,6 +30,10 @@ pub const META_COMMITTED: &[u8] = b"committed";
 pub const META_LAST_PURGED: &[u8] = b"last_purged";
 /// Present while a snapshot install is under way; holds the snapshot path.
 pub const META_INSTALLING: &[u8] = b"installing_snapshot";
+/// The cluster ID this node took from a leader (or was given when it was
+/// added) before its state machine applied one; see
+/// `crate::raft::identity`.
+pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
 // State machine keys. Prefix bytes:
 const SM_META: u8 = b'M';
@@ -50,6 +54,8 @@ const SM_DEPS: u8 = b'W';
 const SM_PARENTS: u8 = b'A';
 const SM_CHILD: u8 = b'E';
 const SM_GRANT: u8 = b'Z';
+const SM_TRACE: u8 = b'X';
+const SM_SCHEDULE_TRACE: u8 = b'Y';
 
 /// Last applied log id.
 pub const SM_LAST_APPLIED: &[u8] = b"M/last_applied";
@@ -68,6 +74,13 @@ pub const SM_COLLECTED: &[u8] = b"M/collected";
 pub const SM_LAYOUT: &[u8] = b"M/layout";
 /// Whether grants are enforced (a `u64`, 1 when they are; absent: not).
 pub const SM_AUTH_ENABLED: &[u8] = b"M/auth_enabled";
+/// The cluster's ID (a [`crate::domain::ClusterId`] record), written by the
+/// first `SetClusterId` applied; absent before it (and in data written
+/// before cluster IDs).
+pub const SM_CLUSTER_ID: &[u8] = b"M/cluster_id";
+/// The cluster's feature level (a `u64`), written by `SetFeatureLevel`;
+/// absent: level 1 (0.1.0). See `crate::domain::feature`.
+pub const SM_FEATURE_LEVEL: &[u8] = b"M/feature_level";
 /// The [`SM_LAYOUT`] this build writes.
 pub const LAYOUT: u64 = 2;
 
@@ -127,7 +140,9 @@ pub fn holds_record(key: &[u8]) -> bool {
                 | SM_SCHEDULE
                 | SM_DEPS
                 | SM_PARENTS
-                | SM_CHILD)
+                | SM_CHILD
+                | SM_TRACE
+                | SM_SCHEDULE_TRACE)
         )
     )
 }
@@ -376,6 +391,21 @@ pub fn parse_dependency(key: &[u8]) -> Option<DependencyKey> {
     }
 }
 
+/// A task's W3C trace context (feature level 3; absent for a task
+/// scheduled without one).
+pub fn trace(id: u64) -> [u8; 9] {
+    with_u64(SM_TRACE, id)
+}
+
+/// A periodic schedule's trace context (feature level 3). Apart from the
+/// schedule's record, whose encoding it leaves unchanged.
+pub fn schedule_trace(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(SM_SCHEDULE_TRACE);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 /// A task's result bytes.
 pub fn result(id: u64) -> [u8; 9] {
     with_u64(SM_RESULT, id)
@@ -516,6 +546,8 @@ mod tests {
             request_by_time(u64::MAX, &[0xff; 16]).to_vec(),
             result(9).to_vec(),
             callback("zzz"),
+            trace(u64::MAX).to_vec(),
+            schedule_trace("zzz"),
             SM_LAST_APPLIED.to_vec(),
         ];
         for k in keys {

@@ -6,12 +6,16 @@
 //! - [`index`]: the in-memory live index (callbacks, queues, running tasks)
 //!   the scheduler reads; rebuilt from disk.
 //! - [`layout`]: derives the indexes an earlier build's data lacks.
+//! - [`wal`]: drover's own reading of RocksDB's write-ahead log before it
+//!   is replayed (damage before the last record is refused; a torn last
+//!   record is cut off).
 //! - `intake`, `gating`, `periodic`, `retention`: the apply of new tasks,
 //!   gates, periodic schedules and retention's deletes.
 //! - [`TaskStore`]: reads (any thread, any time).
 
 pub mod apply;
 mod auth;
+mod damage;
 mod dependency;
 mod gating;
 pub mod index;
@@ -20,6 +24,9 @@ pub mod keys;
 pub mod layout;
 mod periodic;
 pub mod retention;
+mod sorted_writes;
+pub mod trace;
+pub mod wal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +34,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 pub use apply::{Applier, ApplyBatch};
+pub use damage::Damage;
 pub use index::{LiveIndex, SharedIndex};
 pub use retention::{Collectable, RetentionOf, RetentionStatus};
 
@@ -44,7 +52,7 @@ pub struct Applied {
     /// When this node applied it (its monotonic clock). The stamp was made
     /// no later, so `now_ms` plus the time since is a lower bound on
     /// replicated time now.
-    pub at: std::time::Instant,
+    pub at: tokio::time::Instant,
 }
 
 /// Storage-layer errors.
@@ -58,12 +66,33 @@ pub enum StoreError {
     MissingColumnFamily(&'static str),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The data on disk is damaged (a WAL record before the last, a table
+    /// block, a record that fails its checksum): this node must not serve
+    /// from it. Names the file, and the byte offset where known.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl StoreError {
+    /// Whether this error says the data on disk is damaged (as opposed to
+    /// an I/O error, a full disk or a lock held by another process).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Damaged(_) | StoreError::Codec(_) => true,
+            StoreError::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
+            StoreError::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
+            StoreError::MissingColumnFamily(_) => false,
+        }
+    }
 }
 
 impl From<StoreError> for std::io::Error {
+    /// Damage becomes `InvalidData` (as [`CodecError`] does), so that it
+    /// is still told apart from an I/O failure above the Raft layer.
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Io(e) => e,
+            other if other.is_damage() => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
             other => std::io::Error::other(other),
         }
     }
@@ -72,12 +101,67 @@ impl From<StoreError> for std::io::Error {
 /// Open (or create) the node's single RocksDB instance with drover's column
 /// families. One instance means one WAL, so vote, log and state-machine
 /// writes reach disk in the order they were made.
+///
+/// The WAL is read by drover first ([`wal::scan`]): damage before its last
+/// record is refused ([`StoreError::Damaged`], naming the file and offset);
+/// a torn last record (a write a crash cut short, never acknowledged) is
+/// cut off, its bytes kept in `DATA_DIR/torn-tails/`. RocksDB then opens in
+/// `AbsoluteConsistency` mode (any bad WAL record is an error, never a
+/// silent stop) with `paranoid_checks`, and tracks synced WAL files in its
+/// MANIFEST (a closed WAL file missing or shorter than synced is an error).
 pub fn open_db(path: &Path) -> Result<Arc<DB>, StoreError> {
+    match wal::scan(path)? {
+        wal::WalState::Damaged(d) => return Err(StoreError::Damaged(d.to_string())),
+        wal::WalState::TornTail(torn) => {
+            let keep = path.parent().unwrap_or(path).join("torn-tails");
+            let saved = wal::repair(&torn, &keep)?;
+            tracing::warn!(
+                file = %torn.file.display(),
+                offset = torn.offset,
+                bytes = torn.bytes,
+                saved = %saved.display(),
+                "{torn}: it was never acknowledged, so it is dropped (its bytes are kept)"
+            );
+        }
+        wal::WalState::Clean { .. } => {}
+    }
+    let (opts, cfs) = db_options();
+    DB::open_cf_descriptors(&opts, path, cfs).map(Arc::new).map_err(|e| opened(path, e))
+}
+
+/// Open the database read-only, without changing a file: for checks of a
+/// stopped node. `torn_tail`: [`wal::scan`] found the newest WAL's last
+/// record torn (and nothing intact after it), so RocksDB may stop there.
+pub fn open_db_read_only(path: &Path, torn_tail: bool) -> Result<DB, StoreError> {
+    let (mut opts, _) = db_options();
+    if torn_tail {
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+    }
+    DB::open_cf_for_read_only(&opts, path, [keys::CF_LOG, keys::CF_META, keys::CF_SM], false)
+        .map_err(|e| opened(path, e))
+}
+
+/// An error opening the database: damage (RocksDB's message names the file)
+/// or something else (a lock held by another process, an I/O error).
+fn opened(path: &Path, e: rocksdb::Error) -> StoreError {
+    if e.kind() == rocksdb::ErrorKind::Corruption {
+        StoreError::Damaged(format!("{}: {e}", path.display()))
+    } else {
+        StoreError::Rocks(e)
+    }
+}
+
+fn db_options() -> (Options, [ColumnFamilyDescriptor; 3]) {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.increase_parallelism(2);
     opts.set_keep_log_file_num(4);
+    // Any bad WAL record fails the open, never a silent stop (drover's own
+    // scan has already cut off a torn last record); see `wal`.
+    opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
+    opts.set_paranoid_checks(true);
+    opts.set_track_and_verify_wals_in_manifest(true);
     // One WAL serves three column families, and a WAL file is kept until
     // every family's memtable holding part of it is flushed. `meta` takes
     // a few small writes and would almost never fill its memtable, so old
@@ -117,7 +201,7 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, StoreError> {
         ColumnFamilyDescriptor::new(keys::CF_META, Options::default()),
         ColumnFamilyDescriptor::new(keys::CF_SM, sm),
     ];
-    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+    (opts, cfs)
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
@@ -156,11 +240,29 @@ impl TaskFilter<'_> {
 #[derive(Clone)]
 pub struct TaskStore {
     db: Arc<DB>,
+    /// Raised by any read that finds damaged data: the node then stops.
+    damage: Damage,
 }
 
 impl TaskStore {
     pub fn new(db: Arc<DB>) -> Self {
-        TaskStore { db }
+        TaskStore { db, damage: Damage::default() }
+    }
+
+    /// The damage alarm every read of this store (and the Raft storage
+    /// built on it) raises.
+    pub fn damage(&self) -> &Damage {
+        &self.damage
+    }
+
+    /// `r`, having raised the damage alarm if it says the data is damaged:
+    /// a state row that fails its checksum or its decoding is never
+    /// skipped, and stops the node (fail-stop).
+    pub(crate) fn checked<T>(&self, what: &str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &r {
+            self.damage.note(what, e);
+        }
+        r
     }
 
     /// Make everything written durable (a WAL sync) and stop RocksDB's
@@ -177,27 +279,27 @@ impl TaskStore {
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Task>, StoreError> {
-        read_record(&self.db, &keys::task(id))
+        self.checked("reading a task row", read_record(&self.db, &keys::task(id)))
     }
 
     /// What the state machine answered a request id, if it remembers it.
     pub fn request(&self, id: &crate::domain::RequestId) -> Result<Option<crate::domain::RequestRecord>, StoreError> {
-        read_record(&self.db, &keys::request(&id.0))
+        self.checked("reading a request id", read_record(&self.db, &keys::request(&id.0)))
     }
 
     /// The task an idempotency key of `callback` names, if any.
     pub fn task_for_key(&self, callback: &str, key: &str) -> Result<Option<u64>, StoreError> {
-        read_record(&self.db, &keys::idempotency(callback, key))
+        self.checked("reading an idempotency key", read_record(&self.db, &keys::idempotency(callback, key)))
     }
 
     pub fn payload(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
-        Ok(self.db.get_cf(sm, keys::payload(id))?)
+        self.checked("reading a payload", self.db.get_cf(sm, keys::payload(id)).map_err(StoreError::from))
     }
 
     pub fn result(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
-        Ok(self.db.get_cf(sm, keys::result(id))?)
+        self.checked("reading a result", self.db.get_cf(sm, keys::result(id)).map_err(StoreError::from))
     }
 
     /// Tasks with id > `after`, in id order, that match the filters; at most
@@ -206,6 +308,16 @@ impl TaskStore {
     /// `now_ms`; `Scheduled`
     /// matches those not yet due.
     pub fn list(
+        &self,
+        filter: &TaskFilter<'_>,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.checked("listing tasks", self.list_unchecked(filter, after, limit, now_ms))
+    }
+
+    fn list_unchecked(
         &self,
         filter: &TaskFilter<'_>,
         after: u64,
@@ -263,7 +375,7 @@ impl TaskStore {
 
     /// Number of task rows.
     pub fn task_count(&self) -> Result<u64, StoreError> {
-        get_u64(&self.db, keys::SM_TASK_COUNT)
+        self.checked("reading the task count", get_u64(&self.db, keys::SM_TASK_COUNT))
     }
 
     /// The replicated clock as last applied, Unix ms.
@@ -277,10 +389,28 @@ impl TaskStore {
         Ok(self.db.get_pinned_cf(sm, keys::retired(node_id))?.is_some())
     }
 
+    /// Every retired node id.
+    pub fn retired_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let sm = cf(&self.db, keys::CF_SM)?;
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(sm, keys::RETIRED_PREFIX) {
+            let (k, _) = item?;
+            match keys::retired_id(&k) {
+                Some(id) => out.push(id),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// 64-bit FNV-1a over every state machine key and value, from one
     /// point-in-time view, with that view's raw last-applied record (the
     /// Raft layer decodes it).
     pub fn digest(&self) -> Result<(Option<Vec<u8>>, u64), StoreError> {
+        self.checked("computing the state digest", self.digest_unchecked())
+    }
+
+    fn digest_unchecked(&self) -> Result<(Option<Vec<u8>>, u64), StoreError> {
         let sm = cf(&self.db, keys::CF_SM)?;
         let view = self.db.snapshot();
         let applied = view.get_cf(sm, keys::SM_LAST_APPLIED)?;

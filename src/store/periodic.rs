@@ -73,6 +73,7 @@ impl Applier {
             return Ok(not_found(name));
         }
         b.delete(&keys::schedule(name))?;
+        b.delete(&keys::schedule_trace(name))?;
         b.index_ops.push(IndexOp::RemoveSchedule(name.to_string()));
         Ok(CommandResponse::Count(1))
     }
@@ -123,11 +124,36 @@ impl Applier {
                 continue;
             }
             s.last_slot = Some(slot.clone());
+            // A slot fires again: a note of earlier skips no longer holds.
+            s.note.clear();
             self.fire_slot(b, index, &mut s, slot.clone(), &mut out)?;
         }
         let skipped = s.skipped - before;
         self.save_schedule(b, s)?;
         Ok(CommandResponse::Fired { task_ids: out, skipped })
+    }
+
+    /// Skip due slots without firing them: the last slot moves forward to
+    /// `skip_to` (a stale skip, at or before the last slot, or of a paused
+    /// schedule, changes nothing), `skipped` are counted, and `note` says
+    /// why until a slot fires again.
+    pub(super) fn skip_schedule(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        name: &str,
+        skip_to: &Slot,
+        skipped: u64,
+        note: &str,
+    ) -> Result<CommandResponse, StoreError> {
+        let Some(mut s) = self.schedules.get(name).cloned() else { return Ok(not_found(name)) };
+        if s.paused || !later(skip_to, s.last_slot.as_ref()) {
+            return Ok(CommandResponse::Fired { task_ids: Vec::new(), skipped: 0 });
+        }
+        s.last_slot = Some(skip_to.clone());
+        s.skipped += skipped;
+        s.note = note.to_string();
+        self.save_schedule(b, s)?;
+        Ok(CommandResponse::Fired { task_ids: Vec::new(), skipped })
     }
 
     /// Run one now under the overlap policy; no slot moves.

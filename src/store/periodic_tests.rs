@@ -169,3 +169,31 @@ fn resume_without_catch_up_never_fires_the_slots_missed_while_paused() {
 fn fire_result(sm: &mut Sm) -> CommandResponse {
     sm.run(40_000, Operation::FireSchedule { name: "s".into(), slots: vec![slot(40_000)], skip_to: None, skipped: 0 })
 }
+
+#[test]
+fn a_skip_moves_the_last_slot_counts_and_notes_until_a_slot_fires() {
+    let mut sm = Sm::new();
+    create(&mut sm, every_second("s", Overlap::Allow));
+    let skip = |sm: &mut Sm, stamp, to, n| {
+        sm.run(
+            stamp,
+            Operation::SkipSchedule { name: "s".into(), skip_to: slot(to), skipped: n, note: "no disk".into() },
+        )
+    };
+    assert_eq!(skip(&mut sm, 3_000, 3_000, 3), CommandResponse::Fired { task_ids: vec![], skipped: 3 });
+    let s = sm.applier.schedules.get("s").cloned().unwrap();
+    assert_eq!((s.skipped, s.fired, s.note.as_str()), (3, 0, "no disk"));
+    assert_eq!(s.last_slot.map(|l| l.at_ms), Some(3_000));
+    // A skipped slot never fires afterwards; a stale skip changes nothing.
+    assert!(fire(&mut sm, 3_100, "s", vec![slot(2_000), slot(3_000)]).is_empty());
+    assert_eq!(skip(&mut sm, 3_100, 2_000, 5), CommandResponse::Fired { task_ids: vec![], skipped: 0 });
+    assert_eq!(sm.applier.schedules.get("s").map(|s| s.skipped), Some(3));
+    // The next slot fires, and the note goes.
+    assert_eq!(fire(&mut sm, 4_000, "s", vec![slot(4_000)]).len(), 1);
+    let s = sm.applier.schedules.get("s").cloned().unwrap();
+    assert_eq!((s.skipped, s.fired, s.note.as_str()), (3, 1, ""));
+    // A paused schedule keeps its operator's note; a skip does nothing.
+    sm.run(4_100, Operation::PauseSchedule { name: "s".into(), paused: true, note: "ops".into(), catch_up: false });
+    assert_eq!(skip(&mut sm, 6_000, 6_000, 2), CommandResponse::Fired { task_ids: vec![], skipped: 0 });
+    assert_eq!(sm.applier.schedules.get("s").map(|s| s.note.clone()), Some("ops".into()));
+}

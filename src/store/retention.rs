@@ -98,6 +98,20 @@ impl TaskStore {
         limit: usize,
         from: &ScanFrom,
     ) -> Result<Collectable, StoreError> {
+        self.checked(
+            "scanning for collectable rows",
+            self.collectable_unchecked(callbacks, retention, now_ms, limit, from),
+        )
+    }
+
+    fn collectable_unchecked(
+        &self,
+        callbacks: &[String],
+        retention: RetentionOf<'_>,
+        now_ms: u64,
+        limit: usize,
+        from: &ScanFrom,
+    ) -> Result<Collectable, StoreError> {
         let sm = cf(self.db(), keys::CF_SM)?;
         let mut out = Collectable { cursors: from.clone(), ..Default::default() };
         'callbacks: for callback in callbacks {
@@ -147,6 +161,19 @@ impl TaskStore {
     /// Retention's figures at `now_ms`; the backlog is counted up to
     /// `backlog_cap`.
     pub fn retention_status(
+        &self,
+        callbacks: &[String],
+        retention: RetentionOf<'_>,
+        now_ms: u64,
+        backlog_cap: u64,
+    ) -> Result<RetentionStatus, StoreError> {
+        self.checked(
+            "reading retention's figures",
+            self.retention_status_unchecked(callbacks, retention, now_ms, backlog_cap),
+        )
+    }
+
+    fn retention_status_unchecked(
         &self,
         callbacks: &[String],
         retention: RetentionOf<'_>,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::client::Client;
-use crate::pb;
+use drover::client::Client;
+use drover::pb;
 
 /// Why a local cluster could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct Spec {
     pub nodes: u64,
     /// The `drover` binary to run.
     pub binary: PathBuf,
+    /// Another binary for some nodes (a rolling upgrade runs two releases).
+    pub binaries: HashMap<u64, PathBuf>,
     /// Flags for every `drover server`.
     pub flags: Vec<String>,
     /// Extra environment per node id (e.g. libfaketime for a wrong clock).
@@ -61,6 +63,9 @@ pub struct Spec {
     pub data_dir: Option<PathBuf>,
     /// Node N listens on BASE+N-1; default: free ports.
     pub base_port: Option<u16>,
+    /// Node N listens on this address (over `base_port`): a cluster on
+    /// the addresses of another one, as when hosts are reused.
+    pub addrs: HashMap<u64, String>,
     /// A node's data dir elsewhere than under the root (e.g. on a small
     /// filesystem of its own).
     pub node_dirs: HashMap<u64, PathBuf>,
@@ -71,7 +76,7 @@ pub struct Spec {
     pub http_base_port: Option<u16>,
     /// Serve TLS with these certificates (node N with `node-N.pem`,
     /// authenticating peers), and connect clients with the client pair.
-    pub tls: Option<crate::tls::certs::Bundle>,
+    pub tls: Option<drover::tls::certs::Bundle>,
 }
 
 impl Spec {
@@ -79,10 +84,12 @@ impl Spec {
         Spec {
             nodes,
             binary: binary.into(),
+            binaries: HashMap::new(),
             flags: Vec::new(),
             env: HashMap::new(),
             data_dir: None,
             base_port: None,
+            addrs: HashMap::new(),
             node_dirs: HashMap::new(),
             log_filter: "info".into(),
             http_base_port: None,
@@ -145,33 +152,8 @@ impl LocalCluster {
 
     /// Start the nodes without waiting for a leader.
     pub fn spawn_all(spec: Spec) -> Result<LocalCluster, LaunchError> {
-        let root = match &spec.data_dir {
-            Some(p) => Root::Kept(p.clone()),
-            None => Root::Temp(tempfile::tempdir().map_err(|e| LaunchError::Io(format!("temp dir: {e}")))?),
-        };
-        std::fs::create_dir_all(root.path()).map_err(|e| LaunchError::Io(format!("{}: {e}", root.path().display())))?;
-        let mut nodes = Vec::new();
-        for id in 1..=spec.nodes {
-            let port = match spec.base_port {
-                Some(base) => base + (id - 1) as u16,
-                None => free_port()?,
-            };
-            let http_addr = match spec.http_base_port {
-                None => None,
-                Some(0) => Some(format!("127.0.0.1:{}", free_port()?)),
-                Some(base) => Some(format!("127.0.0.1:{}", base + (id - 1) as u16)),
-            };
-            nodes.push(LocalNode {
-                id,
-                addr: format!("127.0.0.1:{port}"),
-                http_addr,
-                data_dir: spec.node_dirs.get(&id).cloned().unwrap_or_else(|| root.path().join(format!("node-{id}"))),
-                log: root.path().join(format!("node-{id}.log")),
-                child: None,
-            });
-        }
-        let fresh = !nodes[0].data_dir.join("node_id").exists();
-        let mut c = LocalCluster { root, spec, nodes };
+        let mut c = Self::layout(spec)?;
+        let fresh = !c.nodes[0].data_dir.join("node_id").exists();
         for id in 1..=c.spec.nodes {
             let mut args = vec!["--peers".to_string(), c.peers()];
             // Only a brand-new cluster bootstraps, and only from node 1.
@@ -181,6 +163,47 @@ impl LocalCluster {
             c.spawn(id, &args)?;
         }
         Ok(c)
+    }
+
+    /// Lay the nodes out (addresses, data dirs, logs) without starting
+    /// any: start each with [`LocalCluster::start_node`].
+    pub fn layout(spec: Spec) -> Result<LocalCluster, LaunchError> {
+        let root = match &spec.data_dir {
+            Some(p) => Root::Kept(p.clone()),
+            None => Root::Temp(tempfile::tempdir().map_err(|e| LaunchError::Io(format!("temp dir: {e}")))?),
+        };
+        std::fs::create_dir_all(root.path()).map_err(|e| LaunchError::Io(format!("{}: {e}", root.path().display())))?;
+        let mut nodes = Vec::new();
+        for id in 1..=spec.nodes {
+            let addr = match (spec.addrs.get(&id), spec.base_port) {
+                (Some(addr), _) => addr.clone(),
+                (None, Some(base)) => format!("127.0.0.1:{}", base + (id - 1) as u16),
+                (None, None) => format!("127.0.0.1:{}", free_port()?),
+            };
+            let http_addr = match spec.http_base_port {
+                None => None,
+                Some(0) => Some(format!("127.0.0.1:{}", free_port()?)),
+                Some(base) => Some(format!("127.0.0.1:{}", base + (id - 1) as u16)),
+            };
+            nodes.push(LocalNode {
+                id,
+                addr,
+                http_addr,
+                data_dir: spec.node_dirs.get(&id).cloned().unwrap_or_else(|| root.path().join(format!("node-{id}"))),
+                log: root.path().join(format!("node-{id}.log")),
+                child: None,
+            });
+        }
+        Ok(LocalCluster { root, spec, nodes })
+    }
+
+    /// Start node `id` (not running) with these arguments besides its id,
+    /// address, data dir and the spec's flags (`--peers`, `--bootstrap`).
+    pub fn start_node(&mut self, id: u64, args: &[String]) -> Result<(), LaunchError> {
+        if self.node(id).is_running() {
+            return Err(LaunchError::Io(format!("node {id} is running")));
+        }
+        self.spawn(id, args)
     }
 
     /// `1=ADDR,2=ADDR,...`
@@ -255,7 +278,8 @@ impl LocalCluster {
         let mut flags = self.tls_flags(id);
         flags.extend(self.spec.flags.iter().cloned());
         let env = self.spec.env.get(&id).cloned().unwrap_or_default();
-        let (binary, filter) = (self.spec.binary.clone(), self.spec.log_filter.clone());
+        let binary = self.spec.binaries.get(&id).unwrap_or(&self.spec.binary).clone();
+        let filter = self.spec.log_filter.clone();
         let node = self.node_mut(id);
         let http: Vec<String> = node.http_addr.iter().flat_map(|a| ["--http-listen".to_string(), a.clone()]).collect();
         let log = OpenOptions::new()
@@ -296,6 +320,12 @@ impl LocalCluster {
         });
         self.spawn(id, &[])?;
         Ok((id, self.node(id).addr.clone()))
+    }
+
+    /// Run node `id` from `binary` from its next start on (a rolling
+    /// upgrade, or a rollback).
+    pub fn set_binary(&mut self, id: u64, binary: impl Into<PathBuf>) {
+        self.spec.binaries.insert(id, binary.into());
     }
 
     /// Restart a stopped node with only id, listen and data dir (and the

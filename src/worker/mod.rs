@@ -40,7 +40,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +83,16 @@ pub struct TaskContext {
     /// state, and their results (those that fit in 4 MiB; `omitted` counts
     /// the others, which `Client::get` fetches).
     pub parent_results: Option<crate::domain::dependency::Upstream>,
+    /// The W3C trace context of this attempt: the handler's own span's
+    /// when this process exports spans (the handler runs inside that
+    /// span, a child of the task's context, so its own `tracing` spans
+    /// join the task's trace), else the context the task came with. Pass
+    /// it on to what the handler calls (the shell worker sets
+    /// `TRACEPARENT`). `None` for a task scheduled without one.
+    pub trace: Option<crate::domain::trace::TraceContext>,
+    /// Contexts the attempt's span links to: its parents' (a task
+    /// scheduled after others) or its periodic schedule's.
+    pub links: Vec<crate::domain::trace::TraceContext>,
     /// Fires when the handler should stop (cancelled, timed out, lease
     /// lost, shutdown).
     pub cancel: CancellationToken,
@@ -155,6 +167,7 @@ impl Worker {
             on_ack: None,
             tls: None,
             token: None,
+            dialer: None,
         }
     }
 }
@@ -171,9 +184,17 @@ pub struct WorkerBuilder {
     on_ack: Option<AckHook>,
     tls: Option<crate::tls::ClientTls>,
     token: Option<String>,
+    /// How to connect, if not over TCP (the simulation's network).
+    dialer: Option<crate::net::Dialer>,
 }
 
 impl WorkerBuilder {
+    /// Connect through `dialer` instead of TCP (the simulation's network).
+    pub fn dialer(mut self, dialer: crate::net::Dialer) -> Self {
+        self.dialer = Some(dialer);
+        self
+    }
+
     /// Authenticate with a bearer token (a grant with the worker role, or
     /// higher, for the callbacks it serves).
     pub fn token(mut self, token: impl Into<String>) -> Self {
@@ -230,7 +251,7 @@ impl WorkerBuilder {
             Some(t) => Some(t.load().map_err(|e| WorkerError::Config(e.to_string()))?),
             None => None,
         };
-        let pool = crate::net::ChannelPool::with_tls(tls);
+        let pool = crate::net::ChannelPool::with_tls(tls).with_dialer(self.dialer);
         let bearer = crate::net::Bearer::new(self.token.as_deref()).map_err(WorkerError::Config)?;
         let rt = runtime::Runtime::new(self.endpoints, id, self.handlers, self.shutdown_grace, self.on_ack, pool)
             .with_bearer(bearer);

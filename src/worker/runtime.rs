@@ -7,13 +7,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{AckHook, Handler, TaskContext, TaskResult, WorkerStats};
+use crate::domain::dependency::{Counts, ParentResult, Upstream};
+use crate::domain::TaskState;
 use crate::net::{ChannelPool, MAX_MESSAGE_BYTES};
 use crate::pb;
 use crate::pb::server_message::Msg as In;
@@ -90,7 +94,7 @@ async fn lease_lapsed(mut lease: watch::Receiver<Instant>) {
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
             r = lease.changed() => if r.is_err() { return },
         }
     }
@@ -396,6 +400,7 @@ impl Runtime {
         }
         let (lease_tx, lease_rx) = watch::channel(deadline);
         let cancel = CancellationToken::new();
+        let (span, trace, links) = handler_span(&a);
         let ctx = TaskContext {
             task_id: a.task_id,
             callback: a.callback.clone(),
@@ -404,7 +409,9 @@ impl Runtime {
             payload: a.payload,
             priority: a.priority,
             timeout: Duration::from_millis(a.timeout_ms),
-            parent_results: a.upstream.map(crate::api::convert::upstream_from_pb),
+            parent_results: a.upstream.map(upstream_from_pb),
+            trace,
+            links,
             cancel: cancel.clone(),
             lease: lease_rx.clone(),
         };
@@ -412,8 +419,10 @@ impl Runtime {
         let (task_id, token, callback, timeout) = (a.task_id, a.fencing_token, a.callback, ctx.timeout);
         let cancel_for_timeout = cancel.clone();
         let running_callback = callback.clone();
+        let span_for_end = span.clone();
         let join = tokio::spawn(async move {
-            let fenced = Fenced { inner: Box::pin(handler.call(ctx)), lease: lease_rx.clone() };
+            let inner = Box::pin(tracing::Instrument::instrument(handler.call(ctx), span));
+            let fenced = Fenced { inner, lease: lease_rx.clone() };
             let outcome = tokio::select! {
                 out = fenced => out.map(outcome_of),
                 _ = lease_lapsed(lease_rx) => None,
@@ -422,6 +431,7 @@ impl Runtime {
                     Some(outcome_of(TaskResult::retry(format!("timed out after {timeout:?}"))))
                 }
             };
+            end_handler_span(&span_for_end, outcome.as_ref());
             let _ = done_tx.send(Done { task_id, token, callback, outcome });
         });
         self.stats.started += 1;
@@ -517,5 +527,81 @@ impl Heartbeats {
         }
         self.basis = self.basis.max(basis);
         basis
+    }
+}
+
+/// The span a handler runs in: a child of the assignment's trace context,
+/// linked to its parents' (or its schedule's), with the task's identity as
+/// attributes (never its payload). Exported only when this process
+/// installed an exporter; the context handed to the handler is the span's
+/// then, else the assignment's own.
+fn handler_span(
+    a: &pb::Assignment,
+) -> (tracing::Span, Option<crate::domain::trace::TraceContext>, Vec<crate::domain::trace::TraceContext>) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = a.trace.as_ref().and_then(crate::telemetry::from_pb);
+    let links: Vec<_> = a.links.iter().filter_map(crate::telemetry::from_pb).collect();
+    let span = tracing::info_span!(
+        "drover.task.run",
+        otel.name = %format!("run {}", a.callback),
+        otel.kind = "consumer",
+        drover.task_id = a.task_id,
+        drover.callback = %a.callback,
+        drover.attempt = a.attempt,
+        drover.fencing_token = a.fencing_token,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    for link in &links {
+        if let Some(sc) = crate::telemetry::span_context(link) {
+            span.add_link(sc);
+        }
+    }
+    crate::telemetry::adopt(&span, parent.as_ref());
+    let own = crate::telemetry::trace_context(span.context().span().span_context());
+    (span, own.or(parent), links)
+}
+
+/// Mark the handler's span with how the attempt ended.
+fn end_handler_span(span: &tracing::Span, outcome: Option<&pb::completion::Outcome>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let status = match outcome {
+        Some(pb::completion::Outcome::Success(_)) => opentelemetry::trace::Status::Ok,
+        Some(pb::completion::Outcome::Retry(f)) => opentelemetry::trace::Status::error(format!("retry: {}", f.error)),
+        Some(pb::completion::Outcome::Fatal(f)) => opentelemetry::trace::Status::error(f.error.clone()),
+        Some(pb::completion::Outcome::Cancelled(_)) => opentelemetry::trace::Status::error("cancelled"),
+        None => opentelemetry::trace::Status::error("lease lapsed"),
+    };
+    span.set_status(status);
+}
+
+/// The parents' results an assignment carries, read from the proto: the
+/// SDK speaks the wire format, not the server's edge.
+fn upstream_from_pb(u: pb::Upstream) -> Upstream {
+    let c = u.ended.unwrap_or_default();
+    Upstream {
+        ended: Counts { succeeded: c.succeeded, failed: c.failed, dead: c.dead, cancelled: c.cancelled },
+        parents: u
+            .parents
+            .into_iter()
+            .map(|p| ParentResult { task_id: p.task_id, state: parent_state(p.state), result: p.result })
+            .collect(),
+        omitted: u.omitted,
+    }
+}
+
+/// A parent's final state (a parent the worker hears of has ended).
+fn parent_state(state: i32) -> TaskState {
+    match pb::TaskState::try_from(state).unwrap_or(pb::TaskState::Unspecified) {
+        pb::TaskState::Succeeded => TaskState::Succeeded,
+        pb::TaskState::Failed => TaskState::Failed,
+        pb::TaskState::Dead => TaskState::Dead,
+        pb::TaskState::Cancelled => TaskState::Cancelled,
+        pb::TaskState::Ready => TaskState::Ready,
+        pb::TaskState::Running => TaskState::Running,
+        pb::TaskState::RetryWait => TaskState::RetryWait,
+        pb::TaskState::Waiting => TaskState::Waiting,
+        pb::TaskState::Unspecified | pb::TaskState::Scheduled => TaskState::Scheduled,
     }
 }

@@ -3,6 +3,8 @@
 //! - the payload goes to the command's stdin;
 //! - `DROVER_TASK_ID`, `DROVER_ATTEMPT`, `DROVER_FENCING_TOKEN` and
 //!   `DROVER_CALLBACK` are in its environment;
+//! - `TRACEPARENT` (and `TRACESTATE`) hold the attempt's W3C trace
+//!   context, for a task scheduled with one;
 //! - for a task scheduled after others, `DROVER_PARENT_RESULTS` names a
 //!   JSON file with its parents' states and results (see
 //!   [`parent_results_json`]), deleted when the command ends;
@@ -142,6 +144,16 @@ impl ShellHandler {
             cmd.env("DROVER_PARENT_RESULTS", &path);
             _parents_file = Some(TempFile(path));
         }
+        // The attempt's trace context (W3C): a traced program continues
+        // the task's trace. Never inherited from the worker's own
+        // environment, which belongs to no task.
+        cmd.env_remove("TRACEPARENT").env_remove("TRACESTATE");
+        if let Some(trace) = &ctx.trace {
+            cmd.env("TRACEPARENT", &trace.traceparent);
+            if !trace.tracestate.is_empty() {
+                cmd.env("TRACESTATE", &trace.tracestate);
+            }
+        }
         cmd.args(&self.args)
             .env("DROVER_TASK_ID", ctx.task_id.to_string())
             .env("DROVER_ATTEMPT", ctx.attempt.to_string())
@@ -188,6 +200,10 @@ impl ShellHandler {
             None => String::new(),
         };
         let describe = |what: String| if err_tail.is_empty() { what } else { format!("{what}: {err_tail}") };
+        if let Ok(s) = &status {
+            // Inside the attempt's span: the line carries its trace id.
+            tracing::debug!(task_id = ctx.task_id, attempt = ctx.attempt, exit = s.code(), "the command ended");
+        }
         match status {
             Err(e) => TaskResult::retry(format!("waiting for the command: {e}")),
             Ok(s) if s.success() => TaskResult::Success(output),
@@ -209,7 +225,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(payload: &[u8]) -> TaskContext {
-        let (_tx, lease) = tokio::sync::watch::channel(std::time::Instant::now() + Duration::from_secs(60));
+        let (_tx, lease) = tokio::sync::watch::channel(tokio::time::Instant::now() + Duration::from_secs(60));
         TaskContext {
             task_id: 7,
             callback: "cb".into(),
@@ -219,9 +235,31 @@ mod tests {
             priority: 0,
             timeout: Duration::from_secs(60),
             parent_results: None,
+            trace: None,
+            links: Vec::new(),
             cancel: CancellationToken::new(),
             lease,
         }
+    }
+
+    #[tokio::test]
+    async fn the_attempts_trace_context_is_in_traceparent_and_nothing_else_is() {
+        let mut c = ctx(b"");
+        c.trace = crate::domain::trace::TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "congo=t61rcWkgMzE",
+        )
+        .unwrap();
+        let r = sh("echo \"$TRACEPARENT $TRACESTATE\"", 1024).run(c).await;
+        assert_eq!(
+            r,
+            TaskResult::Success(
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 congo=t61rcWkgMzE\n".to_vec()
+            )
+        );
+        // Without one, none (not even the worker's own).
+        let r = sh("echo \"[${TRACEPARENT-unset}]\"", 1024).run(ctx(b"")).await;
+        assert_eq!(r, TaskResult::Success(b"[unset]\n".to_vec()));
     }
 
     #[tokio::test]

@@ -15,14 +15,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::harness::*;
-use drover::testkit::Spec;
+use crate::testkit::Spec;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// The role each call needs, least to most.
 const ROLES: [&str; 5] = ["reader", "producer", "worker", "operator", "admin"];
 
-async fn create_token(client: &Client, role: &str, callbacks: &[&str], expires_in_ms: u64) -> String {
+pub async fn create_token(client: &Client, role: &str, callbacks: &[&str], expires_in_ms: u64) -> String {
     let token = new_token();
     let req = pb::CreateTokenRequest {
         token_sha256: token_hash(&token).to_vec(),

@@ -1,6 +1,7 @@
 //! The web console and its JSON API with auth on (over TLS, as auth
-//! needs): no token is sent to the sign-in page, a bearer token or the
-//! sign-in cookie opens the pages by role, and `/metrics` stays open.
+//! needs): no token is sent to the sign-in page, a bearer token, the
+//! sign-in cookie or a client certificate with a grant opens the pages by
+//! role; `/metrics` needs a reader unless the node runs `--open-metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,18 +11,36 @@ use drover::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
-use drover::testkit::Spec;
+use crate::testkit::Spec;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// One HTTPS/1.1 request (Connection: close): (status, head, body).
 async fn https(ca: &std::path::Path, addr: &str, req: &str) -> (u16, String, String) {
+    https_as(ca, None, addr, req).await
+}
+
+/// [`https`], presenting a client certificate `(cert, key)` if given.
+async fn https_as(
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    addr: &str,
+    req: &str,
+) -> (u16, String, String) {
     let roots = drover::tls::read_roots(&[ca]).expect("CA");
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                drover::tls::read_certs(cert).expect("cert"),
+                drover::tls::read_key(key).expect("key"),
+            )
+            .expect("client pair"),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let call = async {
@@ -134,11 +153,48 @@ async fn the_console_asks_for_a_token_once_auth_is_on_and_serves_by_role() {
     let gates = admin.scheduler(0).unwrap().list_gates(pb::ListGatesRequest::default()).await.unwrap().into_inner();
     assert!(gates.gates.iter().any(|g| g.callback == "sms"), "{gates:?}");
 
-    // Metrics and health stay open; a gRPC refusal is counted by code.
+    // A gRPC refusal is counted by code (the metrics show it below).
     let refused = c.client_of(c.nodes[1].id).cluster(0).unwrap().status(pb::ClusterStatusRequest {}).await;
     assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
-    let (code, _, metrics) = https(&ca, &web, &get("/metrics", "")).await;
+
+    // A client certificate whose subject has a grant opens the console
+    // without a token; without a grant it does not.
+    let client_pair = Some((bundle.client_cert.as_path(), bundle.client_key.as_path()));
+    assert_eq!(https_as(&ca, client_pair, &web, &get("/", "")).await.0, 401, "a certificate without a grant");
+    let req = pb::GrantSubjectRequest { subject: "drover-client".into(), role: "reader".into(), ..Default::default() };
+    admin.auth(0).unwrap().grant_subject(req).await.expect("grant the subject");
+    crate::auth::settle(&c, &admin_token, 4).await;
+    let (code, _, body) = https_as(&ca, client_pair, &web, &get("/", "")).await;
+    assert!(code == 200 && body.contains("drover"), "a certificate with a reader grant: {code}");
+    let (code, _, _) =
+        https_as(&ca, client_pair, &web, &post("/actions/gate", "", "token=x&callback=a&mode=pause")).await;
+    assert_eq!(code, 403, "a reader's certificate may not act");
+
+    // Metrics need a reader (a token or a certificate); health stays open.
+    assert_eq!(https(&ca, &web, &get("/metrics", "")).await.0, 401, "metrics without a token");
+    assert_eq!(https(&ca, &web, &get("/metrics", &bad)).await.0, 401, "metrics with an unknown token");
+    let (code, _, metrics) = https(&ca, &web, &get("/metrics", &as_reader)).await;
     assert_eq!(code, 200);
     assert!(metrics.contains("code=\"UNAUTHENTICATED\""), "refusals are not counted");
+    assert_eq!(https_as(&ca, client_pair, &web, &get("/metrics", "")).await.0, 200, "metrics with a certificate");
     assert_eq!(https(&ca, &web, &get("/healthz", "")).await.0, 200);
+    assert_eq!(https(&ca, &web, &get("/readyz", "")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_metrics_keeps_metrics_open_with_auth_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = drover::tls::certs::write_bundle(&dir.path().join("certs"), &[1], &[], HOUR).unwrap();
+    let mut spec = Spec::new(1, server_bin()).flags(&["--auto-register", "--open-metrics"]);
+    spec.tls = Some(bundle.clone());
+    spec.http_base_port = Some(0);
+    let c = TestCluster::start_spec(spec).await;
+    let web = c.nodes[0].http_addr.clone().expect("http");
+    let admin_token = token(&c.client(), "admin").await;
+    let admin = c.client().with_token(&admin_token).unwrap();
+    admin.auth(0).unwrap().set_enabled(pb::SetAuthRequest { enabled: true }).await.expect("enable");
+    crate::auth::settle(&c, &admin_token, 1).await;
+    assert_eq!(https(&bundle.ca, &web, &get("/", "")).await.0, 401, "the console still needs a token");
+    let (code, _, metrics) = https(&bundle.ca, &web, &get("/metrics", "")).await;
+    assert!(code == 200 && metrics.contains("drover_"), "{code}");
 }

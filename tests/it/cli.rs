@@ -101,8 +101,8 @@ async fn user_mistakes_print_one_clear_line_and_exit_non_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_config_file_sets_flags_under_their_long_names() {
     let dir = tempfile::tempdir().unwrap();
-    let port = drover::testkit::launcher::free_port().unwrap();
-    let http = drover::testkit::launcher::free_port().unwrap();
+    let port = crate::testkit::launcher::free_port().unwrap();
+    let http = crate::testkit::launcher::free_port().unwrap();
     let file = dir.path().join("node.toml");
     let data = dir.path().join("data");
     std::fs::write(

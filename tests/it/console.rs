@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
-use drover::testkit::launcher::{free_port, Spec};
+use crate::testkit::launcher::{free_port, Spec};
 
 const CHROMIUM: &str = "chromium";
 

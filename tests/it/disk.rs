@@ -11,14 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::testkit::Spec;
 use drover::consensus::disk::measure;
-use drover::testkit::Spec;
 
 use crate::harness::*;
 
 /// Exit status of a node whose storage failed (README, "When a disk fills
 /// or fails").
 const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// Exit status of a node whose data is damaged.
+const EXIT_DATA_DAMAGED: i32 = 65;
 
 /// A size-limited tmpfs, unmounted on drop.
 struct SmallFs {
@@ -171,6 +174,21 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     let client = c.client();
     let existing = client.schedule(0, spec("quota", b"kept")).await.expect("schedule").task_id;
     let doomed = client.schedule(0, spec("quota", b"to cancel")).await.expect("schedule").task_id;
+    // A periodic schedule: while short of disk, its slots are skipped (with
+    // a note), never fired.
+    let ep = c.endpoints()[1].clone();
+    let (ok, _, err) =
+        cli(&ep, &["schedule", "create", "tick", "--callback", "quota", "--every", "1s", "--overlap", "allow"]);
+    assert!(ok, "schedule create: {err}");
+    let schedule = || async {
+        let (ok, out, err) = cli(&ep, &["schedule", "get", "tick", "--json"]);
+        assert!(ok, "schedule get: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    wait_until(Duration::from_secs(10), "the schedule to fire", || async {
+        (schedule().await["fired"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
 
     fs.fill_to(16 << 20);
     // The leader is short of space: it hands over, and writes are refused.
@@ -187,6 +205,18 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     assert!(refused.message().contains("out of disk") && refused.message().contains("node 1"), "{refused:?}");
     let status = c.client_of(1).node_status().await.expect("node 1 status");
     assert!(status.disk_alarm, "node 1 reports its alarm: {status:?}");
+    // The schedule skips its slots, says why, and creates no task.
+    let at_alarm = schedule().await;
+    let skipping = wait_until(Duration::from_secs(10), "the schedule to skip slots", || async {
+        let s = schedule().await;
+        (s["skipped"].as_u64() >= Some(at_alarm["skipped"].as_u64().unwrap_or(0) + 2)).then_some(s)
+    })
+    .await;
+    assert!(skipping["note"].as_str().is_some_and(|n| n.contains("out of disk")), "a note says why: {skipping}");
+    assert!(
+        skipping["fired"].as_u64() <= at_alarm["fired"].as_u64().map(|f| f + 1),
+        "no slot fires while the cluster is out of disk (one may have been under way): {at_alarm} then {skipping}"
+    );
 
     // Reads, cancels and dead-letter purges keep working.
     assert_eq!(client.get_task(existing, false, false).await.expect("read").id, existing);
@@ -201,6 +231,13 @@ async fn a_cluster_short_of_disk_refuses_new_tasks_and_keeps_serving_the_rest() 
     fs.free_filler();
     wait_until(Duration::from_secs(15), "new tasks to be accepted again", || async {
         client.schedule(0, spec("quota", b"accepted")).await.ok()
+    })
+    .await;
+    // ... and the schedule fires again; its note is gone.
+    let fired = skipping["fired"].as_u64().unwrap_or(0);
+    wait_until(Duration::from_secs(10), "the schedule to fire again", || async {
+        let s = schedule().await;
+        (s["fired"].as_u64() > Some(fired + 1) && s["note"] == "").then_some(())
     })
     .await;
 }
@@ -225,7 +262,7 @@ fn a_node_without_enough_free_disk_refuses_to_start_and_says_why() {
 }
 
 /// The largest RocksDB table file under `db`.
-fn largest_sst(db: &Path) -> PathBuf {
+pub fn largest_sst(db: &Path) -> PathBuf {
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(db)
         .expect("read the db dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -274,6 +311,7 @@ async fn a_damaged_data_dir_is_found_by_admin_check_and_refused_at_start() {
 
     let (ok, out) = check(&data);
     assert!(!ok, "admin check must fail on a damaged file: {out}");
+    assert!(!out.contains("ok, safe"), "{out}");
     assert!(out.contains("NOT safe to start") && out.contains(&name), "it names the file: {out}");
 
     c.restart(1);
@@ -285,10 +323,13 @@ async fn a_damaged_data_dir_is_found_by_admin_check_and_refused_at_start() {
         assert!(Instant::now() < deadline, "the damaged node kept running; log:\n{}", c.log_tail(1));
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(!status.success(), "the damaged node refuses to start");
+    assert_eq!(status.code(), Some(EXIT_DATA_DAMAGED), "the damaged node refuses to start: {status}");
     let log = std::fs::read_to_string(&c.node(1).log).unwrap_or_default();
     let refusal = log.lines().find(|l| l.contains("is damaged")).expect("the refusal");
-    assert!(refusal.contains(&name) && refusal.contains("add-node"), "it names the file and the way out: {refusal}");
+    assert!(
+        refusal.contains(&name) && refusal.contains("admin rejoin"),
+        "it names the file and the way out: {refusal}"
+    );
     println!("refused: {refusal}");
 }
 

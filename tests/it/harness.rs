@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub use crate::testkit::launcher::free_port;
+use crate::testkit::{LocalCluster, Spec};
 use drover::client::Client;
 use drover::pb;
-pub use drover::testkit::launcher::free_port;
-use drover::testkit::{LocalCluster, Spec};
 pub use nix::sys::signal::Signal;
 
 const BUILT_BIN: &str = env!("CARGO_BIN_EXE_drover");
@@ -71,8 +71,34 @@ impl TestCluster {
     /// suite's server binary runs).
     pub async fn start_spec(mut spec: Spec) -> TestCluster {
         spec.binary = server_bin().into();
+        let formed = spec.binaries.is_empty() && spec.data_dir.is_none();
         let inner = LocalCluster::start(spec).await.expect("start a local cluster");
-        TestCluster { inner }
+        let c = TestCluster { inner };
+        // A new cluster of this build raises its feature level and names
+        // itself before it takes writes: wait for it, so that tests start
+        // from a formed cluster (one of another release, or on data of one,
+        // has no name).
+        if formed {
+            wait_until(Duration::from_secs(30), "the new cluster to name itself", || async {
+                let leader = c.inner.wait_for_leader(Duration::from_secs(5)).await.ok()?;
+                Some(c.node_status(leader).await?.cluster_id).filter(|id| !id.is_empty())
+            })
+            .await;
+        }
+        c
+    }
+
+    /// Lay the nodes `spec` describes out without starting any (see
+    /// [`TestCluster::start_node`]).
+    pub fn layout(mut spec: Spec) -> TestCluster {
+        spec.binary = server_bin().into();
+        TestCluster { inner: LocalCluster::layout(spec).expect("lay out a local cluster") }
+    }
+
+    /// Start node `id` with these arguments (`--peers`, `--bootstrap`).
+    pub fn start_node(&mut self, id: u64, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.inner.start_node(id, &args).expect("start the node");
     }
 
     /// SIGTERM a node and wait for its graceful exit.
@@ -280,4 +306,17 @@ pub async fn converged_digests(c: &TestCluster) -> BTreeMap<u64, String> {
         got.values().all(|(i, _)| *i == first).then(|| got.into_iter().map(|(k, (_, d))| (k, d)).collect())
     })
     .await
+}
+
+/// Copy a directory tree (a data-dir fixture) from `from` to `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }

@@ -26,8 +26,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::harness::*;
+use crate::testkit::launcher::Spec;
 use drover::pb;
-use drover::testkit::launcher::Spec;
 use drover::worker::{TaskContext, TaskResult, Worker};
 
 /// The parts of `google.protobuf.FileDescriptorSet` that name methods.
@@ -149,6 +149,27 @@ async fn channel(addr: &str) -> Channel {
 /// Send `body` as the one request message of `path`, and read the first
 /// reply message or the status.
 async fn call(channel: &Channel, path: &str, body: Vec<u8>) -> Outcome {
+    call_as(channel, path, body, None).await
+}
+
+/// A peer's cluster envelope (a Raft message without one is refused
+/// before its payload is read): from node `from` of `cluster`, for `to`.
+fn envelope(cluster: &str, from: u64, to: u64) -> tonic::metadata::MetadataMap {
+    let env = drover::raft::identity::Envelope {
+        cluster: Some(cluster.parse().expect("a cluster ID")),
+        from,
+        from_addr: "hostile".into(),
+        to,
+        unborn: false,
+        legacy: false,
+    };
+    let mut md = tonic::metadata::MetadataMap::new();
+    env.write(&mut md);
+    md
+}
+
+/// [`call`] with this metadata.
+async fn call_as(channel: &Channel, path: &str, body: Vec<u8>, md: Option<tonic::metadata::MetadataMap>) -> Outcome {
     let mut grpc = tonic::client::Grpc::new(channel.clone())
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(usize::MAX);
@@ -156,6 +177,9 @@ async fn call(channel: &Channel, path: &str, body: Vec<u8>) -> Outcome {
     let exchange = async move {
         grpc.ready().await.map_err(|e| Outcome::Broken(e.to_string()))?;
         let mut request = tonic::Request::new(tokio_stream::once(body));
+        if let Some(md) = md {
+            *request.metadata_mut() = md;
+        }
         request.set_timeout(Duration::from_secs(5));
         let reply = grpc.streaming(request, path, Raw).await.map_err(refused)?;
         reply.into_inner().message().await.map_err(refused)?;
@@ -321,7 +345,10 @@ async fn garbage_from_outside_leaves_every_node_up_and_serving() {
     // bytes reach the Raft service's own decoder (bincode of openraft's
     // messages): random bytes, and an append whose entry's callback name
     // claims 2^60 bytes (an abort of the node before the decoder's fix).
+    // They carry a valid envelope (this cluster's ID, from node 1), which
+    // is checked before the payload is read.
     let inflated = inflated_append_entries();
+    let cluster = c.node_status(leader).await.expect("leader status").cluster_id;
     for node in &c.nodes {
         let ch = channel(&node.addr).await;
         for (path, _) in methods.iter().filter(|(p, _)| p.starts_with("/drover.raft.v1.Raft/")) {
@@ -336,7 +363,7 @@ async fn garbage_from_outside_leaves_every_node_up_and_serving() {
             for _ in 0..8 * scale() {
                 let mut data = vec![0u8; rng.gen_range(0..2048)];
                 rng.fill_bytes(&mut data);
-                let outcome = call(&ch, path, wrap(data)).await;
+                let outcome = call_as(&ch, path, wrap(data), Some(envelope(&cluster, 1, node.id))).await;
                 note(&mut table, "random Raft payload", path, outcome.name());
                 // Random bytes can make a valid message (a short vote
                 // request): the Raft port believes its peers, which is the
@@ -347,7 +374,7 @@ async fn garbage_from_outside_leaves_every_node_up_and_serving() {
                     node.id
                 );
             }
-            let outcome = call(&ch, path, wrap(inflated.clone())).await;
+            let outcome = call_as(&ch, path, wrap(inflated.clone()), Some(envelope(&cluster, 1, node.id))).await;
             note(&mut table, "Raft payload, a 2^60-byte string", path, outcome.name());
             assert_eq!(outcome, Outcome::Refused(Code::InvalidArgument), "node {}: {path}", node.id);
         }
@@ -364,7 +391,8 @@ async fn garbage_from_outside_leaves_every_node_up_and_serving() {
         "/drover.raft.v1.Raft/AppendEntries",
         "/drover.raft.v1.Raft/InstallSnapshot",
     ] {
-        let outcome = call(&ch, path, oversized.clone()).await;
+        // With a valid envelope, so that a stream gets as far as its chunks.
+        let outcome = call_as(&ch, path, oversized.clone(), Some(envelope(&cluster, 1, leader))).await;
         note(&mut table, "over MAX_MESSAGE_BYTES", path, outcome.name());
         assert!(
             matches!(outcome, Outcome::Refused(Code::ResourceExhausted | Code::OutOfRange)),
@@ -376,7 +404,8 @@ async fn garbage_from_outside_leaves_every_node_up_and_serving() {
     // (so the follower would accept it) and garbage for the file.
     let status = c.client().cluster_status().await.expect("cluster status");
     let follower = c.nodes.iter().map(|n| n.id).find(|id| *id != leader).expect("a follower");
-    let outcome = forged_snapshot(&c.node(follower).addr, status.term, status.leader_id, &mut rng).await;
+    let md = envelope(&status.cluster_id, status.leader_id, follower);
+    let outcome = forged_snapshot(&c.node(follower).addr, md, status.term, status.leader_id, &mut rng).await;
     note(&mut table, "forged snapshot, garbage file", "/drover.raft.v1.Raft/InstallSnapshot", outcome.name());
     assert_eq!(outcome, Outcome::Refused(Code::InvalidArgument), "a garbage snapshot file must be refused");
 
@@ -491,7 +520,13 @@ async fn garbage_from_outside_leaves_every_node_up_and_serving() {
 
 /// An `InstallSnapshot` with a valid header (the leader's vote, a meta far
 /// ahead of the follower) and random bytes for the file.
-async fn forged_snapshot(addr: &str, term: u64, leader: u64, rng: &mut impl RngCore) -> Outcome {
+async fn forged_snapshot(
+    addr: &str,
+    md: tonic::metadata::MetadataMap,
+    term: u64,
+    leader: u64,
+    rng: &mut impl RngCore,
+) -> Outcome {
     use drover::raft::codec::LogIdRecord;
     use drover::raft::{snapshot, LogId, SnapshotMeta, Vote};
     let mut vote = Vote::new(term, leader);
@@ -501,7 +536,7 @@ async fn forged_snapshot(addr: &str, term: u64, leader: u64, rng: &mut impl RngC
         last_membership: Default::default(),
     };
     let mut header = Vec::new();
-    drover::encoding::encode_into(&mut header, &(vote, snapshot::encode_meta(&meta)));
+    drover::encoding::encode_into(&mut header, &(vote, snapshot::encode_meta(&meta, true)));
     let mut data = b"DRVSNAP1".to_vec();
     let mut junk = vec![0u8; 64 << 10];
     rng.fill_bytes(&mut junk);
@@ -511,7 +546,9 @@ async fn forged_snapshot(addr: &str, term: u64, leader: u64, rng: &mut impl RngC
         pb::raft::SnapshotChunk { header: Vec::new(), data: data[1000..].to_vec() },
     ];
     let mut client = pb::raft::raft_client::RaftClient::new(channel(addr).await);
-    match client.install_snapshot(tokio_stream::iter(chunks)).await {
+    let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+    *request.metadata_mut() = md;
+    match client.install_snapshot(request).await {
         Ok(_) => Outcome::Answered,
         Err(status) => refused(status),
     }

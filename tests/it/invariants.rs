@@ -1,16 +1,16 @@
-//! Thin wrappers over `drover::testkit::invariants` for the tests.
+//! Thin wrappers over `crate::testkit::invariants` for the tests.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use drover::testkit::invariants::Run;
+pub use crate::testkit::invariants::Run;
 
 pub fn runs(path: &Path) -> BTreeMap<u64, Vec<Run>> {
-    drover::testkit::invariants::runs(path).expect("record file")
+    crate::testkit::invariants::runs(path).expect("record file")
 }
 
 /// Never concurrently: no two runs of one task overlap in time.
 pub fn assert_no_overlap(path: &Path) {
-    let v = drover::testkit::invariants::overlaps(&runs(path));
+    let v = crate::testkit::invariants::overlaps(&runs(path));
     assert!(v.is_empty(), "NEVER-CONCURRENTLY violated: {v:#?}");
 }

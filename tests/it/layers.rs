@@ -1,8 +1,8 @@
 //! The library's layers only point down: a module may use the modules
 //! ranked below it, never one above (and so there are no cycles). Checked
 //! from the source: every `crate::NAME` path in code (comments aside) of
-//! every file under `src/`, except the binary's own `main.rs` and `cli/`,
-//! which sit on top and may use anything public.
+//! every file under `src/`, except the binary's own `main.rs`, `cli/` and
+//! `testkit/`, which sit on top and may use anything public.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,23 +10,31 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use modules of a lower rank only.
 const RANKS: &[&[&str]] = &[
     &["pb", "encoding", "tls"],
-    &["config", "net", "metrics"],
+    &["config", "net", "metrics", "blocking"],
     &["domain"],
+    // W3C trace contexts and OpenTelemetry spans: the SDKs and the server
+    // both make spans.
+    &["telemetry"],
+    // The SDKs: they speak the proto and the domain types, never the server.
+    &["client", "worker"],
     &["store"],
     &["raft"],
     &["consensus"],
     &["scheduler"],
     &["api"],
     &["node"],
-    &["client"],
-    &["worker"],
-    &["testkit"],
 ];
+
+/// The server's layers: none of them may use an SDK (the SDKs sit below
+/// the server only so that they cannot use it).
+const SERVER: &[&str] = &["store", "raft", "consensus", "scheduler", "api", "node"];
+const SDKS: &[&str] = &["client", "worker"];
 
 /// Where protobuf types may appear: the gRPC edges (the api, the Raft wire,
 /// the clock exchange between peers, the client and worker SDKs) and the
 /// node that serves them. The store and the scheduler speak domain types.
-const PB_ALLOWED: &[&str] = &["pb", "api", "raft", "consensus", "node", "client", "worker", "testkit", "net"];
+const PB_ALLOWED: &[&str] =
+    &["pb", "api", "raft", "consensus", "node", "client", "worker", "testkit", "net", "telemetry"];
 
 /// Only these use openraft: `raft` owns its types; `consensus` is the handle
 /// that keeps it behind drover's own types.
@@ -85,20 +93,29 @@ fn crate_refs(line: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-#[test]
-fn modules_only_use_the_layers_below_them() {
+/// Every file of the library under `src/` (the binary's `main.rs`, `cli/`
+/// and `testkit/` sit on top and are left out): (path, path under `src/`,
+/// top-level module).
+fn library_files() -> Vec<(PathBuf, PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let rel = file.strip_prefix(&src).expect("under src").to_path_buf();
+            let first = rel.components().next().expect("a path").as_os_str().to_string_lossy().into_owned();
+            let module = first.trim_end_matches(".rs").to_string();
+            (!matches!(module.as_str(), "main" | "lib" | "cli" | "testkit")).then_some((file, rel, module))
+        })
+        .collect()
+}
+
+#[test]
+fn modules_only_use_the_layers_below_them() {
     let mut violations = Vec::new();
     let mut checked = 0;
-    for file in &files {
-        let rel = file.strip_prefix(&src).expect("under src");
-        let first = rel.components().next().expect("a path").as_os_str().to_string_lossy().into_owned();
-        let module = first.trim_end_matches(".rs").to_string();
-        if matches!(module.as_str(), "main" | "lib" | "cli") {
-            continue;
-        }
+    for (file, rel, module) in library_files() {
         let Some(own) = rank(&module) else {
             violations.push(format!("{}: module {module} has no rank in this test", rel.display()));
             continue;
@@ -111,6 +128,10 @@ fn modules_only_use_the_layers_below_them() {
             openraft |= line.contains("openraft::");
         }
         for used in refs.iter().filter(|u| **u != module) {
+            if SERVER.contains(&module.as_str()) && SDKS.contains(&used.as_str()) {
+                violations.push(format!("{}: the server's {module} uses the SDK {used}", rel.display()));
+                continue;
+            }
             match rank(used) {
                 Some(r) if r < own => {}
                 Some(_) => violations.push(format!("{}: {module} uses {used}, which is not below it", rel.display())),
@@ -138,4 +159,38 @@ fn the_checker_sees_upward_uses() {
     assert_eq!(names, ["api", "node", "store", "worker"]);
     let code: Vec<&str> = code_lines("/// see [`crate::api`]\nuse crate::store; // crate::node\n").collect();
     assert_eq!(code, ["use crate::store; "]);
+}
+
+/// Every task the server spawns has an owner: the node's `TaskTracker`,
+/// so that a shutdown waits for it. A bare `tokio::spawn` (or a thread) in
+/// the server's modules would run outside it. The SDKs and the binary may
+/// spawn as they like.
+#[test]
+fn the_server_spawns_only_on_its_tracker() {
+    let mut bare = Vec::new();
+    for (file, rel, module) in library_files() {
+        if SDKS.contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read source");
+        for line in code_lines(&text) {
+            if line.contains("tokio::spawn(") || line.contains("thread::spawn(") {
+                bare.push(format!("{}: {}", rel.display(), line.trim()));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "spawned outside the node's TaskTracker:\n{}", bare.join("\n"));
+}
+
+/// What is for testing stays out of what users get: the library has no
+/// test tooling, and the node's configuration no fault injection.
+#[test]
+fn the_library_carries_no_test_tooling() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("lib.rs");
+    assert!(!code_lines(&lib).any(|l| l.contains("mod testkit")), "the library declares testkit");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(!manifest.contains("testkit"), "Cargo.toml names a testkit feature");
+    let config = std::fs::read_to_string(root.join("src/config.rs")).expect("config.rs");
+    assert!(!code_lines(&config).any(|l| l.contains("skew")), "NodeConfig carries a fault-injection setting");
 }

@@ -16,12 +16,14 @@ mod cli;
 mod clock;
 mod conformance;
 mod console;
+mod corruption;
 mod dependencies;
 mod disk;
 mod execution;
 mod gating;
 mod harness;
 mod hostile;
+mod identity;
 mod invariants;
 mod layers;
 mod membership;
@@ -29,5 +31,12 @@ mod observe;
 mod periodic;
 mod proxy;
 mod replication;
+mod revocation;
+// The binary's launcher and checkers, compiled in by path (not part of the
+// library's API).
+#[path = "../../src/testkit/mod.rs"]
+mod testkit;
 mod tls;
+mod traces;
 mod trust;
+mod upgrade;

@@ -190,6 +190,10 @@ async fn backup_and_restore_round_trip_keeps_every_task() {
         Some(list(&restored, "keep", pb::TaskState::Unspecified).await)
     })
     .await;
+    // A restore makes a new cluster, with an ID of its own.
+    let original = c.client().cluster_status().await.expect("status").cluster_id;
+    let renamed = restored.node_status().await.expect("restored status").cluster_id;
+    assert!(!renamed.is_empty() && renamed != original, "restored {renamed:?}, original {original:?}");
     let _ = node.kill();
     let _ = node.wait();
     // Pending tasks are shown as ready or not by the clock at the time of

@@ -8,8 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
+use crate::testkit::launcher::Spec;
 use drover::pb;
-use drover::testkit::launcher::Spec;
 use drover::worker::{TaskContext, TaskResult, Worker};
 
 /// GET `path` from `addr`: (status code, body).

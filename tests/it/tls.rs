@@ -16,7 +16,7 @@ use drover::tls::certs::{write_bundle, write_bundle_from, Bundle, Ca};
 use drover::tls::ClientTls;
 
 use crate::harness::*;
-use drover::testkit::Spec;
+use crate::testkit::Spec;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -3,13 +3,21 @@ callbacks), and fresh clusters for tests that kill nodes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
+import os
 
-import pytest
+# grpcio 1.62's fork handlers (on by default in its Python build) can
+# deadlock a forked child before it execs (grpc/grpc#37259): the tests'
+# subprocess.Popen on Python 3.9 (which forks; 3.10+ uses vfork, which runs
+# no fork handlers) then hangs. Off before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-import drover
-from support import Cluster
+from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+import drover  # noqa: E402
+from support import Cluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")

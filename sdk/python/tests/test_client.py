@@ -11,7 +11,7 @@ import grpc.aio
 import pytest
 
 import drover
-from drover import _net
+from drover import _net, _rpc
 from drover.v1 import drover_pb2 as pb
 from support import Cluster, free_port
 
@@ -23,7 +23,7 @@ def test_schedule_get_list_and_cancel(client: drover.Client) -> None:
     t = client.get(later.id, payload=True)
     assert (t.callback, t.priority, t.collection, t.payload) == ("c_basic", 7, "blue", b"payload")
     assert t.state == drover.TaskState.SCHEDULED and t.run_at > time.time() + 3000
-    assert t.key.startswith("py-"), "a key is generated when none is given"
+    assert t.key == "", "no idempotency key is made up (the request id covers retries)"
     listed = client.list("c_basic", collection="blue")
     assert [x.id for x in listed] == [later.id]
     assert client.cancel(later.id) == drover.TaskState.CANCELLED
@@ -69,13 +69,34 @@ def test_a_dead_endpoint_is_skipped(cluster: Cluster) -> None:
 def test_gates_and_periodic_schedules(client: drover.Client) -> None:
     client.register_callback("c_gate")
     r = client.set_gate("c_gate", mode="pause", note="maintenance")
-    assert r.gate.note == "maintenance"
-    assert any(g.callback == "c_gate" for g in client.list_gates())
+    assert isinstance(r, drover.SetGateResult) and r.gate.note == "maintenance"
+    assert r.gate.mode is drover.GateMode.PAUSE and r.gate.collection is None and r.gate.active
+    gates = [g for g in client.list_gates() if g.callback == "c_gate"]
+    assert len(gates) == 1 and gates[0].mode is drover.GateMode.PAUSE and gates[0].until is None
     assert client.open_gate("c_gate") and not client.open_gate("c_gate")
-    info = client.create_schedule("py-every", "c_gate", every=3600, payload=b"tick")
-    assert info.definition.every_ms == 3_600_000
+    r = client.set_gate("c_gate", "blue", mode=drover.GateMode.DROP, duration=60)
+    assert r.gate.collection == "blue" and r.gate.until is not None and 55 < r.gate.until - r.gate.since <= 61
+    assert client.open_gate("c_gate", "blue")
+    with pytest.raises(ValueError):
+        client.set_gate("c_gate", mode="hold")
+    # Starting in an hour: no slot is due at creation (a schedule without a
+    # start fires its first slot at once), so the trigger below is its only run.
+    later = time.time() + 3600
+    info = client.create_schedule(
+        "py-every", "c_gate", every=3600, payload=b"tick", overlap=drover.Overlap.ALLOW, start=later
+    )
+    assert isinstance(info, drover.ScheduleInfo) and info.name == "py-every"
+    d = info.definition
+    assert (d.every, d.cron, d.payload, d.overlap, d.catchup) == (3600, None, b"tick", "allow", drover.Catchup.LATEST)
+    assert len(info.next) == 5 and all(isinstance(s, drover.Slot) for s in info.next)
     assert client.pause_schedule("py-every", "hold").paused
     assert client.trigger_schedule("py-every") is not None
+    runs = client.get_schedule("py-every").runs
+    assert len(runs) == 1 and client.get(runs[0].task_id).callback == "c_gate"
+    assert [s.name for s in client.list_schedules()].count("py-every") == 1
+    info = client.update_schedule("py-every", "c_gate", cron="0 * * * *", tz="Europe/Paris")
+    assert (info.definition.cron, info.definition.every, info.definition.tz) == ("0 * * * *", None, "Europe/Paris")
+    assert info.paused and info.fired >= 1, "an update keeps the schedule's state"
     client.delete_schedule("py-every")
     with pytest.raises(drover.RpcError) as e:
         client.get_schedule("py-every")
@@ -120,32 +141,31 @@ def _status(code: grpc.StatusCode, md: Any = ()) -> grpc.aio.AioRpcError:
 
 def _scripted(monkeypatch: pytest.MonkeyPatch, outcomes: List[Any], **client_args: Any) -> tuple:
     """An AsyncClient whose calls get `outcomes` in turn; returns (client,
-    requests seen). Each attempt's metadata goes to the client's `.sent_metadata`."""
+    requests seen). Each attempt's metadata goes to the client's
+    `.sent_metadata`, each attempt's method to `.methods`."""
     seen: List[Any] = []
     sent_metadata: List[Any] = []
+    methods: List[Any] = []
 
-    class Stub:
-        def __init__(self, ch: Any) -> None:
-            pass
-
-        def __getattr__(self, name: str) -> Any:
-            def call(req: Any, timeout: float, metadata: Any = None) -> _Call:
-                seen.append(req)
-                sent_metadata.append(metadata)
-                o = outcomes.pop(0)
-                return _Call(error=o) if isinstance(o, grpc.aio.AioRpcError) else _Call(reply=o)
-
-            return call
+    def invoke(method: Any, ch: Any, req: Any, timeout: float, metadata: Any) -> _Call:
+        assert isinstance(req, method.req), f"{method} called with a {type(req).__name__}"
+        seen.append(req)
+        sent_metadata.append(metadata)
+        methods.append(method)
+        o = outcomes.pop(0)
+        if not isinstance(o, grpc.aio.AioRpcError):
+            assert isinstance(o, method.resp), f"scripted a {type(o).__name__} for {method}"
+        return _Call(error=o) if isinstance(o, grpc.aio.AioRpcError) else _Call(reply=o)
 
     async def ready(self: Any, addr: str) -> bool:
         return True
 
-    for service in ("Scheduler", "Cluster", "Auth"):
-        monkeypatch.setattr(drover.aio.rpc, f"{service}Stub", Stub)
+    monkeypatch.setattr(_rpc, "invoke", invoke)
     monkeypatch.setattr(_net.Pool, "ready", ready)
     client_args.setdefault("token", "")
     c = drover.AsyncClient(["127.0.0.1:1", "127.0.0.1:2"], deadline=5, **client_args)
     c.sent_metadata = sent_metadata  # type: ignore[attr-defined]
+    c.methods = methods  # type: ignore[attr-defined]
     return c, seen
 
 
@@ -162,7 +182,27 @@ def test_a_write_retried_after_an_unknown_outcome_reuses_its_request_id_and_key(
         s = await c.schedule("cb", b"x")
         assert s.id == 7 and len(seen) == 4
         assert len({r.request_id for r in seen}) == 1 and len(seen[0].request_id) == 16
-        assert len({r.task.idempotency_key for r in seen}) == 1
+        assert {r.task.idempotency_key for r in seen} == {""}, "no key is made up: the request id covers retries"
+
+    asyncio.run(body())
+
+
+def test_a_batch_has_one_request_id_for_all_its_tasks_and_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body() -> None:
+        c, seen = _scripted(monkeypatch, [
+            _status(grpc.StatusCode.DEADLINE_EXCEEDED),
+            pb.ScheduleBatchResponse(results=[pb.ScheduleResponse(task_id=i, created=True) for i in (1, 2, 3)],
+                                     replayed=True),
+            pb.ScheduleBatchResponse(results=[pb.ScheduleResponse(task_id=4, created=True)]),
+        ])
+        res = await c.schedule_batch([drover.TaskSpec("cb", b"x"), drover.TaskSpec("cb", "y", key="mine"),
+                                      drover.TaskSpec("cb")])
+        assert [s.id for s in res] == [1, 2, 3] and all(s.replayed for s in res)
+        assert len(seen) == 2 and seen[0].request_id == seen[1].request_id and len(seen[0].request_id) == 16
+        assert [t.idempotency_key for t in seen[0].tasks] == ["", "mine", ""]
+        assert [t.payload for t in seen[0].tasks] == [b"x", b"y", b""]
+        await c.schedule_batch([drover.TaskSpec("cb")])
+        assert seen[2].request_id != seen[0].request_id, "a new call, a new request id"
 
     asyncio.run(body())
 

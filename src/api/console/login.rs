@@ -2,10 +2,12 @@
 //!
 //! A browser signs in with a token at `/login`; the token is kept in an
 //! HttpOnly, SameSite=Strict cookie (Secure when the console serves TLS).
-//! Scripts send `authorization: Bearer <token>` instead. Every console
-//! page shows every callback, so it needs a grant for every callback:
-//! reader to look, producer to cancel a task, operator for the other
-//! actions. `/metrics`, `/healthz` and `/readyz` are not behind this.
+//! Scripts send `authorization: Bearer <token>` instead. Over TLS, a client
+//! certificate whose subject has a grant signs in too, with no token. Every
+//! console page shows every callback, so it needs a grant for every
+//! callback: reader to look, producer to cancel a task, operator for the
+//! other actions. `/metrics` has its own check ([`crate::api::http`]);
+//! `/healthz` and `/readyz` are open.
 
 use axum::extract::{Form, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -16,7 +18,8 @@ use serde::Deserialize;
 
 use super::pages;
 use super::ConsoleState;
-use crate::api::access::{self, Credentials, Need, Principal};
+use crate::api::access::{self, Need, Principal};
+use crate::api::http::ClientCert;
 use crate::domain::auth::Role;
 use crate::store::index;
 
@@ -63,16 +66,16 @@ fn need(method: &Method, path: &str) -> Role {
 }
 
 impl ConsoleState {
-    /// The principal `headers` name, or `None` with auth off.
-    fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, crate::api::ApiError> {
-        let creds = Credentials { authorization: token_of(headers), ..Default::default() };
+    /// The principal a token (`Bearer ...`), else a client certificate's
+    /// subject, names; `None` with auth off.
+    fn principal(
+        &self,
+        authorization: Option<String>,
+        subject: Option<String>,
+    ) -> Result<Option<Principal>, crate::api::ApiError> {
         let now = self.scheduler.clock.stamp();
         let index = index::lock(&self.scheduler.index);
-        let table = index.auth();
-        if !table.enabled {
-            return Ok(None);
-        }
-        access::authenticate(table, &creds, now).map(Some)
+        access::http_principal(index.auth(), authorization, subject, now)
     }
 }
 
@@ -82,7 +85,7 @@ pub async fn require(State(s): State<ConsoleState>, req: Request, next: Next) ->
     if path == "/login" || path == "/console.css" {
         return next.run(req).await;
     }
-    let principal = match s.principal(req.headers()) {
+    let principal = match s.principal(token_of(req.headers()), ClientCert::of(&req)) {
         Ok(None) => return CALLER.scope(Principal::Anyone, next.run(req)).await,
         Ok(Some(p)) => p,
         Err(e) => {
@@ -130,11 +133,7 @@ pub struct LoginForm {
 /// Check the token, then keep it in a cookie.
 pub async fn login(State(s): State<ConsoleState>, Form(f): Form<LoginForm>) -> Response {
     let token = f.token.trim();
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = format!("Bearer {token}").parse() {
-        headers.insert(header::AUTHORIZATION, v);
-    }
-    if let Err(e) = s.principal(&headers) {
+    if let Err(e) = s.principal(Some(format!("Bearer {token}")), None) {
         return (StatusCode::UNAUTHORIZED, login_page(&e.to_string())).into_response();
     }
     let secure = if s.secure_cookies { "; Secure" } else { "" };

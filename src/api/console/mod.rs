@@ -48,13 +48,19 @@ pub struct ConsoleState {
 }
 
 impl ConsoleState {
-    pub fn new(scheduler: Arc<SchedulerService>, cluster: Arc<ClusterService>) -> Self {
+    /// The rates sampler runs on `tasks` until `stop`.
+    pub fn new(
+        scheduler: Arc<SchedulerService>,
+        cluster: Arc<ClusterService>,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
         let token = format!("{:032x}", rand::random::<u128>());
         ConsoleState {
             scheduler,
             cluster,
             token: Arc::new(token),
-            history: rates::spawn_sampler(),
+            history: rates::spawn_sampler(tasks, stop),
             secure_cookies: false,
         }
     }

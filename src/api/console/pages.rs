@@ -98,9 +98,10 @@ pub fn overview(
             @match status {
                 None => p .error { "no cluster status (no leader?)" },
                 Some(s) => {
+                    p #cluster-id { "cluster ID: " code { (if s.cluster_id.is_empty() { "(none yet)" } else { s.cluster_id.as_str() }) } }
                     p { "leader: node " (s.leader_id) ", term " (s.term) ", committed index " (s.committed_index) }
                     table #members {
-                        tr { th { "node" } th { "address" } th { "role" } th { "reachable" } th { "lag (entries)" } }
+                        tr { th { "node" } th { "address" } th { "role" } th { "reachable" } th { "lag (entries)" } th { "error" } }
                         @for m in &s.members {
                             tr {
                                 td { (m.id) @if m.id == s.leader_id { " (leader)" } }
@@ -108,6 +109,7 @@ pub fn overview(
                                 td { (if m.voter { "voter" } else { "learner" }) }
                                 td { (if m.reachable { "yes" } else { "NO" }) }
                                 td { (m.lag.map_or("?".to_string(), |l| l.to_string())) }
+                                td .error { (m.error) }
                             }
                         }
                     }

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use maud::{html, Markup};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics::{self, TotalsSnapshot};
 
@@ -73,15 +75,18 @@ impl History {
     }
 }
 
-/// Start sampling into a new history; the sampler stops once the history
-/// is dropped.
-pub fn spawn_sampler() -> Arc<Mutex<History>> {
+/// Start sampling into a new history, on `tasks`; the sampler stops at
+/// `stop` or once the history is dropped.
+pub fn spawn_sampler(tasks: &TaskTracker, stop: CancellationToken) -> Arc<Mutex<History>> {
     let history = Arc::new(Mutex::new(History::default()));
     let weak: Weak<Mutex<History>> = Arc::downgrade(&history);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             let Some(history) = weak.upgrade() else { return };
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let mut h = history.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,9 +17,9 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 
 use super::{status_message, Cli, CliError};
+use crate::testkit::{LocalCluster, Spec};
 use drover::client::Client;
 use drover::pb;
-use drover::testkit::{LocalCluster, Spec};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {

@@ -12,9 +12,9 @@ use super::execution::{e2e, E2eBench};
 use super::schedule::{run as schedule, ScheduleBench};
 use super::{ensure_callback, verify, Report, Target};
 use crate::cli::{failed, parse_duration, status_message, CliError};
+use crate::testkit::LocalCluster;
 use drover::client::Client;
 use drover::pb;
-use drover::testkit::LocalCluster;
 
 #[derive(Args, Debug, Clone)]
 pub struct FailoverBench {

@@ -12,8 +12,11 @@ use super::super::CliError;
 
 /// The tokens of one run.
 pub struct Tokens {
-    /// The workers' token (the admin token lives in the harness's client).
+    /// The workers' token.
     pub worker: String,
+    /// The harness's (also in its client), for `drover admin rejoin` in the
+    /// `corrupt` fault.
+    pub admin: String,
 }
 
 async fn create(client: &Client, role: &str, note: &str) -> Result<String, CliError> {
@@ -49,7 +52,7 @@ pub async fn enable(client: Client) -> Result<(Client, Tokens), CliError> {
         .await
         .map_err(|e| CliError(format!("turning auth on: {}", super::super::status_message(&e))))?;
     println!("chaos: auth on; the harness runs as admin, the workers with a worker token");
-    Ok((client, Tokens { worker }))
+    Ok((client, Tokens { worker, admin }))
 }
 
 /// After the faults: at every node, auth is on, a call without a token is

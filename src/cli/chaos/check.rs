@@ -90,12 +90,23 @@ pub(super) async fn check(
     let runs = check_runs(records, &all, &mut violations)?;
     let (early, lateness) = check_delayed(load, &delayed, &mut violations);
     let waits = check_starvation(args, &all, &mut violations);
-    let workflows = super::workflows::check(client, load.graphs, load.seen, &mut violations).await?;
+    let disk_faults = load.faults.iter().filter(|f| f.kind == "disk").count();
+    let workflows = super::workflows::check(client, load.graphs, load.seen, disk_faults, &mut violations).await?;
     let digests = converge(client, args.nodes).await;
     match &digests {
         Ok(d) if d.values().collect::<HashSet<_>>().len() == 1 => {}
         Ok(d) => violations.push(format!("DIVERGED: replica digests differ: {d:?}")),
-        Err(e) => violations.push(format!("DIVERGED: {e}")),
+        Err(e) => {
+            violations.push(format!("DIVERGED: {e}"));
+            // Say why a node did not answer: its container's state and the
+            // end of its log, kept in the run's directory.
+            for node in 1..=u64::from(args.nodes) {
+                let state = super::container_state(node);
+                let tail = super::container_log_tail(node, 80);
+                println!("node {node}: container {state}; its log ends:\n{tail}");
+                let _ = std::fs::write(args.out.join(format!("node-{node}.log")), &tail);
+            }
+        }
     }
     let windows = unavailability(load);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -217,8 +228,8 @@ struct RunStats {
 /// stale completion accepted (a task succeeded with the token of a run
 /// that finished).
 fn check_runs(records: &Path, all: &[pb::Task], violations: &mut Vec<String>) -> Result<RunStats, CliError> {
-    let runs = drover::testkit::invariants::runs(records).map_err(CliError)?;
-    let overlaps = drover::testkit::invariants::overlaps(&runs);
+    let runs = crate::testkit::invariants::runs(records).map_err(CliError)?;
+    let overlaps = crate::testkit::invariants::overlaps(&runs);
     for v in &overlaps {
         violations.push(format!("OVERLAP: {v}"));
     }

@@ -2,7 +2,8 @@
 //! Docker (`cluster/`). Clients schedule continuously through every node
 //! with idempotency keys and retries; in-process SDK workers run every task
 //! and record each run with its fencing token; seeded random faults (kill,
-//! pause, partition, isolate the leader) hit the nodes. After healing it
+//! pause, partition, isolate the leader, a wrong clock, a full disk, damaged
+//! data and its recovery) hit the nodes. After healing it
 //! checks every guarantee and fails loudly on any violation, keeping the
 //! history for inspection.
 
@@ -28,12 +29,16 @@ use drover::worker::{TaskContext, Worker};
 
 mod auth;
 mod check;
+mod corrupt;
 mod workflows;
 
 #[derive(Subcommand, Debug)]
 pub enum ChaosCommand {
     /// Run the suite: bring up a fresh Docker cluster, inject faults, check.
     Run(ChaosArgs),
+    /// Flip bytes in a stopped node's WAL or table file (the `corrupt` fault; run by cluster/faults.sh).
+    #[command(hide = true)]
+    Corrupt(corrupt::CorruptArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -50,7 +55,10 @@ pub struct ChaosArgs {
     /// Fault kinds to use: kill, pause, partition, isolate-leader, clock (a
     /// node's wall clock an hour off), disk (a node's data filesystem filled
     /// from outside, below --min-free-disk or full; cluster/chaos.sh then
-    /// puts every node's data on a small tmpfs of its own).
+    /// puts every node's data on a small tmpfs of its own), corrupt (bytes
+    /// flipped in a stopped node's WAL or table file: it must refuse to
+    /// start with exit 65, then `drover admin rejoin` brings it back under
+    /// a new id, which must become a voter).
     #[arg(long, default_value = "kill,pause,partition,isolate-leader", value_delimiter = ',')]
     pub faults: Vec<String>,
     /// The cluster/ directory with up.sh, down.sh and faults.sh.
@@ -92,7 +100,7 @@ pub struct ChaosArgs {
 
 /// Fault kinds. `clock` restarts a node with its wall clock an hour off
 /// (either way) for 10-20 s; it is not in the default set.
-const KINDS: [&str; 6] = ["kill", "pause", "partition", "isolate-leader", "clock", "disk"];
+const KINDS: [&str; 7] = ["kill", "pause", "partition", "isolate-leader", "clock", "disk", "corrupt"];
 const CALLBACK: &str = "chaos";
 /// Tasks of this callback always fail, with one attempt allowed: they go
 /// to the dead-letter queue, where a client keeps redriving and purging
@@ -121,9 +129,15 @@ impl History {
 }
 
 fn script(dir: &Path, name: &str, args: &[&str]) -> Result<String, CliError> {
+    script_env(dir, name, args, &[])
+}
+
+/// [`script`] with extra environment.
+fn script_env(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, CliError> {
     let out = Command::new("bash")
         .arg(dir.join(name))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| CliError(format!("running {name}: {e}")))?;
     if !out.status.success() {
@@ -149,7 +163,10 @@ struct Fault {
 }
 
 pub async fn run(cli: &super::Cli, cmd: &ChaosCommand) -> Result<(), CliError> {
-    let ChaosCommand::Run(args) = cmd;
+    let args = match cmd {
+        ChaosCommand::Run(args) => args,
+        ChaosCommand::Corrupt(args) => return corrupt::run(args),
+    };
     // TLS (DROVER_CA, DROVER_CERT, DROVER_KEY; chaos.sh with DROVER_CHAOS_TLS=1).
     let tls = cli.tls();
     if ![3, 5].contains(&args.nodes) {
@@ -196,7 +213,9 @@ pub async fn run(cli: &super::Cli, cmd: &ChaosCommand) -> Result<(), CliError> {
     register(&client).await?;
 
     let worker_token = tokens.as_ref().map(|t| t.worker.clone());
-    let mut result = run_with_cluster(args, seed, &client, (tls, worker_token.clone()), &records, &history).await;
+    let admin_token = tokens.as_ref().map(|t| t.admin.clone());
+    let mut result =
+        run_with_cluster(args, seed, &client, (tls, worker_token.clone()), admin_token, &records, &history).await;
     if let (Ok(()), Some(t)) = (&result, &tokens) {
         let worker = anonymous.clone().with_token(&t.worker).map_err(CliError)?;
         let violations = auth::check(&client, &anonymous, &worker, args.nodes as usize).await;
@@ -307,6 +326,7 @@ async fn run_with_cluster(
     seed: u64,
     client: &Arc<Client>,
     creds: (Option<drover::tls::ClientTls>, Option<String>),
+    admin_token: Option<String>,
     records: &Path,
     history: &Arc<History>,
 ) -> Result<(), CliError> {
@@ -322,7 +342,7 @@ async fn run_with_cluster(
     let delayed = tokio::spawn(delayed_load(client.clone(), stop_clients.clone(), seed));
     let graphs = tokio::spawn(workflows::dag_load(client.clone(), stop_clients.clone(), history.clone()));
 
-    let faults = inject_faults(args, seed, history).await?;
+    let faults = inject_faults(args, seed, client, admin_token.as_deref(), history).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_clients.cancel();
     for t in client_tasks {
@@ -366,6 +386,17 @@ fn container_state(node: u64) -> String {
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         _ => "unknown".into(),
+    }
+}
+
+/// The last `lines` lines of node `node`'s container log (stdout and
+/// stderr), for a report.
+fn container_log_tail(node: u64, lines: usize) -> String {
+    let out =
+        Command::new("docker").args(["logs", "--tail", &lines.to_string(), &format!("drover-node{node}")]).output();
+    match out {
+        Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        Err(e) => format!("(docker logs failed: {e})"),
     }
 }
 
@@ -479,7 +510,13 @@ fn start_clients(
 
 /// Seeded random faults for `--duration`, each held a few seconds then
 /// healed; then heal everything.
-async fn inject_faults(args: &ChaosArgs, seed: u64, history: &History) -> Result<Vec<Fault>, CliError> {
+async fn inject_faults(
+    args: &ChaosArgs,
+    seed: u64,
+    client: &Client,
+    admin_token: Option<&str>,
+    history: &History,
+) -> Result<Vec<Fault>, CliError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut faults: Vec<Fault> = Vec::new();
     let began = Instant::now();
@@ -490,6 +527,13 @@ async fn inject_faults(args: &ChaosArgs, seed: u64, history: &History) -> Result
             kind = first.clone();
         }
         let hold = Duration::from_millis(rng.gen_range(2000..6000));
+        if kind == "corrupt" {
+            let start = Instant::now();
+            let nth = faults.iter().filter(|f| f.kind == "corrupt").count();
+            corrupt::inject(nth, &args.cluster_dir, client, args.nodes, &mut rng, admin_token, history).await?;
+            faults.push(Fault { kind, start, end: Instant::now() });
+            continue;
+        }
         if let Some(fault) = inject_one(args, &mut rng, kind, hold, history).await? {
             faults.push(fault);
         }

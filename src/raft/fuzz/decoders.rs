@@ -128,8 +128,8 @@ fn raft_log_ids_votes_and_memberships() {
 #[test]
 fn snapshot_meta_files() {
     let metas = seeds::snapshot_metas();
-    let current = metas.iter().map(snapshot::encode_meta).collect();
-    fuzz(500, current, Vec::new(), snapshot::decode_meta, snapshot::encode_meta);
+    let current = metas.iter().map(|m| snapshot::encode_meta(m, true)).collect();
+    fuzz(500, current, Vec::new(), snapshot::decode_meta, |m| snapshot::encode_meta(m, true));
 }
 
 type Records = Vec<(Vec<u8>, Vec<u8>)>;
@@ -198,7 +198,7 @@ fn raft_requests() {
     fuzz(300, current, Vec::new(), message::<TransferLeaderRequest<TypeConfig>>, encode_message);
 
     let headers: Vec<(Vote, Vec<u8>)> =
-        seeds::snapshot_metas().iter().map(|m| (seeds::vote(7, 1, true), snapshot::encode_meta(m))).collect();
+        seeds::snapshot_metas().iter().map(|m| (seeds::vote(7, 1, true), snapshot::encode_meta(m, true))).collect();
     let current = headers.iter().map(encode_message).collect();
     fuzz(500, current, Vec::new(), message::<(Vote, Vec<u8>)>, encode_message);
 }

@@ -23,7 +23,7 @@
 mod alloc;
 mod decoders;
 mod regressions;
-mod seeds;
+pub(super) mod seeds;
 
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -227,6 +227,16 @@ pub fn commands() -> Vec<Command> {
         },
         Operation::RevokeGrant { id: "c-ops".into() },
         Operation::SetAuth { enabled: true },
+        Operation::SkipSchedule { name: "nightly".into(), skip_to: slot(7), skipped: 3, note: "out of disk".into() },
+        Operation::SetClusterId { cluster_id: crate::domain::ClusterId(0x00c0_ffee_0000_0000_0000_0000_0000_0001) },
+        Operation::SetFeatureLevel { level: 3 },
+        Operation::Traced {
+            operation: Box::new(Operation::Schedule { tasks: vec![new_task(6)], auto_register: true }),
+            traces: vec![Some(crate::domain::trace::TraceContext {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: "k=v".into(),
+            })],
+        },
     ];
     operations
         .into_iter()

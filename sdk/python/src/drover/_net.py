@@ -28,16 +28,19 @@ import logging
 import os
 import random
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import grpc
 import grpc.aio
 
+from . import _rpc
 from ._errors import RpcError
+from ._rpc import Req, Resp, Unary
 
 log = logging.getLogger("drover")
 
-T = TypeVar("T")
+#: Metadata as gRPC gives it: (key, value) pairs, binary values as bytes.
+MetadataIn = Optional[Iterable[Tuple[str, Union[str, bytes]]]]
 
 #: Metadata naming the leader (``ID=HOST:PORT``) and a suggested retry delay.
 LEADER_HINT = "x-drover-leader"
@@ -76,17 +79,17 @@ class Failure(enum.Enum):
     FINAL = "final"
 
 
-def metadata_value(md: Optional[object], key: str) -> Optional[str]:
+def metadata_value(md: MetadataIn, key: str) -> Optional[str]:
     """A metadata value (str) by key, from any gRPC metadata sequence."""
     if not md:
         return None
-    for k, v in md:  # type: ignore[attr-defined]
+    for k, v in md:
         if k == key:
             return v.decode() if isinstance(v, bytes) else str(v)
     return None
 
 
-def leader_hint(md: Optional[object]) -> Optional[Tuple[int, str]]:
+def leader_hint(md: MetadataIn) -> Optional[Tuple[int, str]]:
     """(leader id, address) from metadata, if present."""
     v = metadata_value(md, LEADER_HINT)
     if not v or "=" not in v:
@@ -265,19 +268,16 @@ class Caller:
         #: Index of the endpoint last named leader: writes start there.
         self.leader: Optional[int] = None
 
-    def _learn(self, md: Optional[object]) -> None:
+    def _learn(self, md: MetadataIn) -> None:
         hint = leader_hint(md)
         if hint and hint[1] in self.pool.endpoints:
             self.leader = self.pool.endpoints.index(hint[1])
 
-    async def call(
-        self,
-        attempt: Callable[[grpc.aio.Channel, float], "grpc.aio.UnaryUnaryCall"],
-        *,
-        idempotent: bool,
-        write: bool = False,
-    ) -> object:
-        """Run ``attempt(channel, timeout)`` with failover; returns its reply."""
+    async def call(self, method: "Unary[Req, Resp]", req: Req, *, idempotent: bool, write: bool = False) -> Resp:
+        """Call ``method`` with ``req`` (the same message on every attempt,
+        so a request id in it is reused by every retry), failing over
+        between the endpoints; returns the reply. Every attempt carries the
+        pool's metadata (the bearer token)."""
         eps = self.pool.endpoints
         start = self.leader if (write and self.leader is not None) else 0
         give_up = time.monotonic() + self.deadline
@@ -292,7 +292,7 @@ class Caller:
                 failure = Failure.NOT_APPLIED
                 err = RpcError(grpc.StatusCode.UNAVAILABLE, f"could not connect to {addr}")
             else:
-                call = attempt(self.pool.channel(addr), self.attempt_timeout)
+                call = _rpc.invoke(method, self.pool.channel(addr), req, self.attempt_timeout, self.pool.metadata)
                 try:
                     reply = await call
                     self._learn(await call.initial_metadata())

@@ -44,19 +44,21 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Optional, Set, Union
+from types import FrameType, TracebackType
+from typing import AsyncIterator, Callable, Dict, List, Optional, Set, Tuple, Type, Union, cast
 
 import grpc
 import grpc.aio
 
+from . import _rpc, _tracing
 from ._errors import Fatal, Retry
 from ._health import Health
 from ._net import Backoff, Bearer, Pool, credentials
+from ._task import AsyncHandler, HandlerFn, HandlerResult, HandlerT, SyncHandler, Task, WorkerTask
 from .aio import Endpoints, parse_endpoints
 from .v1 import drover_pb2 as pb
-from .v1 import drover_pb2_grpc as rpc
 
-__all__ = ["Task", "Worker", "WorkerStats", "HandlerFn"]
+__all__ = ["Task", "Worker", "WorkerStats", "HandlerFn", "HandlerResult", "AsyncHandler", "SyncHandler"]
 
 log = logging.getLogger("drover.worker")
 
@@ -68,67 +70,6 @@ MIN_HEARTBEAT = 0.05
 MAX_HEARTBEAT = 0.25
 #: A heartbeat unacknowledged this long (at least) means the stream is dead.
 ACK_TIMEOUT = 5.0
-
-HandlerResult = Union[bytes, bytearray, memoryview, str, None]
-HandlerFn = Callable[["Task"], Union[HandlerResult, Awaitable[HandlerResult]]]
-
-
-class Task:
-    """What a handler gets about the task it runs.
-
-    ``payload`` (bytes), ``attempt`` (1 for the first run),
-    ``fencing_token`` (strictly increasing per task: hand it to downstream
-    systems so they can reject a stale writer), ``id``, ``callback``,
-    ``priority``, ``timeout`` (seconds this attempt may run), ``upstream``
-    (for a task scheduled after others: its parents' states and results).
-    """
-
-    def __init__(self, a: pb.Assignment, basis: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.id: int = a.task_id
-        self.callback: str = a.callback
-        self.payload: bytes = a.payload
-        self.attempt: int = a.attempt
-        self.fencing_token: int = a.fencing_token
-        self.priority: int = a.priority
-        self.timeout: float = a.timeout_ms / 1000
-        self.upstream: Optional[pb.Upstream] = a.upstream if a.HasField("upstream") else None
-        self.lease: float = a.lease_ms / 1000
-        # The lease's end on the monotonic clock; only the worker's loop
-        # writes it (renewals), handler threads only read it.
-        self._lease_deadline = basis + self.lease
-        self._cancel = threading.Event()
-        self._cancel_async = asyncio.Event()
-        self._loop = loop
-        self.cancel_reason: Optional[str] = None
-
-    @property
-    def cancelled(self) -> bool:
-        """Set when the handler should stop: the task was cancelled, timed
-        out, its lease lapsed, or the worker is shutting down past its grace."""
-        return self._cancel.is_set()
-
-    def lease_valid(self) -> bool:
-        """Whether the lease is still valid now. Check it right before an
-        external side effect that the fencing token cannot protect."""
-        return time.monotonic() < self._lease_deadline
-
-    def lease_remaining(self) -> float:
-        """Seconds until the lease lapses unless renewed."""
-        return max(0.0, self._lease_deadline - time.monotonic())
-
-    async def wait_cancelled(self) -> None:
-        """Return once :attr:`cancelled` is set (for async handlers)."""
-        await self._cancel_async.wait()
-
-    def _set_cancelled(self, reason: str) -> None:
-        if not self._cancel.is_set():
-            self.cancel_reason = reason
-            self._cancel.set()
-            self._cancel_async.set()
-
-    def __repr__(self) -> str:
-        return f"Task(id={self.id}, callback={self.callback!r}, attempt={self.attempt}, token={self.fencing_token})"
-
 
 @dataclass
 class WorkerStats:
@@ -159,9 +100,9 @@ class _Handler:
 class _Running:
     """A task this worker runs: its handler's future and why it was stopped."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: WorkerTask) -> None:
         self.task = task
-        self.future: Optional[asyncio.Future[Any]] = None
+        self.future: Optional[asyncio.Future[HandlerResult]] = None
         #: The server asked to cancel it.
         self.cancel_requested = False
         #: Stopped because the shutdown grace ran out.
@@ -213,17 +154,69 @@ class _Heartbeats:
         return min((t for s, t in self.sent_at.items() if s != 0), default=None)
 
 
+def _is_async(fn: object) -> bool:
+    """Whether a handler is a coroutine function (or an object whose
+    ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+#: A signal's handler as ``signal.getsignal`` gives it.
+_SignalHandler = Union[Callable[[int, Optional[FrameType]], object], int, signal.Handlers, None]
+
+
+class _Signals:
+    """SIGTERM and SIGINT call ``stop`` while the worker runs, where that can
+    be: Python lets only the main thread set signal handlers (elsewhere
+    ``add_signal_handler`` fails with "set_wakeup_fd only works in main
+    thread"), and some loops have none. ``wanted``: False never, None where
+    possible, True as well but with a warning where not. :meth:`restore`
+    puts back the handlers there were."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None], wanted: Optional[bool]) -> None:
+        self.loop = loop
+        #: The signals handled, with the handlers they had.
+        self.installed: List[Tuple[signal.Signals, _SignalHandler]] = []
+        if wanted is False:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            (log.warning if wanted else log.debug)(
+                "not handling SIGTERM/SIGINT: only the main thread may (stop this worker with Worker.stop())"
+            )
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            before = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, stop)
+            except (NotImplementedError, RuntimeError, ValueError) as e:
+                log.warning("not handling %s: %s (stop this worker with Worker.stop())", sig.name, e)
+            else:
+                self.installed.append((sig, before))
+
+    @property
+    def signals(self) -> Tuple[signal.Signals, ...]:
+        return tuple(sig for sig, _ in self.installed)
+
+    def restore(self) -> None:
+        for sig, before in self.installed:
+            self.loop.remove_signal_handler(sig)
+            if before is not None:
+                signal.signal(sig, before)
+        self.installed = []
+
+
 def _default_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(16):04x}"
 
 
-def _as_bytes(v: Any) -> bytes:
+def _as_bytes(v: object) -> bytes:
     if v is None:
         return b""
     if isinstance(v, str):
         return v.encode()
-    if isinstance(v, (bytes, bytearray, memoryview)):
+    if isinstance(v, (bytes, bytearray)):
         return bytes(v)
+    if isinstance(v, memoryview):
+        return v.tobytes()
     raise Fatal(f"the handler returned {type(v).__name__}; return bytes, str or None")
 
 
@@ -233,8 +226,9 @@ class Worker:
     ``endpoints``: every node's ``HOST:PORT`` (list or comma-separated).
     ``worker_id``: stable across restarts lets the leader re-attach the
     session (default: host-pid-random). ``shutdown_grace``: seconds running
-    handlers may take to finish after SIGTERM before they are cancelled (and
-    reported as retriable). ``health_file`` / ``health_port``: see
+    handlers may take to finish after a stop (SIGTERM, :meth:`stop`, the end
+    of an ``async with`` block) before they are cancelled (and reported as
+    retriable). ``health_file`` / ``health_port``: see
     :mod:`drover._health`; unhealthy after ``unhealthy_after`` seconds
     without a stream. ``on_ack(task_id, accepted)`` observes acknowledged
     completions. ``ca``, ``cert``, ``key``: TLS, as for :class:`drover.Client`.
@@ -244,6 +238,11 @@ class Worker:
     when set. A refused stream (``UNAUTHENTICATED``, ``PERMISSION_DENIED``)
     is logged as a warning and retried with backoff, since a grant may be
     created meanwhile.
+
+    Run it in one of three ways: ``worker.run()`` (a script: blocks, and
+    drains on SIGTERM/SIGINT when called from the main thread);
+    ``async with worker:`` (runs while the block runs, drains at its end);
+    or ``await worker.run_async()`` with :meth:`stop` from elsewhere.
     """
 
     def __init__(
@@ -262,10 +261,10 @@ class Worker:
         key: Optional[str] = None,
         token: Optional[str] = None,
     ) -> None:
-        self.endpoints = parse_endpoints(endpoints)
+        self.endpoints: List[str] = parse_endpoints(endpoints)
         self._tls = credentials(self.endpoints, ca, cert, key)
         self._bearer = Bearer(token)
-        self.worker_id = worker_id or _default_id()
+        self.worker_id: str = worker_id or _default_id()
         self.shutdown_grace = shutdown_grace
         self.on_ack = on_ack
         self.stats = WorkerStats()
@@ -279,21 +278,31 @@ class Worker:
         self._unacked: Dict[int, pb.Completion] = {}
         #: The current session's outbound queue (None between sessions).
         self._out: Optional[asyncio.Queue[Optional[pb.WorkerMessage]]] = None
+        #: The running loop, and whether a stop came before it ran; guarded
+        #: by _lock, since stop() may come from any thread (reentrant: or
+        #: from a signal handler of the thread that holds it).
+        self._lock = threading.RLock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stop_early = False
         self._stopping = False
-        self._draining = False
         self._grace_deadline: Optional[float] = None
         self._threads: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        self._tasks: Set[asyncio.Future[Any]] = set()
+        self._tasks: Set[asyncio.Future[None]] = set()
+        #: The run started by ``async with``.
+        self._run_task: Optional[asyncio.Task[WorkerStats]] = None
+
+    def __repr__(self) -> str:
+        return f"Worker({self.worker_id!r}, {self.endpoints!r}, callbacks={sorted(self._handlers)!r})"
 
     # ---- configuration ----
 
-    def handler(self, callback: str, concurrency: int = 1) -> Callable[[HandlerFn], HandlerFn]:
+    def handler(self, callback: str, concurrency: int = 1) -> Callable[[HandlerT], HandlerT]:
         """Decorator: serve ``callback`` with this function, running at most
         ``concurrency`` of its tasks at once. Async functions run on the
-        worker's event loop, plain ones in a thread pool."""
+        worker's event loop, plain ones in a thread pool. The function is
+        returned unchanged."""
 
-        def register(fn: HandlerFn) -> HandlerFn:
+        def register(fn: HandlerT) -> HandlerT:
             self.register(callback, fn, concurrency)
             return fn
 
@@ -305,23 +314,54 @@ class Worker:
             raise ValueError(f"concurrency for {callback!r} must be at least 1")
         if self._loop is not None:
             raise RuntimeError("register handlers before the worker runs")
-        self._handlers[callback] = _Handler(fn, concurrency, inspect.iscoroutinefunction(fn))
+        self._handlers[callback] = _Handler(fn, concurrency, _is_async(fn))
+
+    @property
+    def callbacks(self) -> List[str]:
+        """The callbacks this worker serves."""
+        return list(self._handlers)
 
     # ---- running ----
 
-    def run(self, *, install_signal_handlers: bool = True) -> WorkerStats:
-        """Run until SIGTERM/SIGINT (or :meth:`stop`): then take no new tasks,
-        let running ones finish within the shutdown grace, and return."""
+    def run(self, *, install_signal_handlers: Optional[bool] = None) -> WorkerStats:
+        """Run until SIGTERM/SIGINT or :meth:`stop`: then take no new tasks,
+        let running ones finish within the shutdown grace, and return.
+
+        It blocks, on an event loop of its own. The signal handlers are
+        installed only where Python allows it, in the main thread (None, the
+        default); elsewhere (a thread next to a web app, a notebook's
+        thread) stop it with :meth:`stop`. ``False`` never installs them.
+        From inside an event loop use ``async with worker`` or
+        :meth:`run_async` instead.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "Worker.run() blocks and cannot run inside an event loop: "
+                "use `async with worker:` or `await worker.run_async()`"
+            )
         return asyncio.run(self.run_async(install_signal_handlers=install_signal_handlers))
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe from any thread or signal handler).
         A second call cuts the grace short."""
-        loop = self._loop
-        if loop is None:
-            self._stopping = True
-            return
-        loop.call_soon_threadsafe(self._begin_stop)
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._stop_early = True
+                return
+        try:
+            loop.call_soon_threadsafe(self._begin_stop)
+        except RuntimeError:
+            pass  # the loop closed meanwhile: the worker has stopped
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a shutdown has begun."""
+        return self._stopping
 
     def _begin_stop(self) -> None:
         now = time.monotonic()
@@ -333,34 +373,78 @@ class Worker:
         self._stopping = True
         self._grace_deadline = now + self.shutdown_grace
 
-    async def run_async(self, *, install_signal_handlers: bool = False) -> WorkerStats:
-        """:meth:`run` for code already inside an event loop."""
+    async def __aenter__(self) -> "Worker":
+        """Start running in the background (on the current event loop)."""
+        if self._run_task is not None:
+            raise RuntimeError("the worker is already running")
+        self._check_handlers()
+        self._run_task = asyncio.ensure_future(self.run_async())
+        # Let it start, so that a failure to start surfaces here.
+        await asyncio.sleep(0)
+        if self._run_task.done():
+            task, self._run_task = self._run_task, None
+            task.result()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Stop gracefully: no new tasks, running ones finish within the
+        shutdown grace (a cancellation of the waiting code cuts it short)."""
+        task, self._run_task = self._run_task, None
+        if task is None:
+            return
+        self.stop()
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.stop()  # a second stop: cancel the handlers now
+            await asyncio.wait({task})
+            raise
+
+    def _check_handlers(self) -> None:
         if not self._handlers:
             raise ValueError("no handler: register at least one callback with @worker.handler(...)")
-        self._loop = asyncio.get_running_loop()
-        if self._stopping:  # stop() before the loop existed
-            self._stopping = False
+
+    async def run_async(self, *, install_signal_handlers: Optional[bool] = False) -> WorkerStats:
+        """:meth:`run` for code already inside an event loop: returns after
+        :meth:`stop` (and the drain). ``install_signal_handlers``: True or
+        None installs SIGTERM/SIGINT handlers that stop it, where Python
+        allows (the main thread); False (the default here) does not."""
+        self._check_handlers()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not None:
+                raise RuntimeError("the worker is already running")
+            self._loop = loop
+            stop_early, self._stop_early = self._stop_early, False
+        self._stopping = False
+        self._grace_deadline = None
+        if stop_early:  # stop() before the loop existed
             self._begin_stop()
         sync_slots = sum(h.concurrency for h in self._handlers.values() if not h.is_async)
         self._threads = concurrent.futures.ThreadPoolExecutor(max(1, sync_slots), thread_name_prefix="drover-handler")
-        signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
-        for s in signals:
-            self._loop.add_signal_handler(s, self._begin_stop)
+        signals = _Signals(loop, self._begin_stop, install_signal_handlers)
         pool = Pool(self.endpoints, self._connect_timeout, self._tls, self._bearer)
-        self.health_port = await self.health.start()
-        housekeeping = asyncio.ensure_future(self._housekeeping())
+        housekeeping: Optional[asyncio.Future[None]] = None
         try:
+            self.health_port = await self.health.start()
+            housekeeping = asyncio.ensure_future(self._housekeeping())
             await self._sessions(pool)
         finally:
-            housekeeping.cancel()
+            if housekeeping is not None:
+                housekeeping.cancel()
             for r in list(self._running.values()):
                 self._stop_handler(r, "the worker exited")
-            for s in signals:
-                self._loop.remove_signal_handler(s)
+            signals.restore()
             await pool.close()
             await self.health.stop()
             self._threads.shutdown(wait=False)
-            self._loop = None
+            with self._lock:
+                self._loop = None
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
 
@@ -422,14 +506,14 @@ class Worker:
         for c in self._unacked.values():
             out.put_nowait(pb.WorkerMessage(completion=c))
 
-        async def outgoing() -> Any:
+        async def outgoing() -> AsyncIterator[pb.WorkerMessage]:
             while True:
                 m = await out.get()
                 if m is None:
                     return
                 yield m
 
-        call = rpc.WorkerStub(pool.channel(addr)).Connect(outgoing(), metadata=pool.metadata)
+        call = _rpc.connect(pool.channel(addr))(outgoing(), metadata=tuple(pool.metadata))
         self._out = out
         reader = asyncio.ensure_future(self._read(call, beats))
         try:
@@ -463,7 +547,9 @@ class Worker:
             tasks = [pb.TaskRef(task_id=i, fencing_token=r.task.fencing_token) for i, r in self._running.items()]
             out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(seq=seq, tasks=tasks)))
 
-    async def _read(self, call: Any, beats: _Heartbeats) -> None:
+    async def _read(
+        self, call: "grpc.aio.StreamStreamCall[pb.WorkerMessage, pb.ServerMessage]", beats: _Heartbeats
+    ) -> None:
         try:
             async for msg in call:
                 self.health.stream_up()
@@ -488,7 +574,7 @@ class Worker:
                 r = self._running.get(ref.task_id)
                 if r is not None and r.task.fencing_token == ref.fencing_token:
                     # Valid until a lease from when the renewal was *sent*.
-                    r.task._lease_deadline = max(r.task._lease_deadline, basis + r.task.lease)
+                    r.task.lease_deadline = max(r.task.lease_deadline, basis + r.task.lease)
             for ref in msg.heartbeat_ack.lost:
                 self._lose(ref.task_id, ref.fencing_token, "the leader says this run's lease is gone")
         elif kind == "completion_ack":
@@ -523,7 +609,7 @@ class Worker:
         if old is not None:
             self._lose(a.task_id, old.task.fencing_token, "the task was assigned again")
         assert self._loop is not None
-        r = _Running(Task(a, basis, self._loop))
+        r = _Running(WorkerTask(a, basis))
         r.is_async = h.is_async
         if not r.task.lease_valid():
             self.stats.fenced += 1
@@ -539,32 +625,33 @@ class Worker:
     async def _execute(self, r: _Running, h: _Handler) -> None:
         task = r.task
         assert self._loop is not None and self._threads is not None
+        fut: asyncio.Future[HandlerResult]
         if h.is_async:
-            fut: asyncio.Future[Any] = asyncio.ensure_future(h.fn(task))  # type: ignore[arg-type]
+            fut = asyncio.ensure_future(_traced_async(cast(AsyncHandler, h.fn), task))
         else:
-            fut = self._loop.run_in_executor(self._threads, h.fn, task)
+            fut = self._loop.run_in_executor(self._threads, _traced_sync, cast(SyncHandler, h.fn), task)
         r.future = fut
         fut.add_done_callback(_consume)
         timeout_at = time.monotonic() + task.timeout
         outcome: Optional[pb.Completion] = None
         while True:
             now = time.monotonic()
-            if now >= task._lease_deadline:
+            if now >= task.lease_deadline:
                 self._stop_handler(r, "the lease lapsed")
                 break
             if now >= timeout_at:
                 self._stop_handler(r, "the task timed out")
                 outcome = _retry(f"timed out after {task.timeout:g}s")
                 break
-            await asyncio.wait({fut}, timeout=min(task._lease_deadline, timeout_at) - now)
+            await asyncio.wait({fut}, timeout=min(task.lease_deadline, timeout_at) - now)
             if fut.done():
                 # A result that arrives after the lease lapsed is dropped.
-                if time.monotonic() < task._lease_deadline:
+                if time.monotonic() < task.lease_deadline:
                     outcome = self._outcome(r, fut)
                 break
         self._finish(r, outcome)
 
-    def _outcome(self, r: _Running, fut: "asyncio.Future[Any]") -> pb.Completion:
+    def _outcome(self, r: _Running, fut: "asyncio.Future[HandlerResult]") -> pb.Completion:
         if r.cancel_requested:
             return pb.Completion(cancelled=True)
         if r.shutdown:
@@ -590,7 +677,7 @@ class Worker:
         """Tell a handler to stop: an async one gets CancelledError; a thread
         only sees the flag, and is waited for unless its lease lapsed or it
         timed out (then its result is not waited for)."""
-        r.task._set_cancelled(why)
+        r.task.set_cancelled(why)
         if r.is_async and r.future is not None and not r.future.done():
             r.future.cancel()
 
@@ -623,11 +710,23 @@ class Worker:
             self._out.put_nowait(pb.WorkerMessage(completion=outcome))
 
 
+async def _traced_async(fn: AsyncHandler, task: WorkerTask) -> HandlerResult:
+    """Run an async handler inside its span (see :func:`_tracing.handler_span`)."""
+    with _tracing.handler_span(task):
+        return await fn(task)
+
+
+def _traced_sync(fn: SyncHandler, task: WorkerTask) -> HandlerResult:
+    """Run a handler in a pool thread inside its span."""
+    with _tracing.handler_span(task):
+        return fn(task)
+
+
 def _retry(error: str) -> pb.Completion:
     return pb.Completion(retry=pb.Failure(error=error))
 
 
-def _consume(fut: "asyncio.Future[Any]") -> None:
+def _consume(fut: "asyncio.Future[HandlerResult]") -> None:
     """Retrieve a handler's exception so that asyncio does not log it as lost."""
     if not fut.cancelled():
         fut.exception()

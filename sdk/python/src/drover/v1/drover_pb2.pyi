@@ -152,21 +152,25 @@ class ClockRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClockResponse(_message.Message):
-    __slots__ = ("node_id", "unix_ms", "disk_free_bytes", "disk_total_bytes", "disk_alarm")
+    __slots__ = ("node_id", "unix_ms", "disk_free_bytes", "disk_total_bytes", "disk_alarm", "feature_level", "version")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_ALARM_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     unix_ms: int
     disk_free_bytes: int
     disk_total_bytes: int
     disk_alarm: bool
-    def __init__(self, node_id: _Optional[int] = ..., unix_ms: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_alarm: bool = ...) -> None: ...
+    feature_level: int
+    version: str
+    def __init__(self, node_id: _Optional[int] = ..., unix_ms: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_alarm: bool = ..., feature_level: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("callback", "payload", "priority", "delay_ms", "run_at_unix_ms", "idempotency_key", "collection", "after", "ref", "after_refs", "after_policy")
+    __slots__ = ("callback", "payload", "priority", "delay_ms", "run_at_unix_ms", "idempotency_key", "collection", "after", "ref", "after_refs", "after_policy", "trace")
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +182,7 @@ class TaskSpec(_message.Message):
     REF_FIELD_NUMBER: _ClassVar[int]
     AFTER_REFS_FIELD_NUMBER: _ClassVar[int]
     AFTER_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     callback: str
     payload: bytes
     priority: int
@@ -189,7 +194,16 @@ class TaskSpec(_message.Message):
     ref: str
     after_refs: _containers.RepeatedScalarFieldContainer[str]
     after_policy: AfterPolicy
-    def __init__(self, callback: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., delay_ms: _Optional[int] = ..., run_at_unix_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., collection: _Optional[str] = ..., after: _Optional[_Iterable[int]] = ..., ref: _Optional[str] = ..., after_refs: _Optional[_Iterable[str]] = ..., after_policy: _Optional[_Union[AfterPolicy, str]] = ...) -> None: ...
+    trace: TraceContext
+    def __init__(self, callback: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., delay_ms: _Optional[int] = ..., run_at_unix_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., collection: _Optional[str] = ..., after: _Optional[_Iterable[int]] = ..., ref: _Optional[str] = ..., after_refs: _Optional[_Iterable[str]] = ..., after_policy: _Optional[_Union[AfterPolicy, str]] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
+
+class TraceContext(_message.Message):
+    __slots__ = ("traceparent", "tracestate")
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    traceparent: str
+    tracestate: str
+    def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class ScheduleRequest(_message.Message):
     __slots__ = ("task", "request_id")
@@ -240,7 +254,7 @@ class GetTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[int] = ..., allow_stale: bool = ..., include_payload: bool = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "callback", "state", "priority", "run_at_unix_ms", "created_at_unix_ms", "attempts", "payload_size", "idempotency_key", "created_index", "fencing_token", "worker", "last_error", "result", "cancel_requested", "history", "payload", "collection", "dependencies", "children")
+    __slots__ = ("id", "callback", "state", "priority", "run_at_unix_ms", "created_at_unix_ms", "attempts", "payload_size", "idempotency_key", "created_index", "fencing_token", "worker", "last_error", "result", "cancel_requested", "history", "payload", "collection", "dependencies", "children", "trace")
     ID_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +275,7 @@ class Task(_message.Message):
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     id: int
     callback: str
     state: TaskState
@@ -281,7 +296,8 @@ class Task(_message.Message):
     collection: str
     dependencies: Dependencies
     children: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[int] = ..., callback: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[int] = ..., run_at_unix_ms: _Optional[int] = ..., created_at_unix_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., payload_size: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_index: _Optional[int] = ..., fencing_token: _Optional[int] = ..., worker: _Optional[str] = ..., last_error: _Optional[str] = ..., result: _Optional[bytes] = ..., cancel_requested: bool = ..., history: _Optional[_Iterable[_Union[TaskTransition, _Mapping]]] = ..., payload: _Optional[bytes] = ..., collection: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., children: _Optional[_Iterable[int]] = ...) -> None: ...
+    trace: TraceContext
+    def __init__(self, id: _Optional[int] = ..., callback: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[int] = ..., run_at_unix_ms: _Optional[int] = ..., created_at_unix_ms: _Optional[int] = ..., attempts: _Optional[int] = ..., payload_size: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., created_index: _Optional[int] = ..., fencing_token: _Optional[int] = ..., worker: _Optional[str] = ..., last_error: _Optional[str] = ..., result: _Optional[bytes] = ..., cancel_requested: bool = ..., history: _Optional[_Iterable[_Union[TaskTransition, _Mapping]]] = ..., payload: _Optional[bytes] = ..., collection: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., children: _Optional[_Iterable[int]] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
 
 class Dependencies(_message.Message):
     __slots__ = ("parents", "policy", "open", "ended", "cancelled_by")
@@ -518,7 +534,7 @@ class ListGatesResponse(_message.Message):
     def __init__(self, gates: _Optional[_Iterable[_Union[Gate, _Mapping]]] = ...) -> None: ...
 
 class ScheduleDefinition(_message.Message):
-    __slots__ = ("name", "callback", "cron", "tz", "every_ms", "payload", "priority", "collection", "overlap", "catchup", "catchup_window_ms", "jitter_ms", "start_unix_ms", "end_unix_ms", "pause_on_failure", "dst_repeat", "dst_gap")
+    __slots__ = ("name", "callback", "cron", "tz", "every_ms", "payload", "priority", "collection", "overlap", "catchup", "catchup_window_ms", "jitter_ms", "start_unix_ms", "end_unix_ms", "pause_on_failure", "dst_repeat", "dst_gap", "trace")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
     CRON_FIELD_NUMBER: _ClassVar[int]
@@ -536,6 +552,7 @@ class ScheduleDefinition(_message.Message):
     PAUSE_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     DST_REPEAT_FIELD_NUMBER: _ClassVar[int]
     DST_GAP_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     callback: str
     cron: str
@@ -553,7 +570,8 @@ class ScheduleDefinition(_message.Message):
     pause_on_failure: bool
     dst_repeat: str
     dst_gap: str
-    def __init__(self, name: _Optional[str] = ..., callback: _Optional[str] = ..., cron: _Optional[str] = ..., tz: _Optional[str] = ..., every_ms: _Optional[int] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., collection: _Optional[str] = ..., overlap: _Optional[str] = ..., catchup: _Optional[str] = ..., catchup_window_ms: _Optional[int] = ..., jitter_ms: _Optional[int] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., pause_on_failure: bool = ..., dst_repeat: _Optional[str] = ..., dst_gap: _Optional[str] = ...) -> None: ...
+    trace: TraceContext
+    def __init__(self, name: _Optional[str] = ..., callback: _Optional[str] = ..., cron: _Optional[str] = ..., tz: _Optional[str] = ..., every_ms: _Optional[int] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., collection: _Optional[str] = ..., overlap: _Optional[str] = ..., catchup: _Optional[str] = ..., catchup_window_ms: _Optional[int] = ..., jitter_ms: _Optional[int] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., pause_on_failure: bool = ..., dst_repeat: _Optional[str] = ..., dst_gap: _Optional[str] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
 
 class ScheduleRef(_message.Message):
     __slots__ = ("name",)
@@ -846,7 +864,7 @@ class Welcome(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("task_id", "callback", "payload", "attempt", "fencing_token", "lease_ms", "timeout_ms", "priority", "upstream")
+    __slots__ = ("task_id", "callback", "payload", "attempt", "fencing_token", "lease_ms", "timeout_ms", "priority", "upstream", "trace", "links")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -856,6 +874,8 @@ class Assignment(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
     task_id: int
     callback: str
     payload: bytes
@@ -865,7 +885,9 @@ class Assignment(_message.Message):
     timeout_ms: int
     priority: int
     upstream: Upstream
-    def __init__(self, task_id: _Optional[int] = ..., callback: _Optional[str] = ..., payload: _Optional[bytes] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., lease_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., priority: _Optional[int] = ..., upstream: _Optional[_Union[Upstream, _Mapping]] = ...) -> None: ...
+    trace: TraceContext
+    links: _containers.RepeatedCompositeFieldContainer[TraceContext]
+    def __init__(self, task_id: _Optional[int] = ..., callback: _Optional[str] = ..., payload: _Optional[bytes] = ..., attempt: _Optional[int] = ..., fencing_token: _Optional[int] = ..., lease_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., priority: _Optional[int] = ..., upstream: _Optional[_Union[Upstream, _Mapping]] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ..., links: _Optional[_Iterable[_Union[TraceContext, _Mapping]]] = ...) -> None: ...
 
 class Upstream(_message.Message):
     __slots__ = ("ended", "parents", "omitted")
@@ -922,23 +944,27 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("leader_id", "term", "last_log_index", "committed_index", "members", "quorum_ack_ms")
+    __slots__ = ("leader_id", "term", "last_log_index", "committed_index", "members", "quorum_ack_ms", "cluster_id", "active_feature_level")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_INDEX_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     QUORUM_ACK_MS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     leader_id: int
     term: int
     last_log_index: int
     committed_index: int
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     quorum_ack_ms: int
-    def __init__(self, leader_id: _Optional[int] = ..., term: _Optional[int] = ..., last_log_index: _Optional[int] = ..., committed_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., quorum_ack_ms: _Optional[int] = ...) -> None: ...
+    cluster_id: str
+    active_feature_level: int
+    def __init__(self, leader_id: _Optional[int] = ..., term: _Optional[int] = ..., last_log_index: _Optional[int] = ..., committed_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., quorum_ack_ms: _Optional[int] = ..., cluster_id: _Optional[str] = ..., active_feature_level: _Optional[int] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
-    __slots__ = ("id", "addr", "voter", "reachable", "status", "lag", "error", "last_contact_ms")
+    __slots__ = ("id", "addr", "voter", "reachable", "status", "lag", "error", "last_contact_ms", "version", "feature_level")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDR_FIELD_NUMBER: _ClassVar[int]
     VOTER_FIELD_NUMBER: _ClassVar[int]
@@ -947,6 +973,8 @@ class MemberStatus(_message.Message):
     LAG_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_CONTACT_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     id: int
     addr: str
     voter: bool
@@ -955,7 +983,9 @@ class MemberStatus(_message.Message):
     lag: int
     error: str
     last_contact_ms: int
-    def __init__(self, id: _Optional[int] = ..., addr: _Optional[str] = ..., voter: bool = ..., reachable: bool = ..., status: _Optional[_Union[NodeStatusResponse, _Mapping]] = ..., lag: _Optional[int] = ..., error: _Optional[str] = ..., last_contact_ms: _Optional[int] = ...) -> None: ...
+    version: str
+    feature_level: int
+    def __init__(self, id: _Optional[int] = ..., addr: _Optional[str] = ..., voter: bool = ..., reachable: bool = ..., status: _Optional[_Union[NodeStatusResponse, _Mapping]] = ..., lag: _Optional[int] = ..., error: _Optional[str] = ..., last_contact_ms: _Optional[int] = ..., version: _Optional[str] = ..., feature_level: _Optional[int] = ...) -> None: ...
 
 class AddLearnerRequest(_message.Message):
     __slots__ = ("id", "addr")
@@ -976,6 +1006,22 @@ class RemoveNodeRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: int
     def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ReplaceNodeRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ReplaceNodeResponse(_message.Message):
+    __slots__ = ("new_id", "addr", "membership")
+    NEW_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    new_id: int
+    addr: str
+    membership: MembershipResponse
+    def __init__(self, new_id: _Optional[int] = ..., addr: _Optional[str] = ..., membership: _Optional[_Union[MembershipResponse, _Mapping]] = ...) -> None: ...
 
 class TransferLeaderRequest(_message.Message):
     __slots__ = ("to",)
@@ -1024,7 +1070,14 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("id", "role", "term", "leader_id", "has_leader", "last_log_index", "committed_index", "applied_index", "snapshot_index", "purged_index", "task_count", "cpu_seconds", "rss_bytes", "disk_bytes", "snapshot_at_unix_ms", "clock_offset_ms", "clock_skewed", "replicated_now_unix_ms", "max_clock_offset_ms", "disk_free_bytes", "disk_total_bytes", "disk_alarm", "min_free_disk_bytes", "tls", "insecure_exposed")
+    __slots__ = ("id", "role", "term", "leader_id", "has_leader", "last_log_index", "committed_index", "applied_index", "snapshot_index", "purged_index", "task_count", "cpu_seconds", "rss_bytes", "disk_bytes", "snapshot_at_unix_ms", "clock_offset_ms", "clock_skewed", "replicated_now_unix_ms", "max_clock_offset_ms", "disk_free_bytes", "disk_total_bytes", "disk_alarm", "min_free_disk_bytes", "tls", "insecure_exposed", "cluster_id", "refused_messages", "version", "feature_level", "active_feature_level")
+    class RefusedMessagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -1050,6 +1103,11 @@ class NodeStatusResponse(_message.Message):
     MIN_FREE_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     INSECURE_EXPOSED_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     id: int
     role: str
     term: int
@@ -1075,4 +1133,35 @@ class NodeStatusResponse(_message.Message):
     min_free_disk_bytes: int
     tls: bool
     insecure_exposed: bool
-    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., has_leader: bool = ..., last_log_index: _Optional[int] = ..., committed_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., purged_index: _Optional[int] = ..., task_count: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., snapshot_at_unix_ms: _Optional[int] = ..., clock_offset_ms: _Optional[int] = ..., clock_skewed: bool = ..., replicated_now_unix_ms: _Optional[int] = ..., max_clock_offset_ms: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_alarm: bool = ..., min_free_disk_bytes: _Optional[int] = ..., tls: bool = ..., insecure_exposed: bool = ...) -> None: ...
+    cluster_id: str
+    refused_messages: _containers.ScalarMap[str, int]
+    version: str
+    feature_level: int
+    active_feature_level: int
+    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., has_leader: bool = ..., last_log_index: _Optional[int] = ..., committed_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., purged_index: _Optional[int] = ..., task_count: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., snapshot_at_unix_ms: _Optional[int] = ..., clock_offset_ms: _Optional[int] = ..., clock_skewed: bool = ..., replicated_now_unix_ms: _Optional[int] = ..., max_clock_offset_ms: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_alarm: bool = ..., min_free_disk_bytes: _Optional[int] = ..., tls: bool = ..., insecure_exposed: bool = ..., cluster_id: _Optional[str] = ..., refused_messages: _Optional[_Mapping[str, int]] = ..., version: _Optional[str] = ..., feature_level: _Optional[int] = ..., active_feature_level: _Optional[int] = ...) -> None: ...
+
+class FinalizeUpgradeRequest(_message.Message):
+    __slots__ = ("level",)
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    level: int
+    def __init__(self, level: _Optional[int] = ...) -> None: ...
+
+class FinalizeUpgradeResponse(_message.Message):
+    __slots__ = ("active_feature_level", "previous_feature_level")
+    ACTIVE_FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FEATURE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    active_feature_level: int
+    previous_feature_level: int
+    def __init__(self, active_feature_level: _Optional[int] = ..., previous_feature_level: _Optional[int] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("node_id", "cluster_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    cluster_id: str
+    def __init__(self, node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...

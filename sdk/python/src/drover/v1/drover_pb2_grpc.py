@@ -924,6 +924,11 @@ class ClusterStub(object):
                 request_serializer=drover_dot_v1_dot_drover__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=drover_dot_v1_dot_drover__pb2.MembershipResponse.FromString,
                 )
+        self.ReplaceNode = channel.unary_unary(
+                '/drover.v1.Cluster/ReplaceNode',
+                request_serializer=drover_dot_v1_dot_drover__pb2.ReplaceNodeRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.ReplaceNodeResponse.FromString,
+                )
         self.TransferLeader = channel.unary_unary(
                 '/drover.v1.Cluster/TransferLeader',
                 request_serializer=drover_dot_v1_dot_drover__pb2.TransferLeaderRequest.SerializeToString,
@@ -943,6 +948,16 @@ class ClusterStub(object):
                 '/drover.v1.Cluster/Clock',
                 request_serializer=drover_dot_v1_dot_drover__pb2.ClockRequest.SerializeToString,
                 response_deserializer=drover_dot_v1_dot_drover__pb2.ClockResponse.FromString,
+                )
+        self.Join = channel.unary_unary(
+                '/drover.v1.Cluster/Join',
+                request_serializer=drover_dot_v1_dot_drover__pb2.JoinRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.JoinResponse.FromString,
+                )
+        self.FinalizeUpgrade = channel.unary_unary(
+                '/drover.v1.Cluster/FinalizeUpgrade',
+                request_serializer=drover_dot_v1_dot_drover__pb2.FinalizeUpgradeRequest.SerializeToString,
+                response_deserializer=drover_dot_v1_dot_drover__pb2.FinalizeUpgradeResponse.FromString,
                 )
 
 
@@ -986,6 +1001,17 @@ class ClusterServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceNode(self, request, context):
+        """Replace a member whose storage was damaged (`drover admin rejoin`): its
+        id is retired at once (it may never vote again), a new id is allocated
+        and added as a learner at the same address, and the leader makes the
+        new id a voter in its place once it has caught up. The old node must
+        not be running. Repeating the call returns the same new id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TransferLeader(self, request, context):
         """Hand leadership to another voter.
         """
@@ -1012,6 +1038,25 @@ class ClusterServicer(object):
         """This node's wall clock and free disk space (no forwarding). Nodes
         sample each other's clocks to agree on a reference time that no single
         clock can move, and learn which members are short of disk space.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Join(self, request, context):
+        """Node to node, before the leader adds a node: the new node takes the
+        cluster's ID from the envelope (while its data dir is still empty) and
+        keeps it; a node of another cluster refuses (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeUpgrade(self, request, context):
+        """Raise the cluster's feature level (leader; admin): to `level`, or to
+        the highest every member speaks. Refused (FAILED_PRECONDITION, naming
+        the members behind) unless every member reports that it speaks it.
+        Once raised, no member can go back to an older release.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1045,6 +1090,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     request_deserializer=drover_dot_v1_dot_drover__pb2.RemoveNodeRequest.FromString,
                     response_serializer=drover_dot_v1_dot_drover__pb2.MembershipResponse.SerializeToString,
             ),
+            'ReplaceNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceNode,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.ReplaceNodeRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.ReplaceNodeResponse.SerializeToString,
+            ),
             'TransferLeader': grpc.unary_unary_rpc_method_handler(
                     servicer.TransferLeader,
                     request_deserializer=drover_dot_v1_dot_drover__pb2.TransferLeaderRequest.FromString,
@@ -1064,6 +1114,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Clock,
                     request_deserializer=drover_dot_v1_dot_drover__pb2.ClockRequest.FromString,
                     response_serializer=drover_dot_v1_dot_drover__pb2.ClockResponse.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.JoinRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.JoinResponse.SerializeToString,
+            ),
+            'FinalizeUpgrade': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeUpgrade,
+                    request_deserializer=drover_dot_v1_dot_drover__pb2.FinalizeUpgradeRequest.FromString,
+                    response_serializer=drover_dot_v1_dot_drover__pb2.FinalizeUpgradeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1162,6 +1222,23 @@ class Cluster(object):
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
+    def ReplaceNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Cluster/ReplaceNode',
+            drover_dot_v1_dot_drover__pb2.ReplaceNodeRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.ReplaceNodeResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
     def TransferLeader(request,
             target,
             options=(),
@@ -1226,6 +1303,40 @@ class Cluster(object):
         return grpc.experimental.unary_unary(request, target, '/drover.v1.Cluster/Clock',
             drover_dot_v1_dot_drover__pb2.ClockRequest.SerializeToString,
             drover_dot_v1_dot_drover__pb2.ClockResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Cluster/Join',
+            drover_dot_v1_dot_drover__pb2.JoinRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.JoinResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FinalizeUpgrade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/drover.v1.Cluster/FinalizeUpgrade',
+            drover_dot_v1_dot_drover__pb2.FinalizeUpgradeRequest.SerializeToString,
+            drover_dot_v1_dot_drover__pb2.FinalizeUpgradeResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
