@@ -15,6 +15,11 @@ scripts/prereqs.sh --tests
 cargo fmt --all -- --check
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked -- --test-threads 2 "$@"
+# The simulation's mutants (scripts/sim-mutants.sh, too long for here) must
+# still apply, or that proof silently rots.
+for p in sim/mutants/*.patch; do
+  git apply --check "$p" || { echo "test: $p no longer applies: regenerate it (DESIGN.md, Mutants)" >&2; exit 1; }
+done
 sdk/python/test.sh
 # Every benchmark scenario, briefly, as a smoke test: it must complete and
 # find nothing lost. Speeds are printed, never asserted.

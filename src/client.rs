@@ -69,6 +69,9 @@ pub struct Client {
     pub deadline: Duration,
     /// Per-attempt timeout.
     pub attempt_timeout: Duration,
+    /// Per-attempt timeout of a membership change, which a node may work
+    /// on for longer (see [`crate::config::CLIENT_MEMBERSHIP_ATTEMPT_TIMEOUT`]).
+    pub membership_attempt_timeout: Duration,
     /// The token every call carries (none: no `authorization` header).
     bearer: Bearer,
 }
@@ -83,7 +86,8 @@ impl Client {
             pool: ChannelPool::default(),
             leader: Arc::new(AtomicUsize::new(usize::MAX)),
             deadline: Duration::from_secs(15),
-            attempt_timeout: Duration::from_secs(4),
+            attempt_timeout: crate::config::CLIENT_ATTEMPT_TIMEOUT,
+            membership_attempt_timeout: crate::config::CLIENT_MEMBERSHIP_ATTEMPT_TIMEOUT,
             bearer: Bearer::default(),
         }
     }
@@ -148,7 +152,17 @@ impl Client {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.call_with(start, |s| is_retryable(s, false), call).await
+        self.call_with(start, self.attempt_timeout, |s| is_retryable(s, false), call).await
+    }
+
+    /// A membership change: like [`Client::call`] (not retried after an
+    /// unknown outcome), waiting longer for each attempt.
+    async fn call_membership<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_with(0, self.membership_attempt_timeout, |s| is_retryable(s, false), call).await
     }
 
     /// Like [`Client::call`] for an idempotent call (a read, or a write that
@@ -159,7 +173,7 @@ impl Client {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.call_with(start, |s| is_retryable(s, true), call).await
+        self.call_with(start, self.attempt_timeout, |s| is_retryable(s, true), call).await
     }
 
     /// Schedule one task, under a fresh request id reused by every retry:
@@ -174,6 +188,7 @@ impl Client {
         let req = crate::pb::ScheduleRequest { task: Some(spec), request_id: new_request_id() };
         self.call_with(
             self.write_start(start),
+            self.attempt_timeout,
             |s| is_retryable(s, true),
             |i| {
                 let req = req.clone();
@@ -194,6 +209,7 @@ impl Client {
         let req = crate::pb::ScheduleBatchRequest { tasks, request_id: new_request_id() };
         self.call_with(
             self.write_start(start),
+            self.attempt_timeout,
             |s| is_retryable(s, true),
             |i| {
                 let req = req.clone();
@@ -452,10 +468,11 @@ impl Client {
     }
 
     /// Membership changes: not retried after an unknown outcome (check
-    /// `cluster_status` instead).
+    /// `cluster_status` instead), and given longer than other calls: a
+    /// node may work on one for up to its `--membership-timeout`.
     pub async fn add_learner(&self, id: u64, addr: String) -> Result<pb::MembershipResponse, Status> {
         let req = pb::AddLearnerRequest { id, addr };
-        self.call(0, |i| {
+        self.call_membership(|i| {
             let req = req.clone();
             async move { Ok(self.cluster(i)?.add_learner(req).await?.into_inner()) }
         })
@@ -464,23 +481,23 @@ impl Client {
 
     pub async fn promote_voter(&self, id: u64) -> Result<pb::MembershipResponse, Status> {
         let req = pb::PromoteVoterRequest { id };
-        self.call(0, |i| async move { Ok(self.cluster(i)?.promote_voter(req).await?.into_inner()) }).await
+        self.call_membership(|i| async move { Ok(self.cluster(i)?.promote_voter(req).await?.into_inner()) }).await
     }
 
     pub async fn remove_node(&self, id: u64) -> Result<pb::MembershipResponse, Status> {
         let req = pb::RemoveNodeRequest { id };
-        self.call(0, |i| async move { Ok(self.cluster(i)?.remove_node(req).await?.into_inner()) }).await
+        self.call_membership(|i| async move { Ok(self.cluster(i)?.remove_node(req).await?.into_inner()) }).await
     }
 
     /// Replace a member whose storage was damaged: see `Cluster.ReplaceNode`.
     pub async fn replace_node(&self, id: u64) -> Result<pb::ReplaceNodeResponse, Status> {
         let req = pb::ReplaceNodeRequest { id };
-        self.call(0, |i| async move { Ok(self.cluster(i)?.replace_node(req).await?.into_inner()) }).await
+        self.call_membership(|i| async move { Ok(self.cluster(i)?.replace_node(req).await?.into_inner()) }).await
     }
 
     pub async fn transfer_leader(&self, to: u64) -> Result<pb::MembershipResponse, Status> {
         let req = pb::TransferLeaderRequest { to };
-        self.call(0, |i| async move { Ok(self.cluster(i)?.transfer_leader(req).await?.into_inner()) }).await
+        self.call_membership(|i| async move { Ok(self.cluster(i)?.transfer_leader(req).await?.into_inner()) }).await
     }
 
     /// Raise the cluster's feature level (0: the leader's highest); refused
@@ -512,6 +529,7 @@ impl Client {
     async fn call_with<T, F, Fut>(
         &self,
         start: usize,
+        attempt_timeout: Duration,
         retryable: impl Fn(&Status) -> bool,
         call: F,
     ) -> Result<T, Status>
@@ -527,13 +545,13 @@ impl Client {
         let mut backoff = crate::net::Backoff::default();
         let mut i = start;
         loop {
-            let result = match tokio::time::timeout(self.attempt_timeout, call(i)).await {
+            let result = match tokio::time::timeout(attempt_timeout, call(i)).await {
                 Ok(r) => r,
                 Err(_) => {
                     let mut s = Status::deadline_exceeded(format!(
                         "{} did not answer within {:?}; the request may or may not have been applied",
                         self.endpoints[i % n],
-                        self.attempt_timeout
+                        attempt_timeout
                     ));
                     crate::net::mark_outcome_unknown(&mut s);
                     Err(s)

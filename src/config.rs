@@ -73,6 +73,12 @@ impl Default for RaftTuning {
 /// answer within it is given up on and the next one tried.
 pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// A client's per-attempt timeout for a membership change (add, promote,
+/// remove, replace, transfer): above the longest a node may work on one
+/// ([`Timing::membership_forward_timeout`]), so the client never gives up
+/// on a change the cluster is still making.
+pub const CLIENT_MEMBERSHIP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(40);
+
 /// Every request-level timeout of a node, in one place. Their order is
 /// checked by [`NodeConfig::validate`]: a proposal gives up before the
 /// follower that forwarded it stops waiting for the leader, which gives up
@@ -81,6 +87,8 @@ pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 ///
 /// ```text
 ///   propose_timeout (2.5 s) < forward_timeout (3 s) < CLIENT_ATTEMPT_TIMEOUT (4 s)
+///   propose_timeout + leader_wait + membership_change (20.5 s)
+///     < membership_forward_timeout (22.5 s) < CLIENT_MEMBERSHIP_ATTEMPT_TIMEOUT (40 s)
 ///   quorum_silence = 2 x election timeout (0.6 s)
 /// ```
 #[derive(Debug, Clone)]
@@ -108,6 +116,15 @@ pub struct Timing {
     /// A leader whose log sync (fsync) has been running this long hands
     /// leadership over: a stalling disk must not hold up the cluster. 2 s.
     pub fsync_stall: Duration,
+}
+
+impl Timing {
+    /// Longest a follower waits for the leader to answer a forwarded
+    /// membership change: the change's own bounds (its retire or promote
+    /// entry, the wait for a named leader, the change itself) and 2 s.
+    pub fn membership_forward_timeout(&self) -> Duration {
+        self.propose_timeout + self.leader_wait + self.membership_change + Duration::from_secs(2)
+    }
 }
 
 impl Default for Timing {
@@ -356,6 +373,13 @@ impl NodeConfig {
                 t.propose_timeout, t.forward_timeout
             ));
         }
+        if t.membership_forward_timeout() >= CLIENT_MEMBERSHIP_ATTEMPT_TIMEOUT {
+            return Err(format!(
+                "--membership-timeout ({:?}) is too long: with the leader wait and the proposal timeout it must stay \
+                 below a client's membership attempt ({CLIENT_MEMBERSHIP_ATTEMPT_TIMEOUT:?}) by 2 s",
+                t.membership_change
+            ));
+        }
         if t.leader_wait < Duration::from_millis(2 * r.election_timeout_ms) {
             return Err("the leader wait must cover at least one election (twice the election timeout)".into());
         }
@@ -451,6 +475,10 @@ mod tests {
         let mut c = NodeConfig::new(1, "127.0.0.1:1", "/tmp/x");
         c.timing.propose_timeout = Duration::from_secs(10);
         assert!(c.validate().unwrap_err().contains("nest"), "a proposal outliving the forward is refused");
+        let mut c = NodeConfig::new(1, "127.0.0.1:1", "/tmp/x");
+        c.timing.membership_change = Duration::from_secs(35);
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("--membership-timeout"), "a change outliving the client's wait is refused: {e}");
         assert!(NodeConfig::new(0, "x:1", "/tmp/x").validate().is_err());
         assert!(NodeConfig::new(1, "127.0.0.1:1", "/tmp/x").validate().is_ok());
     }

@@ -249,7 +249,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, ClusterClient::new, add_learner, |req| self
+        leader_rpc!(membership self, request, ClusterClient::new, add_learner, |req| self
             .membership
             .add_learner(req.id, req.addr.clone())
             .await)
@@ -259,28 +259,28 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::PromoteVoterRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, ClusterClient::new, promote_voter, |req| self.membership.promote(req.id).await)
+        leader_rpc!(membership self, request, ClusterClient::new, promote_voter, |req| self.membership.promote(req.id).await)
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, ClusterClient::new, remove_node, |req| self.membership.remove(req.id).await)
+        leader_rpc!(membership self, request, ClusterClient::new, remove_node, |req| self.membership.remove(req.id).await)
     }
 
     async fn replace_node(
         &self,
         request: Request<pb::ReplaceNodeRequest>,
     ) -> Result<Response<pb::ReplaceNodeResponse>, Status> {
-        leader_rpc!(self, request, ClusterClient::new, replace_node, |req| self.membership.replace(req.id).await)
+        leader_rpc!(membership self, request, ClusterClient::new, replace_node, |req| self.membership.replace(req.id).await)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        leader_rpc!(self, request, ClusterClient::new, transfer_leader, |req| self
+        leader_rpc!(membership self, request, ClusterClient::new, transfer_leader, |req| self
             .membership
             .transfer_leader(req.to)
             .await)
@@ -314,6 +314,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             .forward
             .on_leader(
                 forwarded,
+                self.forward.consensus.timing().forward_timeout,
                 || self.cluster_status(),
                 |ch, forwarding| {
                     let identity = identity.clone();

@@ -62,8 +62,20 @@ pub fn with_leader_hint<T>(consensus: &Consensus, reply: T) -> tonic::Response<T
 /// Run a unary RPC on the leader: `$local` here if this node leads, else
 /// the same request forwarded with `$client(channel).$method(..)`. The
 /// reply names the leader (see [`with_leader_hint`]).
+///
+/// `membership` before the arguments marks a membership change: forwarded,
+/// it is waited on for [`crate::config::Timing::membership_forward_timeout`]
+/// instead of the forward timeout.
 macro_rules! leader_rpc {
+    (membership $self:ident, $request:ident, $client:expr, $method:ident, |$req:ident| $local:expr) => {{
+        let within = $self.forward.consensus.timing().membership_forward_timeout();
+        $crate::api::forward::leader_rpc!(@within within, $self, $request, $client, $method, |$req| $local)
+    }};
     ($self:ident, $request:ident, $client:expr, $method:ident, |$req:ident| $local:expr) => {{
+        let within = $self.forward.consensus.timing().forward_timeout;
+        $crate::api::forward::leader_rpc!(@within within, $self, $request, $client, $method, |$req| $local)
+    }};
+    (@within $within:ident, $self:ident, $request:ident, $client:expr, $method:ident, |$req:ident| $local:expr) => {{
         let forwarded = $crate::api::forward::is_forwarded(&$request);
         let identity = $crate::api::access::Identity::of(&$request);
         let $req = $request.into_inner();
@@ -71,6 +83,7 @@ macro_rules! leader_rpc {
             .forward
             .on_leader(
                 forwarded,
+                $within,
                 || async { $local },
                 |ch, forwarding| {
                     let r = $req.clone();
@@ -89,16 +102,22 @@ pub(crate) use leader_rpc;
 
 impl Forwarder {
     /// Run `local` if this node leads, else `remote` against the leader's
-    /// channel. Retries across leader changes until `leader_wait` runs out.
-    pub async fn on_leader<T, L, LF, R, RF>(&self, forwarded: bool, local: L, remote: R) -> Result<T, tonic::Status>
+    /// channel, waiting at most `forward_timeout` for its answer. Retries
+    /// across leader changes until `leader_wait` runs out.
+    pub async fn on_leader<T, L, LF, R, RF>(
+        &self,
+        forwarded: bool,
+        forward_timeout: Duration,
+        local: L,
+        remote: R,
+    ) -> Result<T, tonic::Status>
     where
         L: Fn() -> LF,
         LF: Future<Output = Result<T, ApiError>>,
         R: Fn(Channel, Forwarding) -> RF,
         RF: Future<Output = Result<T, tonic::Status>>,
     {
-        let timing = self.consensus.timing().clone();
-        let deadline = tokio::time::Instant::now() + timing.leader_wait;
+        let deadline = tokio::time::Instant::now() + self.consensus.timing().leader_wait;
         // The leader moved or is being elected: look again soon.
         let mut backoff = crate::net::Backoff::new(Duration::from_millis(20), Duration::from_millis(200));
         loop {
@@ -132,14 +151,14 @@ impl Forwarder {
                     let forwarding = Forwarding {
                         envelope: self.consensus.identity().envelope(leader.id, self.consensus.holds_nothing()),
                     };
-                    let answer = match tokio::time::timeout(timing.forward_timeout, remote(channel, forwarding)).await {
+                    let answer = match tokio::time::timeout(forward_timeout, remote(channel, forwarding)).await {
                         Ok(answer) => answer,
                         // The request may have reached the leader.
                         Err(_) => {
                             return Err(ApiError::Timeout(format!(
                                 "leader node {} at {} did not answer within {:?}; the request may or may not have \
                                  been applied: retry (writes: with the same idempotency key or request id)",
-                                leader.id, leader.addr, timing.forward_timeout
+                                leader.id, leader.addr, forward_timeout
                             ))
                             .into())
                         }

@@ -83,6 +83,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "3s", value_parser = parse_duration, help_heading = "Timings")]
     pub forward_timeout: std::time::Duration,
     /// Upper bound on one membership change (add, promote, remove a node).
+    /// With the leader wait and the proposal timeout it stays below the
+    /// 40 s a client waits for a membership change (at most about 32 s).
     #[arg(long, default_value = "15s", value_parser = parse_duration, help_heading = "Timings")]
     pub membership_timeout: std::time::Duration,
     /// How long a new node's address gets to answer before add-node gives up.

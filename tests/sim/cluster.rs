@@ -88,6 +88,11 @@ impl Stores {
         self.set(i, None);
     }
 
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The stores of the running nodes, by node index.
     pub fn running(&self) -> Vec<(usize, TaskStore)> {
         let all = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,8 +2,9 @@
 //! and restarts, partitions (both ways and one way), slow links, a clock
 //! jumped on one node (and back when the fault ends), a worker cut off
 //! (frozen to the cluster) or killed mid-task, a client cut off from a node mid-request (its reply
-//! lost, so it retries). At most one node fault at a time, so a majority
-//! stays up; `heal` undoes everything.
+//! lost, so it retries). At most a minority of the nodes under a fault at
+//! a time (one of three, two of five), so a majority stays up; `heal`
+//! undoes everything.
 
 use std::time::Duration;
 
@@ -30,13 +31,28 @@ enum Fault {
     ClientCut(String, u64),
 }
 
+impl Fault {
+    /// The node a node fault is on (a one-way partition: the sender's
+    /// side; its peer may take another fault).
+    fn node(&self) -> Option<u64> {
+        match self {
+            Fault::Crashed(n) | Fault::Partitioned(n) | Fault::OneWay(n, _) | Fault::Slow(n) | Fault::Skewed(n) => {
+                Some(*n)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub struct Faults {
     rng: SimRng,
     nodes: u64,
     workers: Vec<String>,
     clients: Vec<String>,
     walls: Vec<SimWall>,
-    node_fault: Option<(Fault, u64)>,
+    /// Node faults in force, each on its own node; at most
+    /// [`Faults::max_node_faults`].
+    node_faults: Vec<(Fault, u64)>,
     worker_fault: Option<(Fault, u64)>,
     client_fault: Option<(Fault, u64)>,
     /// How many faults were injected, by kind (for the report).
@@ -59,7 +75,7 @@ impl Faults {
             workers,
             clients,
             walls,
-            node_fault: None,
+            node_faults: Vec::new(),
             worker_fault: None,
             client_fault: None,
             injected: 0,
@@ -69,8 +85,11 @@ impl Faults {
     /// Called every 100 ms of simulated time during the chaos phase.
     pub fn tick(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, stores: &Stores, history: &Shared) {
         self.expire(sim, now, false, history);
-        if self.node_fault.is_none() && self.rng.chance(0.05) {
-            let node = self.rng.range(1, self.nodes + 1);
+        if self.node_faults.len() < self.max_node_faults() && self.rng.chance(0.05) {
+            // A node not under a fault already.
+            let free: Vec<u64> =
+                (1..=self.nodes).filter(|n| !self.node_faults.iter().any(|(f, _)| f.node() == Some(*n))).collect();
+            let node = free[self.rng.range(0, free.len() as u64) as usize];
             let until = now + self.rng.range(300, 4_000);
             let fault = match self.rng.range(0, 5) {
                 0 => {
@@ -113,7 +132,7 @@ impl Faults {
             };
             self.trace(history, now, &format!("{fault:?} until {until}"));
             self.injected += 1;
-            self.node_fault = Some((fault, until));
+            self.node_faults.push((fault, until));
         }
         if self.worker_fault.is_none() && self.rng.chance(0.03) && !self.workers.is_empty() {
             let w = self.workers[self.rng.range(0, self.workers.len() as u64) as usize].clone();
@@ -176,14 +195,35 @@ impl Faults {
         history.lock().trace(&format!("{now} fault {what}"));
     }
 
+    /// End the faults whose time is up, starting none.
+    pub fn expire_due(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, history: &Shared) {
+        self.expire(sim, now, false, history);
+    }
+
+    /// How many nodes may be under a fault at once: a minority.
+    fn max_node_faults(&self) -> usize {
+        ((self.nodes - 1) / 2) as usize
+    }
+
     /// End the faults whose time is up (all of them with `all`).
     fn expire(&mut self, sim: &mut turmoil::Sim<'_>, now: u64, all: bool, history: &Shared) {
-        for slot in [&mut self.node_fault, &mut self.worker_fault, &mut self.client_fault] {
-            let Some((fault, until)) = slot.clone() else { continue };
-            if !all && now < until {
-                continue;
+        let mut due = Vec::new();
+        self.node_faults.retain(|(fault, until)| {
+            let ends = all || now >= *until;
+            if ends {
+                due.push(fault.clone());
             }
-            *slot = None;
+            !ends
+        });
+        for slot in [&mut self.worker_fault, &mut self.client_fault] {
+            if let Some((fault, until)) = slot.clone() {
+                if all || now >= until {
+                    *slot = None;
+                    due.push(fault);
+                }
+            }
+        }
+        for fault in due {
             history.lock().trace(&format!("{now} heal {fault:?}"));
             match fault {
                 Fault::Crashed(node) => sim.bounce(cluster::host(node)),

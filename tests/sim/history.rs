@@ -39,8 +39,20 @@ const KNOWN: &[&str] = &[];
 /// comes (seed 63: a jump of 781 ms moved it 726 ms ahead), hence 500.
 pub const KNOWN_JUMP_MS: i64 = 500;
 
+/// A gate the workload set on [`crate::workload::CALLBACK`]: in force
+/// from the entry at `since_index` until an open that was issued at
+/// `open_issued_ms` (of simulated time) committed.
+#[derive(Debug, Clone)]
+pub struct GateEpisode {
+    pub mode: &'static str,
+    pub since_index: u64,
+    pub open_issued_ms: Option<u64>,
+}
+
 #[derive(Default)]
 pub struct History {
+    /// The gates the workload set, in order.
+    pub gates: Vec<GateEpisode>,
     /// Violations of [`KNOWN`] invariants.
     pub known: Vec<String>,
     /// Workers to crash at a moment (ms): just after a run of theirs
@@ -168,6 +180,30 @@ impl History {
             self.violation(
                 "CallbackConcurrencyLimit",
                 format!("{running} runs of {callback} at once at {now} ms, over its limit of {concurrency}"),
+            );
+        }
+    }
+
+    /// `GatedTaskNotStarted`: a run of the gated callback that starts at
+    /// `now` under `token` (the index of the entry that started it) must
+    /// not have started inside a gate: after the entry that set it, and
+    /// before its open was even issued (an open issued before `now` may
+    /// have committed before or after the start: not checked).
+    pub fn check_gates(&mut self, callback: &str, task: u64, token: u64, now: u64) {
+        if callback != crate::workload::CALLBACK {
+            return;
+        }
+        let inside =
+            self.gates.iter().find(|g| g.since_index < token && g.open_issued_ms.is_none_or(|o| o >= now)).cloned();
+        if let Some(g) = inside {
+            self.violation(
+                "GatedTaskNotStarted",
+                format!(
+                    "task {task} started at {now} ms under token {token}, inside the {} gate set at index {}{}",
+                    g.mode,
+                    g.since_index,
+                    g.open_issued_ms.map_or(" and not opened".to_string(), |o| format!(" and opened from {o} ms"))
+                ),
             );
         }
     }

@@ -1,5 +1,5 @@
 //! Deterministic simulation of a whole drover cluster (issue 27): three
-//! real nodes (their openraft type config, RocksDB storage, state machine
+//! (five for every fourth seed) real nodes (their openraft type config, RocksDB storage, state machine
 //! apply, scheduler with leases, fencing and dispatcher, gRPC services),
 //! two workers on the real SDK and two clients on the real client, all
 //! in one process on turmoil's simulated network and tokio's paused
@@ -145,9 +145,10 @@ fn child(seed: u64) -> ExitCode {
         println!("known: {v}");
     }
     println!(
-        "{RESULT} seed={seed} hash={:016x} ok={} ops_ok={} ops_failed={} runs={} faults={} sim_ms={} ahead_ms={} cpu_ms={}",
+        "{RESULT} seed={seed} hash={:016x} ok={} nodes={} ops_ok={} ops_failed={} runs={} faults={} sim_ms={} ahead_ms={} cpu_ms={}",
         outcome.hash,
         outcome.violations.is_empty(),
+        outcome.nodes,
         outcome.ops_ok,
         outcome.ops_failed,
         outcome.runs,

@@ -14,7 +14,15 @@ use crate::rng::SimRng;
 use crate::workload;
 use crate::zombie;
 
-pub const NODES: u64 = 3;
+/// How many nodes a seed's cluster has: five for every fourth seed (two
+/// node faults may then be in force at once), else three.
+pub fn nodes_for(seed: u64) -> u64 {
+    if seed % 4 == 0 {
+        5
+    } else {
+        3
+    }
+}
 
 /// How long each phase lasts, in simulated time.
 #[derive(Debug, Clone)]
@@ -40,6 +48,7 @@ pub struct Outcome {
     pub violations: Vec<String>,
     pub ops_ok: u64,
     pub ops_failed: u64,
+    pub nodes: u64,
     pub runs: usize,
     pub faults: u64,
     pub sim_ms: u64,
@@ -63,9 +72,10 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
 
 fn run_in(seed: u64, plan: &Plan, dir: &std::path::Path) -> Outcome {
     let mut rng = SimRng::new(seed);
+    let nodes = nodes_for(seed);
     let history = Shared::default();
-    let stores = Stores::new(NODES as usize);
-    let walls: Vec<SimWall> = (0..NODES).map(|_| SimWall::default()).collect();
+    let stores = Stores::new(nodes as usize);
+    let walls: Vec<SimWall> = (0..nodes).map(|_| SimWall::default()).collect();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(plan.chaos + plan.settle + Duration::from_secs(60))
         .tick_duration(Duration::from_millis(2))
@@ -74,22 +84,22 @@ fn run_in(seed: u64, plan: &Plan, dir: &std::path::Path) -> Outcome {
         .tcp_capacity(1 << 16)
         .rng_seed(rng.next_u64())
         .build();
-    for id in 1..=NODES {
-        let host = cluster::node_host(id, NODES, dir.to_path_buf(), walls[id as usize - 1].clone(), stores.clone());
+    for id in 1..=nodes {
+        let host = cluster::node_host(id, nodes, dir.to_path_buf(), walls[id as usize - 1].clone(), stores.clone());
         sim.host(cluster::host(id), host);
     }
     let workers: Vec<String> = (1..=2).map(|w| format!("worker{w}")).collect();
     for w in &workers {
-        sim.host(w.as_str(), workload::worker_host(w.clone(), NODES, history.clone(), stores.clone()));
+        sim.host(w.as_str(), workload::worker_host(w.clone(), nodes, history.clone(), stores.clone()));
     }
     let clients: Vec<String> = (1..=2).map(|c| format!("client{c}")).collect();
     let until = plan.chaos.as_millis() as u64;
     for c in &clients {
-        let run = workload::run_client(c.clone(), NODES, rng.fork(c.len() as u64 + 7), until, history.clone());
+        let run = workload::run_client(c.clone(), nodes, rng.fork(c.len() as u64 + 7), until, history.clone());
         sim.client(c.as_str(), run);
     }
-    sim.client("zombie", zombie::run(NODES, rng.fork(13), until, history.clone()));
-    let mut faults = Faults::new(rng.fork(99), NODES, workers, clients, walls);
+    sim.client("zombie", zombie::run(nodes, rng.fork(13), until, history.clone()));
+    let mut faults = Faults::new(rng.fork(99), nodes, workers, clients, walls);
     let mut problems = Vec::new();
     let mut clock = TimeCheck::default();
     // Chaos: until the clients are done.
@@ -112,6 +122,10 @@ fn run_in(seed: u64, plan: &Plan, dir: &std::path::Path) -> Outcome {
             clock.check(&stores, &history, now);
             if now < until {
                 faults.tick(&mut sim, now, &stores, &history);
+            } else {
+                // A client may still be finishing (opening its gate):
+                // faults in force end when due, none start.
+                faults.expire_due(&mut sim, now, &history);
             }
         }
     }
@@ -130,7 +144,7 @@ fn run_in(seed: u64, plan: &Plan, dir: &std::path::Path) -> Outcome {
             if now >= next_tick {
                 next_tick = now + 250;
                 clock.check(&stores, &history, now);
-                match converged(&stores) {
+                match converged(&stores, nodes) {
                     Ok(state) => {
                         settled = Some(state);
                         break;
@@ -163,6 +177,7 @@ fn run_in(seed: u64, plan: &Plan, dir: &std::path::Path) -> Outcome {
         violations,
         ops_ok: h.ops_ok,
         ops_failed: h.ops_failed,
+        nodes,
         runs: h.runs.values().map(Vec::len).sum(),
         faults: faults.injected,
         sim_ms,
@@ -221,10 +236,10 @@ struct Settled {
 
 /// Whether every node runs, every task has ended, and every replica has
 /// applied the same index with the same digest.
-fn converged(stores: &Stores) -> Result<Settled, String> {
+fn converged(stores: &Stores, nodes: u64) -> Result<Settled, String> {
     let running = stores.running();
-    if running.len() != NODES as usize {
-        return Err(format!("{} of {NODES} nodes running", running.len()));
+    if running.len() != nodes as usize {
+        return Err(format!("{} of {nodes} nodes running", running.len()));
     }
     let mut seen = Vec::new();
     for (i, store) in &running {

@@ -1,5 +1,6 @@
 //! What users do meanwhile: clients schedule (with and without
-//! idempotency keys, some after other tasks), read and cancel through the
+//! idempotency keys, some after other tasks), read, cancel, and gate a
+//! callback (pause or drop it, then open it) through the
 //! real [`drover::client::Client`] (which retries an unknown outcome under
 //! the same request id); workers run tasks through the real worker SDK
 //! (leases, heartbeats, self-fencing, completions retried across
@@ -69,6 +70,9 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
         }
     }
     let mut n = 0u64;
+    // Only the first client gates, so the gates' history is one sequence.
+    let gating = name == "client1";
+    let mut gate_maybe_set = false;
     while sim_ms() < until_ms {
         tokio::time::sleep(Duration::from_millis(rng.range(20, 250))).await;
         n += 1;
@@ -120,6 +124,8 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
                     h.trace(&format!("{} schedule-failed {name} {nonce} since {started} {:?}", sim_ms(), s.code()));
                 }
             }
+        } else if gating && roll < 70 {
+            gate_maybe_set = toggle_gate(&c, &name, gate_maybe_set, &mut rng, &history).await;
         } else if roll < 85 {
             let Some(id) = pick(&mut rng) else { continue };
             let started = sim_ms();
@@ -152,7 +158,63 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
             }
         }
     }
+    // A gate left in force would hold its tasks past the run: open it
+    // (faults end on their own, so this succeeds in the end).
+    while gate_maybe_set {
+        gate_maybe_set = toggle_gate(&c, &name, true, &mut rng, &history).await;
+        if gate_maybe_set {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     Ok(())
+}
+
+/// Set a gate on [`CALLBACK`] (pause, or drop now and then), or open the
+/// one that may be set; returns whether one may now be set (an unknown
+/// outcome of a set counts as set, until an open succeeds).
+async fn toggle_gate(c: &Client, name: &str, maybe_set: bool, rng: &mut SimRng, history: &Shared) -> bool {
+    if maybe_set {
+        let issued = sim_ms();
+        if let Some(g) = history.lock().gates.iter_mut().rev().find(|g| g.open_issued_ms.is_none()) {
+            g.open_issued_ms = Some(issued);
+        }
+        let result = c.open_gate(CALLBACK, "").await;
+        let mut h = history.lock();
+        match result {
+            Ok(_) => {
+                h.ops_ok += 1;
+                h.trace(&format!("{} gate-opened {name} (issued at {issued})", sim_ms()));
+                false
+            }
+            Err(s) => {
+                h.ops_failed += 1;
+                h.trace(&format!("{} open-gate-failed {name} {:?}", sim_ms(), s.code()));
+                true
+            }
+        }
+    } else {
+        let (mode, mode_name) =
+            if rng.chance(0.2) { (pb::GateMode::Drop, "drop") } else { (pb::GateMode::Pause, "pause") };
+        let req = pb::SetGateRequest { callback: CALLBACK.into(), mode: mode as i32, ..Default::default() };
+        let result = c.set_gate(req).await;
+        let mut h = history.lock();
+        match result {
+            Ok(r) => {
+                h.ops_ok += 1;
+                let Some(since_index) = r.gate.map(|g| g.since_index) else {
+                    h.violation("GateReplyNamesItsGate", "a SetGate reply without its gate".into());
+                    return true;
+                };
+                h.trace(&format!("{} gate-set {name} {mode_name} since={since_index}", sim_ms()));
+                h.gates.push(crate::history::GateEpisode { mode: mode_name, since_index, open_issued_ms: None });
+            }
+            Err(s) => {
+                h.ops_failed += 1;
+                h.trace(&format!("{} set-gate-failed {name} {:?}", sim_ms(), s.code()));
+            }
+        }
+        true
+    }
 }
 
 /// Records the end of a run when its handler returns or is dropped (the
@@ -186,7 +248,11 @@ impl Drop for RunGuard {
 /// the result (so the final check can tell which run's completion won).
 async fn handle(ctx: TaskContext, worker: String, history: Shared, stores: Stores) -> TaskResult {
     let now = sim_ms();
-    history.lock().started(&worker, &ctx.callback, ctx.task_id, ctx.fencing_token, ctx.attempt, now);
+    {
+        let mut h = history.lock();
+        h.started(&worker, &ctx.callback, ctx.task_id, ctx.fencing_token, ctx.attempt, now);
+        h.check_gates(&ctx.callback, ctx.task_id, ctx.fencing_token, now);
+    }
     check_may_start(&ctx, &history, &stores);
     let mut guard =
         RunGuard { history: history.clone(), worker, task: ctx.task_id, token: ctx.fencing_token, how: "dropped" };
@@ -225,7 +291,7 @@ fn check_may_start(ctx: &TaskContext, history: &Shared, stores: &Stores) {
     let Ok(Some(task)) = store.get(ctx.task_id) else { return };
     // Only with every replica readable: a crashed one may hold the newest
     // replicated time (the leader that assigned the task, say).
-    if task.run_at_ms > newest && running.len() == crate::run::NODES as usize {
+    if task.run_at_ms > newest && running.len() == stores.nodes() {
         history.lock().violation(
             "NotBeforeRunAt",
             format!(
