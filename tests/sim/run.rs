@@ -349,7 +349,8 @@ fn final_checks(state: &Settled, history: &Shared) {
         if let Some(k) = &t.idempotency_key {
             per_key.entry(k.as_str()).or_default().push(t.id);
         }
-        if let Some(p) = state.payloads.get(&t.id) {
+        // A schedule's fires share its payload; each has its slot's key.
+        if let Some(p) = state.payloads.get(&t.id).filter(|_| t.schedule.is_none()) {
             per_payload.entry(p.as_slice()).or_default().push(t.id);
         }
     }
@@ -376,6 +377,44 @@ fn final_checks(state: &Settled, history: &Shared) {
             );
         }
     }
+    ticker_checks(state, &mut h);
     let summary = format!("settled tasks={} acks={}", state.tasks.len(), acks.len());
     h.trace(&summary);
+}
+
+/// `ScheduleSlotOnce`: no slot of the ticker has two tasks (also a case of
+/// `OneTaskPerIdempotencyKey`: a slot's task is keyed by it).
+/// `ScheduleEverySlot`: with every missed slot caught up, each slot from
+/// the first fired to the last has its task, whatever the faults did to
+/// the leaders.
+fn ticker_checks(state: &Settled, h: &mut crate::history::History) {
+    use crate::workload::{TICKER, TICK_EVERY_MS};
+    let prefix = format!("schedule:{TICKER}:");
+    let mut slots: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for t in &state.tasks {
+        if let Some(slot) = t.idempotency_key.as_deref().and_then(|k| k.strip_prefix(&prefix)) {
+            match slot.parse::<u64>() {
+                Ok(at) => slots.entry(at).or_default().push(t.id),
+                Err(_) => h.violation("ScheduleSlotOnce", format!("task {} has a slot key {slot:?}", t.id)),
+            }
+        }
+    }
+    for (at, ids) in slots.iter().filter(|(_, ids)| ids.len() > 1) {
+        h.violation("ScheduleSlotOnce", format!("slot {at} of {TICKER} has tasks {ids:?}"));
+    }
+    let (Some(first), Some(last)) = (slots.keys().next().copied(), slots.keys().last().copied()) else {
+        h.violation("ScheduleEverySlot", format!("{TICKER} fired no slot"));
+        return;
+    };
+    let missing: Vec<u64> = (0..=(last - first) / TICK_EVERY_MS)
+        .map(|k| first + k * TICK_EVERY_MS)
+        .filter(|at| !slots.contains_key(at))
+        .collect();
+    if !missing.is_empty() {
+        h.violation(
+            "ScheduleEverySlot",
+            format!("{} of the slots of {TICKER} from {first} to {last} have no task: {missing:?}", missing.len()),
+        );
+    }
+    h.trace(&format!("ticker slots={}", slots.len()));
 }

@@ -22,6 +22,14 @@ use crate::rng::{mix, SimRng};
 /// assignment that never reached its worker shows as a second run).
 pub const CALLBACK: &str = "sim";
 pub const ONCE: &str = "sim-once";
+/// The callback of the periodic schedule [`TICKER`], which the second
+/// client creates (every [`TICK_EVERY_MS`], every missed slot caught up,
+/// runs may overlap) and pauses before it stops.
+pub const TICK: &str = "sim-tick";
+pub const TICKER: &str = "ticker";
+pub const TICK_EVERY_MS: u64 = 1_000;
+/// Every callback the workers serve.
+pub const CALLBACKS: [&str; 3] = [CALLBACK, ONCE, TICK];
 pub const CONCURRENCY: u32 = 4;
 pub const LEASE_MS: u64 = 2_000;
 
@@ -64,7 +72,7 @@ fn ended(state: i32) -> bool {
 pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64, history: Shared) -> turmoil::Result {
     let c = client(nodes);
     // Both clients register the callbacks (idempotent).
-    for callback in [CALLBACK, ONCE] {
+    for callback in CALLBACKS {
         while c.register_callback(settings(callback)).await.is_err() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -73,6 +81,10 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
     // Only the first client gates, so the gates' history is one sequence.
     let gating = name == "client1";
     let mut gate_maybe_set = false;
+    let ticking = name == "client2";
+    if ticking {
+        create_ticker(&c, &name, &history).await;
+    }
     while sim_ms() < until_ms {
         tokio::time::sleep(Duration::from_millis(rng.range(20, 250))).await;
         n += 1;
@@ -158,6 +170,12 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
             }
         }
     }
+    // A schedule still firing would never let the cluster settle.
+    if ticking {
+        while !pause_ticker(&c, &name, &history).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     // A gate left in force would hold its tasks past the run: open it
     // (faults end on their own, so this succeeds in the end).
     while gate_maybe_set {
@@ -167,6 +185,70 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
         }
     }
     Ok(())
+}
+
+/// Create [`TICKER`], until it exists (a retry after an unknown outcome
+/// may find it made: `ALREADY_EXISTS`).
+async fn create_ticker(c: &Client, name: &str, history: &Shared) {
+    let def = pb::ScheduleDefinition {
+        name: TICKER.into(),
+        callback: TICK.into(),
+        every_ms: TICK_EVERY_MS,
+        overlap: "allow".into(),
+        catchup: "all".into(),
+        ..Default::default()
+    };
+    loop {
+        let result = c.create_schedule(def.clone()).await;
+        let done = {
+            let mut h = history.lock();
+            match result {
+                Ok(_) => {
+                    h.ops_ok += 1;
+                    h.trace(&format!("{} ticker-created {name}", sim_ms()));
+                    true
+                }
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    h.ops_ok += 1;
+                    h.trace(&format!("{} ticker-exists {name}", sim_ms()));
+                    true
+                }
+                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                    h.violation("ScheduleEverySlot", format!("the ticker was refused: {}", s.message()));
+                    true
+                }
+                Err(s) => {
+                    h.ops_failed += 1;
+                    h.trace(&format!("{} create-ticker-failed {name} {:?}", sim_ms(), s.code()));
+                    false
+                }
+            }
+        };
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Pause [`TICKER`]; whether it is paused (or was never made: its
+/// creation was refused, a violation already).
+async fn pause_ticker(c: &Client, name: &str, history: &Shared) -> bool {
+    let result = c.pause_schedule(TICKER, "the run ends").await;
+    let mut h = history.lock();
+    match result {
+        Ok(_) => {
+            h.ops_ok += 1;
+            h.trace(&format!("{} ticker-paused {name}", sim_ms()));
+            true
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => true,
+        Err(s) => {
+            h.ops_failed += 1;
+            h.trace(&format!("{} pause-ticker-failed {name} {:?}", sim_ms(), s.code()));
+            false
+        }
+    }
 }
 
 /// Set a gate on [`CALLBACK`] (pause, or drop now and then), or open the
@@ -335,7 +417,7 @@ pub fn worker_host(
                 .id(name.clone())
                 .dialer(cluster::dialer())
                 .shutdown_grace(Duration::from_secs(1));
-            for callback in [CALLBACK, ONCE] {
+            for callback in CALLBACKS {
                 let (name, history, stores) = (name.clone(), history.clone(), stores.clone());
                 worker = worker.handle(callback, CONCURRENCY, move |ctx: TaskContext| {
                     handle(ctx, name.clone(), history.clone(), stores.clone())
