@@ -83,7 +83,9 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
     let mut gate_maybe_set = false;
     let ticking = name == "client2";
     if ticking {
-        create_ticker(&c, &name, &history).await;
+        while !create_ticker(&c, &name, &history).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     while sim_ms() < until_ms {
         tokio::time::sleep(Duration::from_millis(rng.range(20, 250))).await;
@@ -137,7 +139,13 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
                 }
             }
         } else if gating && roll < 70 {
-            gate_maybe_set = toggle_gate(&c, &name, gate_maybe_set, &mut rng, &history).await;
+            // In turn: set a gate, then open it.
+            if gate_maybe_set {
+                gate_maybe_set = !open_gate(&c, &name, &history).await;
+            } else {
+                set_gate(&c, &name, &mut rng, &history).await;
+                gate_maybe_set = true;
+            }
         } else if roll < 85 {
             let Some(id) = pick(&mut rng) else { continue };
             let started = sim_ms();
@@ -178,18 +186,18 @@ pub async fn run_client(name: String, nodes: u64, mut rng: SimRng, until_ms: u64
     }
     // A gate left in force would hold its tasks past the run: open it
     // (faults end on their own, so this succeeds in the end).
-    while gate_maybe_set {
-        gate_maybe_set = toggle_gate(&c, &name, true, &mut rng, &history).await;
-        if gate_maybe_set {
+    if gate_maybe_set {
+        while !open_gate(&c, &name, &history).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     Ok(())
 }
 
-/// Create [`TICKER`], until it exists (a retry after an unknown outcome
-/// may find it made: `ALREADY_EXISTS`).
-async fn create_ticker(c: &Client, name: &str, history: &Shared) {
+/// Create [`TICKER`]; whether it exists now (a retry after an unknown
+/// outcome may find it made: `ALREADY_EXISTS`; a refusal is a violation,
+/// and retrying it would not help).
+async fn create_ticker(c: &Client, name: &str, history: &Shared) -> bool {
     let def = pb::ScheduleDefinition {
         name: TICKER.into(),
         callback: TICK.into(),
@@ -198,36 +206,28 @@ async fn create_ticker(c: &Client, name: &str, history: &Shared) {
         catchup: "all".into(),
         ..Default::default()
     };
-    loop {
-        let result = c.create_schedule(def.clone()).await;
-        let done = {
-            let mut h = history.lock();
-            match result {
-                Ok(_) => {
-                    h.ops_ok += 1;
-                    h.trace(&format!("{} ticker-created {name}", sim_ms()));
-                    true
-                }
-                Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                    h.ops_ok += 1;
-                    h.trace(&format!("{} ticker-exists {name}", sim_ms()));
-                    true
-                }
-                Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                    h.violation("ScheduleEverySlot", format!("the ticker was refused: {}", s.message()));
-                    true
-                }
-                Err(s) => {
-                    h.ops_failed += 1;
-                    h.trace(&format!("{} create-ticker-failed {name} {:?}", sim_ms(), s.code()));
-                    false
-                }
-            }
-        };
-        if done {
-            return;
+    let result = c.create_schedule(def).await;
+    let mut h = history.lock();
+    match result {
+        Ok(_) => {
+            h.ops_ok += 1;
+            h.trace(&format!("{} ticker-created {name}", sim_ms()));
+            true
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            h.ops_ok += 1;
+            h.trace(&format!("{} ticker-exists {name}", sim_ms()));
+            true
+        }
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            h.violation("ScheduleEverySlot", format!("the ticker was refused: {}", s.message()));
+            true
+        }
+        Err(s) => {
+            h.ops_failed += 1;
+            h.trace(&format!("{} create-ticker-failed {name} {:?}", sim_ms(), s.code()));
+            false
+        }
     }
 }
 
@@ -251,51 +251,51 @@ async fn pause_ticker(c: &Client, name: &str, history: &Shared) -> bool {
     }
 }
 
-/// Set a gate on [`CALLBACK`] (pause, or drop now and then), or open the
-/// one that may be set; returns whether one may now be set (an unknown
-/// outcome of a set counts as set, until an open succeeds).
-async fn toggle_gate(c: &Client, name: &str, maybe_set: bool, rng: &mut SimRng, history: &Shared) -> bool {
-    if maybe_set {
-        let issued = sim_ms();
-        if let Some(g) = history.lock().gates.iter_mut().rev().find(|g| g.open_issued_ms.is_none()) {
-            g.open_issued_ms = Some(issued);
+/// Open the gate on [`CALLBACK`]; whether it is open (a failed open
+/// leaves it possibly set).
+async fn open_gate(c: &Client, name: &str, history: &Shared) -> bool {
+    let issued = sim_ms();
+    if let Some(g) = history.lock().gates.iter_mut().rev().find(|g| g.open_issued_ms.is_none()) {
+        g.open_issued_ms = Some(issued);
+    }
+    let result = c.open_gate(CALLBACK, "").await;
+    let mut h = history.lock();
+    match result {
+        Ok(_) => {
+            h.ops_ok += 1;
+            h.trace(&format!("{} gate-opened {name} (issued at {issued})", sim_ms()));
+            true
         }
-        let result = c.open_gate(CALLBACK, "").await;
-        let mut h = history.lock();
-        match result {
-            Ok(_) => {
-                h.ops_ok += 1;
-                h.trace(&format!("{} gate-opened {name} (issued at {issued})", sim_ms()));
-                false
-            }
-            Err(s) => {
-                h.ops_failed += 1;
-                h.trace(&format!("{} open-gate-failed {name} {:?}", sim_ms(), s.code()));
-                true
-            }
+        Err(s) => {
+            h.ops_failed += 1;
+            h.trace(&format!("{} open-gate-failed {name} {:?}", sim_ms(), s.code()));
+            false
         }
-    } else {
-        let (mode, mode_name) =
-            if rng.chance(0.2) { (pb::GateMode::Drop, "drop") } else { (pb::GateMode::Pause, "pause") };
-        let req = pb::SetGateRequest { callback: CALLBACK.into(), mode: mode as i32, ..Default::default() };
-        let result = c.set_gate(req).await;
-        let mut h = history.lock();
-        match result {
-            Ok(r) => {
-                h.ops_ok += 1;
-                let Some(since_index) = r.gate.map(|g| g.since_index) else {
-                    h.violation("GateReplyNamesItsGate", "a SetGate reply without its gate".into());
-                    return true;
-                };
-                h.trace(&format!("{} gate-set {name} {mode_name} since={since_index}", sim_ms()));
-                h.gates.push(crate::history::GateEpisode { mode: mode_name, since_index, open_issued_ms: None });
-            }
-            Err(s) => {
-                h.ops_failed += 1;
-                h.trace(&format!("{} set-gate-failed {name} {:?}", sim_ms(), s.code()));
-            }
+    }
+}
+
+/// Set a gate on [`CALLBACK`]: a pause, or now and then a drop. Whatever
+/// the outcome, the gate may be set afterwards (an unknown outcome may
+/// have applied).
+async fn set_gate(c: &Client, name: &str, rng: &mut SimRng, history: &Shared) {
+    let (mode, mode_name) = if rng.chance(0.2) { (pb::GateMode::Drop, "drop") } else { (pb::GateMode::Pause, "pause") };
+    let req = pb::SetGateRequest { callback: CALLBACK.into(), mode: mode as i32, ..Default::default() };
+    let result = c.set_gate(req).await;
+    let mut h = history.lock();
+    match result {
+        Ok(r) => {
+            h.ops_ok += 1;
+            let Some(since_index) = r.gate.map(|g| g.since_index) else {
+                h.violation("GateReplyNamesItsGate", "a SetGate reply without its gate".into());
+                return;
+            };
+            h.trace(&format!("{} gate-set {name} {mode_name} since={since_index}", sim_ms()));
+            h.gates.push(crate::history::GateEpisode { mode: mode_name, since_index, open_issued_ms: None });
         }
-        true
+        Err(s) => {
+            h.ops_failed += 1;
+            h.trace(&format!("{} set-gate-failed {name} {:?}", sim_ms(), s.code()));
+        }
     }
 }
 
